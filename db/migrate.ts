@@ -1,0 +1,86 @@
+/**
+ * Brings a database's schema up to date, as the owner role:
+ * 1. Graphile Worker's own schema (graphile_worker), so our migrations and
+ *    functions may refer to it;
+ * 2. our migrations with graphile-migrate: committed ones always, and in
+ *    development also the work in progress in db/migrations/current/;
+ * 3. privileges on graphile_worker for the worker and operator roles (re-run
+ *    every time, because a Graphile Worker upgrade may add tables).
+ */
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Logger as GraphileLogger, type LogLevel } from '@graphile/logger';
+import * as graphileMigrate from 'graphile-migrate';
+import { runMigrations as runWorkerMigrations } from 'graphile-worker';
+import pg from 'pg';
+import { migrationPlaceholders, quoteIdent, type DatabaseUrls, type RoleNames } from '../lib/database.ts';
+import type { Logger } from '../lib/logger.ts';
+
+export const migrationsFolder = path.join(path.dirname(fileURLToPath(import.meta.url)), 'migrations');
+
+/** graphile-migrate and graphile-worker log through @graphile/logger; send it to pino. */
+export function graphileLogger(logger: Logger): GraphileLogger {
+  return new GraphileLogger((scope) => (level: LogLevel, message: string) => {
+    const child = logger.child({ scope: (scope as { label?: string }).label ?? 'graphile' });
+    if (level === 'error') child.error(message);
+    else if (level === 'warning') child.warn(message);
+    else if (level === 'info') child.debug(message);
+    else child.trace(message);
+  });
+}
+
+export function migrateSettings(ownerUrl: string, roles: RoleNames, logger: Logger, rootUrl?: string) {
+  return {
+    connectionString: ownerUrl,
+    ...(rootUrl ? { rootConnectionString: rootUrl } : {}),
+    migrationsFolder,
+    placeholders: migrationPlaceholders(roles),
+    logger: graphileLogger(logger),
+  };
+}
+
+/** Name of the newest committed migration file, or null when none is committed yet. */
+export function latestCommittedMigration(): string | null {
+  let files: string[] = [];
+  try {
+    files = readdirSync(path.join(migrationsFolder, 'committed')).filter((f) => /^\d+.*\.sql$/.test(f));
+  } catch {
+    return null;
+  }
+  return files.sort().at(-1) ?? null;
+}
+
+export interface MigrateOptions {
+  urls: DatabaseUrls;
+  roles: RoleNames;
+  logger: Logger;
+  /** Apply db/migrations/current/ too (development and tests; never production). */
+  includeCurrent: boolean;
+}
+
+export async function migrateDatabase({ urls, roles, logger, includeCurrent }: MigrateOptions): Promise<void> {
+  const log = logger.child({ component: 'migrate' });
+  await runWorkerMigrations({ connectionString: urls.owner, logger: graphileLogger(log) as never });
+  const settings = migrateSettings(urls.owner, roles, log);
+  await graphileMigrate.migrate(settings);
+  if (includeCurrent) await graphileMigrate.watch(settings, true);
+  const client = new pg.Client({ connectionString: urls.owner });
+  await client.connect();
+  try {
+    const worker = quoteIdent(roles.worker);
+    const operator = quoteIdent(roles.operator);
+    await client.query(`
+      grant usage on schema graphile_worker to ${worker}, ${operator};
+      grant select, insert, update, delete on all tables in schema graphile_worker to ${worker};
+      grant usage, select, update on all sequences in schema graphile_worker to ${worker};
+      grant execute on all functions in schema graphile_worker to ${worker};
+      -- The console inspects and controls the queue (complete, fail, reschedule, remove jobs).
+      grant select, update, delete on all tables in schema graphile_worker to ${operator};
+      grant execute on all functions in schema graphile_worker to ${operator};
+    `);
+  } finally {
+    await client.end();
+  }
+  log.info({ includeCurrent, latest: latestCommittedMigration() }, 'database schema is up to date');
+}

@@ -1,0 +1,120 @@
+/**
+ * Every environment variable abonement reads, validated once at boot.
+ * `.env.example` documents each one; a bad value stops the process with one
+ * line naming the variable (see `loadConfig`).
+ */
+import { z } from 'zod';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'on', 'off', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'on' || v === 'yes');
+
+const postgresUrl = z
+  .string()
+  .refine((v) => /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// or postgresql:// URL');
+
+const roleName = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_]{0,40}$/, 'must be a lower-case SQL identifier (a-z, 0-9, _), at most 41 characters');
+
+export const configSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  /** Public base URL, used in printed links and e-mails. Defaults to http://HOST:PORT. */
+  PUBLIC_URL: z.url().optional(),
+
+  /** A superuser (or CREATEROLE + CREATEDB) URL: roles are bootstrapped and the app's own URLs derived. */
+  DATABASE_URL: postgresUrl.optional(),
+  /** Alternatively, one URL per role when a DBA provides the roles (all four together). */
+  DATABASE_OWNER_URL: postgresUrl.optional(),
+  DATABASE_AUTHENTICATOR_URL: postgresUrl.optional(),
+  DATABASE_WORKER_URL: postgresUrl.optional(),
+  DATABASE_OPERATOR_URL: postgresUrl.optional(),
+  /** Prefix of every database role, so two installations can share one server. */
+  DB_ROLE_PREFIX: roleName.default('abonement'),
+  /** Secret from which the login roles' passwords are derived; defaults to DATABASE_URL itself. */
+  DB_ROLE_SECRET: z.string().min(16).optional(),
+  DB_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+
+  /** Embedded PostgreSQL, used when no database URL is given. */
+  EMBEDDED_PG_DIR: z.string().min(1).default('.data/pg'),
+  EMBEDDED_PG_PORT: z.coerce.number().int().min(1).max(65535).default(54329),
+
+  /** `on` runs Graphile Worker inside the API process; `off` when `npm run worker` runs it. */
+  WORKER: z.enum(['on', 'off']).default('on'),
+  WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(5),
+
+  ADMIN_EMAIL: z.email().default('admin@example.com'),
+  ADMIN_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
+  /** Signs console session cookies. Required in production. */
+  SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_PRETTY: bool.optional(),
+  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
+  /** Maximum age of the worker heartbeat before /readyz reports the worker as stale. */
+  READY_HEARTBEAT_MAX_AGE_S: z.coerce.number().int().min(10).default(180),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`invalid configuration: ${variable} ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment; throws a ConfigError naming the first bad variable. */
+export function parseConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings (as left by a copied .env.example) mean "unset".
+  const cleaned = Object.fromEntries(
+    Object.entries(env).filter(([key, value]) => key in configSchema.shape && value !== undefined && value !== ''),
+  );
+  const parsed = configSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(String(issue.path[0] ?? '?'), issue.message.toLowerCase());
+  }
+  const config = parsed.data;
+  const perRole = [
+    'DATABASE_OWNER_URL',
+    'DATABASE_AUTHENTICATOR_URL',
+    'DATABASE_WORKER_URL',
+    'DATABASE_OPERATOR_URL',
+  ] as const;
+  const given = perRole.filter((k) => config[k] !== undefined);
+  if (given.length > 0 && given.length < perRole.length) {
+    const missing = perRole.find((k) => config[k] === undefined)!;
+    throw new ConfigError(missing, 'must be set together with the other DATABASE_*_URL variables');
+  }
+  if (config.NODE_ENV === 'production' && !config.SESSION_SECRET) {
+    throw new ConfigError('SESSION_SECRET', 'is required when NODE_ENV=production');
+  }
+  return config;
+}
+
+/**
+ * Loads the configuration for a process entry point: on error, prints one line
+ * naming the variable and exits with status 78 (EX_CONFIG).
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  try {
+    return parseConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`abonement: ${error.message}\n`);
+      process.exit(78);
+    }
+    throw error;
+  }
+}
+
+export function publicUrl(config: Config): string {
+  const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST;
+  return (config.PUBLIC_URL ?? `http://${host}:${config.PORT}`).replace(/\/$/, '');
+}

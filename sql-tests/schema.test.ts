@@ -1,0 +1,92 @@
+/**
+ * The schema test (basejump's habit): what exists, and who may touch it.
+ * Later sections add their tables; these checks hold for every one of them.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { createTestDatabase, sqlState, type TestDatabase } from '../test/support/database.ts';
+
+let db: TestDatabase;
+before(async () => {
+  db = await createTestDatabase();
+});
+after(async () => {
+  await db?.drop();
+});
+
+describe('schemas and privileges', () => {
+  test('our four schemas exist', async () => {
+    const { rows } = await db.asOwner((c) =>
+      c.query<{ nspname: string }>(
+        `select nspname from pg_namespace where nspname like 'app\\_%' order by nspname`,
+      ),
+    );
+    assert.deepEqual(rows.map((r) => r.nspname), ['app_hidden', 'app_private', 'app_public', 'app_reports']);
+  });
+
+  test('request roles cannot reach app_private', async () => {
+    for (const role of [db.roles.tenant, db.roles.customer, db.roles.anonymous]) {
+      const code = await sqlState(db.asRequestRole(role, {}, (c) => c.query('select * from app_private.operators')));
+      assert.equal(code, '42501', `${role} must get insufficient_privilege on app_private`);
+    }
+  });
+
+  test('the operator role cannot read password hashes', async () => {
+    const code = await sqlState(db.asOperator((c) => c.query('select password_hash from app_private.operators')));
+    assert.equal(code, '42501');
+    const { rows } = await db.asOperator((c) =>
+      c.query(`select column_name from information_schema.columns where table_schema = 'app_private' and table_name = 'operators'`),
+    );
+    assert.ok(rows.length > 0, 'operator sees the table');
+    assert.ok(!rows.some((r) => r.column_name === 'password_hash'), 'password_hash is invisible to the operator role');
+  });
+
+  test('every table in our schemas has row level security or is app_private', async () => {
+    const { rows } = await db.asOwner((c) =>
+      c.query<{ table: string; rls: boolean; forced: boolean }>(`
+        select n.nspname || '.' || c.relname as table, c.relrowsecurity as rls, c.relforcerowsecurity as forced
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind = 'r' and n.nspname in ('app_public', 'app_hidden')`),
+    );
+    const unprotected = rows.filter((r) => !r.rls || !r.forced).map((r) => r.table);
+    assert.deepEqual(unprotected, [], 'tables exposed to request roles must enable and force RLS');
+  });
+});
+
+describe('role switching', () => {
+  test('the authenticator becomes each request role', async () => {
+    for (const role of [db.roles.tenant, db.roles.customer, db.roles.anonymous]) {
+      const { rows } = await db.asRequestRole(role, {}, (c) => c.query<{ current_user: string }>('select current_user'));
+      assert.equal(rows[0]!.current_user, role);
+    }
+  });
+
+  test('the authenticator cannot become the owner, worker, operator or a superuser', async () => {
+    for (const role of [db.roles.owner, db.roles.worker, db.roles.operator, 'postgres']) {
+      const code = await sqlState(db.asRequestRole(role, {}, (c) => c.query('select 1')));
+      assert.equal(code, '42501', `set role ${role} must be refused`);
+    }
+  });
+
+  test('the authenticator itself inherits nothing from the request roles', async () => {
+    const { rows } = await db.pools.authenticator.query<{ inherit: boolean }>(
+      'select rolinherit as inherit from pg_roles where rolname = current_user',
+    );
+    assert.equal(rows[0]!.inherit, false);
+  });
+
+  test('claims are transaction-local: they do not leak to the next transaction on the same connection', async () => {
+    const client = await db.pools.authenticator.connect();
+    try {
+      await client.query('begin');
+      await client.query(`set local role ${db.roles.tenant}`);
+      await client.query(`select set_config('jwt.claims.tenant_id', 'abc', true)`);
+      await client.query('commit');
+      const { rows } = await client.query(`select current_user, current_setting('jwt.claims.tenant_id', true) as tenant`);
+      assert.equal(rows[0].current_user, db.roles.authenticator);
+      assert.ok(!rows[0].tenant, 'claim is gone after commit');
+    } finally {
+      client.release();
+    }
+  });
+});
