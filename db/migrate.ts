@@ -14,7 +14,7 @@ import { Logger as GraphileLogger, type LogLevel } from '@graphile/logger';
 import * as graphileMigrate from 'graphile-migrate';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import pg from 'pg';
-import { migrationPlaceholders, quoteIdent, type DatabaseUrls, type RoleNames } from '../lib/database.ts';
+import { migrationPlaceholders, quoteIdent, quoteLiteral, type DatabaseUrls, type RoleNames } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 
 export const migrationsFolder = path.join(path.dirname(fileURLToPath(import.meta.url)), 'migrations');
@@ -22,7 +22,7 @@ export const migrationsFolder = path.join(path.dirname(fileURLToPath(import.meta
 /** graphile-migrate and graphile-worker log through @graphile/logger; send it to pino. */
 export function graphileLogger(logger: Logger): GraphileLogger {
   return new GraphileLogger((scope) => (level: LogLevel, message: string) => {
-    const child = logger.child({ scope: (scope as { label?: string }).label ?? 'graphile' });
+    const child = logger.child(scope as Record<string, unknown>);
     if (level === 'error') child.error(message);
     else if (level === 'warning') child.warn(message);
     else if (level === 'info') child.debug(message);
@@ -75,6 +75,18 @@ export async function migrateDatabase({ urls, roles, logger, includeCurrent }: M
       grant select, insert, update, delete on all tables in schema graphile_worker to ${worker};
       grant usage, select, update on all sequences in schema graphile_worker to ${worker};
       grant execute on all functions in schema graphile_worker to ${worker};
+      -- Graphile Worker enables RLS on its tables (so nothing leaks through an API); the
+      -- worker and console roles are not their owner and need explicit policies.
+      do $$
+      declare t record;
+      begin
+        for t in select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                 where n.nspname = 'graphile_worker' and c.relkind = 'r' and c.relrowsecurity loop
+          execute format('drop policy if exists abonement_worker_all on graphile_worker.%I', t.relname);
+          execute format('create policy abonement_worker_all on graphile_worker.%I for all to %s, %s using (true) with check (true)',
+                         t.relname, ${quoteLiteral(roles.worker)}::regrole, ${quoteLiteral(roles.operator)}::regrole);
+        end loop;
+      end $$;
       -- The console inspects and controls the queue (complete, fail, reschedule, remove jobs).
       grant select, update, delete on all tables in schema graphile_worker to ${operator};
       grant execute on all functions in schema graphile_worker to ${operator};

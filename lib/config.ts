@@ -41,6 +41,11 @@ export const configSchema = z.object({
   EMBEDDED_PG_DIR: z.string().min(1).default('.data/pg'),
   EMBEDDED_PG_PORT: z.coerce.number().int().min(1).max(65535).default(54329),
 
+  /** Apply migrations at start (committed ones; in development also db/migrations/current/). */
+  MIGRATE_ON_START: bool.default(true),
+  /** Serve Ruru (GraphiQL) at `/`. Defaults to on, except in production. */
+  GRAPHIQL: bool.optional(),
+
   /** `on` runs Graphile Worker inside the API process; `off` when `npm run worker` runs it. */
   WORKER: z.enum(['on', 'off']).default('on'),
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(5),

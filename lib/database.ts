@@ -318,5 +318,8 @@ export function createPool(connectionString: string, logger: Logger, name: strin
   const pool = new pg.Pool({ connectionString, max, application_name: `abonement:${name}` });
   // An idle client losing its connection (database restart) must not crash the process.
   pool.on('error', (error) => logger.warn({ err: error, pool: name }, 'idle database connection lost'));
+  pool.on('connect', (client) => {
+    client.on('error', (error) => logger.warn({ err: error, pool: name }, 'database connection error'));
+  });
   return pool;
 }

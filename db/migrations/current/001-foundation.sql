@@ -148,7 +148,7 @@ create table app_private.worker_heartbeats (
   beat_at timestamptz not null,
   started_at timestamptz not null
 );
-grant select, insert, update on app_private.worker_heartbeats to :ROLE_WORKER;
+grant select, insert, update, delete on app_private.worker_heartbeats to :ROLE_WORKER;
 
 create function app_private.record_heartbeat(worker text, worker_started_at timestamptz) returns void
   language sql volatile

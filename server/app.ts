@@ -1,0 +1,53 @@
+/**
+ * The Express application: request ids and logging, metrics, health, the
+ * console, GraphQL. Only wiring lives here; see server/index.ts for the
+ * lifecycle.
+ */
+import { randomUUID } from 'node:crypto';
+import express from 'express';
+import { pinoHttp } from 'pino-http';
+import type { Logger } from '../lib/logger.ts';
+import { metricsHandler, metricsMiddleware, type Metrics } from './metrics.ts';
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function createApp(logger: Logger, metrics: Metrics): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(
+    pinoHttp({
+      logger: logger.child({ component: 'http' }),
+      // A caller's X-Request-Id is kept (so a tenant can correlate), otherwise we make one.
+      genReqId: (req, res) => {
+        const incoming = req.headers['x-request-id'];
+        const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+        res.setHeader('X-Request-Id', id);
+        return id;
+      },
+      customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/metrics' },
+    }),
+  );
+  app.use(metricsMiddleware(metrics));
+  app.get('/metrics', metricsHandler(metrics));
+  return app;
+}
+
+/** The last handlers: unknown routes and uncaught errors answer JSON with a code, never a stack. */
+export function finishApp(app: express.Express): void {
+  app.use((req, res) => {
+    res.status(404).json({ error: { code: 'NOT_FOUND', message: `no route for ${req.method} ${req.path}` } });
+  });
+  app.use((error: Error & { status?: number; type?: string }, req: express.Request, res: express.Response, _next: express.NextFunction) => {
+    const status = error.status && error.status >= 400 && error.status < 600 ? error.status : 500;
+    const code =
+      error.type === 'entity.too.large' ? 'PAYLOAD_TOO_LARGE'
+      : error.type === 'entity.parse.failed' ? 'MALFORMED_JSON'
+      : status < 500 ? 'BAD_REQUEST'
+      : 'INTERNAL_ERROR';
+    if (status >= 500) req.log.error({ err: error }, 'unhandled error');
+    else req.log.warn({ code, message: error.message }, 'bad request');
+    if (res.headersSent) return;
+    res.status(status).json({ error: { code, message: status >= 500 ? `internal error; quote request id ${String(req.id)}` : error.message } });
+  });
+}

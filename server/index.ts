@@ -1,0 +1,143 @@
+/**
+ * Starts and stops the whole API process: database (embedded or given),
+ * migrations, first operator, HTTP server with GraphQL, console, health and
+ * metrics, and (unless WORKER=off) Graphile Worker in-process.
+ *
+ * Shutdown order matters: stop accepting requests → let in-flight requests
+ * and running jobs finish (bounded by SHUTDOWN_TIMEOUT_MS) → close pools →
+ * stop the embedded PostgreSQL last.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type pg from 'pg';
+import type { Runner } from 'graphile-worker';
+import { ensureFirstAdmin, mountConsole, type MountedConsole } from '../admin/index.ts';
+import { migrateDatabase } from '../db/migrate.ts';
+import { publicUrl, type Config } from '../lib/config.ts';
+import { createPool, resolveDatabase, type ResolvedDatabase } from '../lib/database.ts';
+import type { Logger } from '../lib/logger.ts';
+import { startWorker } from '../jobs/worker.ts';
+import { createApp, finishApp } from './app.ts';
+import { createPostGraphile, mountGraphql } from './graphql.ts';
+import { healthRoutes } from './health.ts';
+import { createMetrics } from './metrics.ts';
+
+export interface RunningAbonement {
+  url: string;
+  urls: { graphql: string; graphiql: string | null; console: string; metrics: string; health: string };
+  database: ResolvedDatabase;
+  /** Generated on first start when ADMIN_PASSWORD is unset; shown once. */
+  firstAdmin: { email: string; generatedPassword?: string } | null;
+  stop(reason?: string): Promise<void>;
+}
+
+export async function startAbonement(config: Config, logger: Logger): Promise<RunningAbonement> {
+  const cleanups: Array<() => Promise<void>> = [];
+  const cleanup = async () => {
+    for (const fn of cleanups.splice(0).reverse()) {
+      await fn().catch((error) => logger.error({ err: error }, 'error while shutting down'));
+    }
+  };
+  try {
+    const database = await resolveDatabase(config, logger);
+    if (database.embedded) cleanups.push(() => database.embedded!.stop());
+
+    if (config.MIGRATE_ON_START) {
+      await migrateDatabase({ urls: database.urls, roles: database.roles, logger, includeCurrent: config.NODE_ENV !== 'production' });
+    }
+
+    const pools: pg.Pool[] = [];
+    const pool = (url: string, name: string) => {
+      const p = createPool(url, logger, name, config.DB_POOL_SIZE);
+      pools.push(p);
+      return p;
+    };
+    cleanups.push(async () => {
+      await Promise.all(pools.map((p) => p.end()));
+    });
+
+    const owner = pool(database.urls.owner, 'owner');
+    const firstAdmin = await ensureFirstAdmin(owner, config, logger);
+    await owner.end();
+    pools.splice(pools.indexOf(owner), 1);
+
+    const authenticatorPool = pool(database.urls.authenticator, 'authenticator');
+    const operatorPool = pool(database.urls.operator, 'operator');
+    const metrics = createMetrics();
+    const app = createApp(logger, metrics);
+    const server = http.createServer(app);
+    server.keepAliveTimeout = 65_000;
+
+    healthRoutes(app, { pool: operatorPool, heartbeatMaxAgeSeconds: config.READY_HEARTBEAT_MAX_AGE_S });
+    const mountedConsole: MountedConsole = await mountConsole(app, { config, logger, roles: database.roles, operatorPool });
+    cleanups.push(() => mountedConsole.close());
+    const graphiql = config.GRAPHIQL ?? config.NODE_ENV !== 'production';
+    const pgl = createPostGraphile({ authenticatorPool, anonymousRole: database.roles.anonymous, logger, graphiql });
+    cleanups.push(async () => {
+      await pgl.release();
+    });
+    await mountGraphql(app, server, pgl);
+    finishApp(app);
+
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.PORT, config.HOST, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    let runner: Runner | undefined;
+    // Stop accepting requests and jobs at once; both drain in parallel before pools close.
+    cleanups.push(async () => {
+      await Promise.all([closeServer(server, config.SHUTDOWN_TIMEOUT_MS, logger), runner?.stop()]);
+    });
+    if (config.WORKER === 'on') {
+      runner = await startWorker({ pool: pool(database.urls.worker, 'worker'), logger, concurrency: config.WORKER_CONCURRENCY });
+    }
+
+    const port = (server.address() as AddressInfo).port;
+    const base = config.PORT === 0 ? `http://127.0.0.1:${port}` : publicUrl(config);
+    const url = base;
+    return {
+      url,
+      urls: {
+        graphql: `${url}/graphql`,
+        graphiql: graphiql ? `${url}/` : null,
+        console: `${url}${mountedConsole.rootPath}`,
+        metrics: `${url}/metrics`,
+        health: `${url}/healthz`,
+      },
+      database,
+      firstAdmin,
+      stop: async (reason = 'stop requested') => {
+        logger.info({ reason }, 'shutting down');
+        await cleanup();
+        logger.info('stopped');
+      },
+    };
+  } catch (error) {
+    logger.error({ err: error }, 'start failed; undoing what was started');
+    await cleanup();
+    throw error;
+  }
+}
+
+/**
+ * Stops accepting connections, lets in-flight requests finish, and after
+ * `timeoutMs` cuts whatever is left.
+ */
+async function closeServer(server: http.Server, timeoutMs: number, logger: Logger): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const timer = setTimeout(() => {
+    logger.warn({ timeoutMs }, 'in-flight requests did not finish in time; closing their connections');
+    server.closeAllConnections();
+  }, timeoutMs);
+  timer.unref();
+  // Keep-alive connections that become idle after their last response are closed too.
+  const idle = setInterval(() => server.closeIdleConnections(), 100);
+  idle.unref();
+  await closed;
+  clearTimeout(timer);
+  clearInterval(idle);
+}
