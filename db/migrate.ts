@@ -9,15 +9,15 @@
  */
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Logger as GraphileLogger, type LogLevel } from '@graphile/logger';
 import * as graphileMigrate from 'graphile-migrate';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import pg from 'pg';
 import { migrationPlaceholders, quoteIdent, quoteLiteral, type DatabaseUrls, type RoleNames } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
+import { fromRoot } from '../lib/paths.ts';
 
-export const migrationsFolder = path.join(path.dirname(fileURLToPath(import.meta.url)), 'migrations');
+export const migrationsFolder = fromRoot('db', 'migrations');
 
 /** graphile-migrate and graphile-worker log through @graphile/logger; send it to pino. */
 export function graphileLogger(logger: Logger): GraphileLogger {

@@ -10,6 +10,7 @@ import { run, type Runner } from 'graphile-worker';
 import type pg from 'pg';
 import { graphileLogger } from '../db/migrate.ts';
 import type { Logger } from '../lib/logger.ts';
+import { fromRoot } from '../lib/paths.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -26,7 +27,7 @@ export async function startWorker({ pool, logger, concurrency }: WorkerOptions):
     noHandleSignals: true,
     pollInterval: 2000,
     taskDirectory: path.join(here, 'tasks'),
-    crontabFile: path.join(here, 'crontab'),
+    crontabFile: fromRoot('jobs', 'crontab'),
     logger: graphileLogger(logger.child({ component: 'worker' })) as never,
   });
   // Beat at once rather than at the next minute, so /readyz is green right after start.

@@ -67,6 +67,8 @@ try {
       },
     },
   );
+  // Interrupted (Ctrl-C, CI timeout): stop the tests, then still clean up below.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => child.kill(signal));
   exitCode = await new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0))));
 } catch (error) {
   logger.error({ err: error }, 'test run failed before the tests could start');

@@ -1,0 +1,39 @@
+/**
+ * `npm run worker` / `npm run worker:prod`: Graphile Worker as its own process
+ * (run the API with WORKER=off then). Needs a database URL: the embedded
+ * PostgreSQL belongs to the API process.
+ */
+import '../lib/graphile-env.ts';
+import { loadConfig } from '../lib/config.ts';
+import { createLogger } from '../lib/logger.ts';
+import { createPool, resolveDatabase } from '../lib/database.ts';
+import { handleShutdownSignals } from '../server/signals.ts';
+import { startWorker } from './worker.ts';
+
+const config = loadConfig();
+const logger = createLogger(config);
+
+if (!config.DATABASE_URL && !config.DATABASE_WORKER_URL) {
+  process.stderr.write('abonement worker: set DATABASE_URL (or the DATABASE_*_URL set); the embedded PostgreSQL runs inside `npm start`, which also runs the worker unless WORKER=off\n');
+  process.exit(78);
+}
+
+try {
+  const database = await resolveDatabase(config, logger);
+  const pool = createPool(database.urls.worker, logger, 'worker', config.DB_POOL_SIZE);
+  const runner = await startWorker({ pool, logger, concurrency: config.WORKER_CONCURRENCY });
+  logger.info({ concurrency: config.WORKER_CONCURRENCY }, 'worker started');
+  handleShutdownSignals(
+    logger,
+    async () => {
+      await runner.stop();
+      await pool.end();
+      logger.info('worker stopped');
+    },
+    config.SHUTDOWN_TIMEOUT_MS,
+  );
+} catch (error) {
+  logger.fatal({ err: error }, 'worker could not start');
+  process.stderr.write(`abonement worker could not start: ${(error as Error).message}\n`);
+  process.exit(1);
+}
