@@ -83,7 +83,7 @@ export function parseConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = configSchema.safeParse(cleaned);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new ConfigError(String(issue.path[0] ?? '?'), issue.message.toLowerCase());
+    throw new ConfigError(String(issue.path[0] ?? '?'), issue.message.charAt(0).toLowerCase() + issue.message.slice(1));
   }
   const config = parsed.data;
   const perRole = [
