@@ -55,6 +55,21 @@ export const configSchema = z.object({
   /** Signs console session cookies. Required in production. */
   SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
 
+  /** Comma-separated origins allowed to call the API from browsers (CORS); empty: none. */
+  CORS_ORIGINS: z
+    .string()
+    .default('')
+    .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean))
+    .refine((list) => list.every((o) => /^https?:\/\/[^/\s]+$/.test(o)), 'must be a comma-separated list of origins like https://app.example.com'),
+  /** Largest accepted request body, in bytes (API and webhooks). */
+  BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(50_000_000).default(1_000_000),
+  GRAPHQL_MAX_DEPTH: z.coerce.number().int().min(2).max(100).default(12),
+  /** Fields × requested page sizes; see server/protection.ts. */
+  GRAPHQL_MAX_COST: z.coerce.number().int().min(10).default(50_000),
+  /** Per-caller request rate (API key, session or IP); 0 disables. */
+  RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(0).default(50),
+  RATE_LIMIT_BURST: z.coerce.number().int().min(1).default(100),
+
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOG_PRETTY: bool.optional(),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),

@@ -8,6 +8,7 @@ import express from 'express';
 import { pinoHttp } from 'pino-http';
 import type { Logger } from '../lib/logger.ts';
 import { metricsHandler, metricsMiddleware, type Metrics } from './metrics.ts';
+import { securityHeaders } from './protection.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -29,6 +30,7 @@ export function createApp(logger: Logger, metrics: Metrics): express.Express {
     }),
   );
   app.use(metricsMiddleware(metrics));
+  app.use(securityHeaders());
   app.get('/metrics', metricsHandler(metrics));
   return app;
 }

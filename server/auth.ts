@@ -23,3 +23,9 @@ export function pgSettingsFor(req: express.Request | undefined, anonymousRole: s
   for (const [key, value] of Object.entries(identity?.claims ?? {})) settings[`jwt.claims.${key}`] = value;
   return settings;
 }
+
+/** The rate-limit bucket of a request: its credential when it has one, else its address. */
+export function callerOf(req: express.Request): string {
+  const credential = req.identity?.claims.api_key_id ?? req.identity?.claims.session_id;
+  return credential ? `credential:${credential}` : `ip:${req.ip ?? 'unknown'}`;
+}

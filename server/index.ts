@@ -19,8 +19,10 @@ import type { Logger } from '../lib/logger.ts';
 import { startWorker } from '../jobs/worker.ts';
 import { createApp, finishApp } from './app.ts';
 import { createPostGraphile, mountGraphql } from './graphql.ts';
+import { callerOf } from './auth.ts';
 import { healthRoutes } from './health.ts';
 import { createMetrics } from './metrics.ts';
+import { corsFor, graphqlBody, graphqlLimits, rateLimit, type ProtectionOptions } from './protection.ts';
 
 export interface RunningAbonement {
   url: string;
@@ -72,10 +74,25 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     const mountedConsole: MountedConsole = await mountConsole(app, { config, logger, roles: database.roles, operatorPool });
     cleanups.push(() => mountedConsole.close());
     const graphiql = config.GRAPHIQL ?? config.NODE_ENV !== 'production';
-    const pgl = createPostGraphile({ authenticatorPool, anonymousRole: database.roles.anonymous, logger, graphiql });
+    const pgl = createPostGraphile({ authenticatorPool, anonymousRole: database.roles.anonymous, logger, graphiql, maxRequestLength: config.BODY_LIMIT_BYTES });
     cleanups.push(async () => {
       await pgl.release();
     });
+    const protection: ProtectionOptions = {
+      corsOrigins: config.CORS_ORIGINS,
+      bodyLimitBytes: config.BODY_LIMIT_BYTES,
+      graphqlMaxDepth: config.GRAPHQL_MAX_DEPTH,
+      graphqlMaxCost: config.GRAPHQL_MAX_COST,
+      rateLimitPerSecond: config.RATE_LIMIT_PER_SECOND,
+      rateLimitBurst: config.RATE_LIMIT_BURST,
+    };
+    app.use(
+      '/graphql',
+      corsFor(protection),
+      rateLimit(protection, callerOf),
+      graphqlBody(protection),
+      graphqlLimits(protection),
+    );
     await mountGraphql(app, server, pgl);
     finishApp(app);
 

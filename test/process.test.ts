@@ -32,11 +32,14 @@ function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 function run(script: string, env: NodeJS.ProcessEnv): { child: ChildProcess; stderr: () => string; exited: Started['exited'] } {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Both streams, in order: the banner and config errors come on stderr, warnings and errors as JSON on stdout.
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => {
+  const collect = (chunk: Buffer) => {
     stderr += chunk.toString();
-  });
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -137,7 +140,7 @@ describe('npm start on an embedded PostgreSQL', () => {
       assert.equal(res.status, 200);
       const pgPid = postmasterPid(dataDir);
       second.child.kill('SIGTERM');
-      assert.equal((await second.exited).code, 0);
+      assert.equal((await second.exited).code, 0, second.stderr());
       assert.equal(alive(pgPid), false);
     } finally {
       second.child.kill('SIGKILL');
