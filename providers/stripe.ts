@@ -291,13 +291,13 @@ export class StripeAdapter implements PaymentProvider {
   async retrieve(query: RetrieveQuery): Promise<ProviderCall<PaymentResult | null>> {
     try {
       if ('providerPaymentId' in query) {
-        const intent = await this.stripe.paymentIntents.retrieve(query.providerPaymentId, { expand: ['payment_method'] });
+        const intent = await this.stripe.paymentIntents.retrieve(query.providerPaymentId, { expand: ['payment_method', 'latest_charge'] });
         return { ok: true, value: this.normalizeIntent(intent) };
       }
       const escaped = query.idempotencyKey.replace(/\\/g, '\\\\').replace(/'/g, "\\'");
       const found = await this.stripe.paymentIntents.search({
         query: `metadata['${METADATA_KEY}']:'${escaped}'`,
-        expand: ['data.payment_method'],
+        expand: ['data.payment_method', 'data.latest_charge'],
         limit: 10,
       });
       const intents = found.data.map((intent) => this.normalizeIntent(intent));
@@ -440,7 +440,8 @@ export class StripeAdapter implements PaymentProvider {
       providerCheckoutId: null,
       status,
       amount: { amountMinor: integerToMinor(intent.amount), currency: intent.currency.toUpperCase() },
-      refundedMinor: 0n,
+      // Known only when latest_charge is expanded (retrieve does); webhook payloads carry an id.
+      refundedMinor: intent.latest_charge && typeof intent.latest_charge === 'object' ? integerToMinor(intent.latest_charge.amount_refunded) : 0n,
       failure,
       paymentMethod:
         pm && typeof pm === 'object' && customer

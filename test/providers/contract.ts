@@ -340,6 +340,8 @@ export function providerContract(name: string, setup: () => Promise<ContractHarn
         'refund the rest',
       );
       assert.equal(rest.status, 'succeeded');
+      const after = ok(await h.provider.retrieve({ providerPaymentId: payment.providerPaymentId! }), 'retrieve after refunds');
+      assert.equal(after?.refundedMinor, 12_345n, 'retrieve reports what was refunded');
       const events = await verifiedEvents();
       assert.ok(events.some((e) => e.kind === 'refund' && e.refund.providerRefundId === refund.providerRefundId), 'a verified refund event');
     });

@@ -204,7 +204,10 @@ export async function startFakeStripeServer(
 
   function expandIntent(intent: Json, expand: unknown): Json {
     const paths = Array.isArray(expand) ? expand.map(String) : [];
-    const copy = structuredClone(intent);
+    const { _refunded, ...copy } = structuredClone(intent);
+    if (paths.some((p) => p === 'latest_charge' || p === 'data.latest_charge') && typeof copy.latest_charge === 'string') {
+      copy.latest_charge = { id: copy.latest_charge, object: 'charge', amount: copy.amount, amount_refunded: (_refunded as number | undefined) ?? 0, currency: copy.currency };
+    }
     if (paths.some((p) => p === 'payment_method' || p === 'data.payment_method') && typeof copy.payment_method === 'string') {
       const card = cards.get(copy.payment_method);
       if (card) copy.payment_method = pmJson(card);
