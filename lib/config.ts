@@ -69,6 +69,25 @@ export const configSchema = z.object({
   /** Per-caller request rate (API key, session or IP); 0 disables. */
   RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(0).default(50),
   RATE_LIMIT_BURST: z.coerce.number().int().min(1).default(100),
+  /**
+   * Payment providers (providers/registry.ts). The sandbox gateway is mounted
+   * under /sandbox: `auto` = on unless NODE_ENV=production.
+   */
+  SANDBOX_GATEWAY: z.enum(['auto', 'on', 'off']).default('auto'),
+  /** Let live tenants pay through the sandbox (demos). Never in production. */
+  SANDBOX_ALLOW_LIVE_TENANTS: bool.default(false),
+  /** Per-installation secret from which the sandbox API key and webhook signing secret are derived. Required when the sandbox runs in production. */
+  SANDBOX_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  /** Where the sandbox sends its signed webhooks. Defaults to PUBLIC_URL/webhooks/sandbox. */
+  SANDBOX_WEBHOOK_URL: z.url().optional(),
+  STRIPE_SECRET_KEY: z.string().regex(/^(sk|rk)_(test|live)_/, 'must start with sk_test_, sk_live_, rk_test_ or rk_live_').optional(),
+  /** Endpoint signing secret(s), comma-separated during a rotation (current first). */
+  STRIPE_WEBHOOK_SECRET: z.string().regex(/^whsec_/, 'must start with whsec_').optional(),
+  YOOKASSA_SHOP_ID: z.string().regex(/^\d+$/, 'must be the numeric shopId').optional(),
+  YOOKASSA_SECRET_KEY: z.string().regex(/^(test|live)_/, 'must start with test_ or live_').optional(),
+  YOOKASSA_API_BASE: z.url().default('https://api.yookassa.ru/v3'),
+  /** Timeout of one provider API call; a timeout is an unknown outcome, settled by reconciliation. */
+  PROVIDER_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(120_000).default(30_000),
 
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOG_PRETTY: bool.optional(),
@@ -111,6 +130,18 @@ export function parseConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (given.length > 0 && given.length < perRole.length) {
     const missing = perRole.find((k) => config[k] === undefined)!;
     throw new ConfigError(missing, 'must be set together with the other DATABASE_*_URL variables');
+  }
+  if (config.STRIPE_SECRET_KEY && !config.STRIPE_WEBHOOK_SECRET) {
+    throw new ConfigError('STRIPE_WEBHOOK_SECRET', 'is required when STRIPE_SECRET_KEY is set');
+  }
+  if (Boolean(config.YOOKASSA_SHOP_ID) !== Boolean(config.YOOKASSA_SECRET_KEY)) {
+    throw new ConfigError(config.YOOKASSA_SHOP_ID ? 'YOOKASSA_SECRET_KEY' : 'YOOKASSA_SHOP_ID', 'must be set together with the other YOOKASSA_* variable');
+  }
+  if (config.NODE_ENV === 'production' && config.SANDBOX_GATEWAY === 'on' && !config.SANDBOX_SECRET) {
+    throw new ConfigError('SANDBOX_SECRET', 'is required when SANDBOX_GATEWAY=on in production');
+  }
+  if (config.NODE_ENV === 'production' && config.SANDBOX_ALLOW_LIVE_TENANTS) {
+    throw new ConfigError('SANDBOX_ALLOW_LIVE_TENANTS', 'must not be set in production');
   }
   if (config.NODE_ENV === 'production' && !config.SESSION_SECRET) {
     throw new ConfigError('SESSION_SECRET', 'is required when NODE_ENV=production');
