@@ -13,7 +13,7 @@ import { Logger as GraphileLogger, type LogLevel } from '@graphile/logger';
 import * as graphileMigrate from 'graphile-migrate';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import pg from 'pg';
-import { migrationPlaceholders, quoteIdent, quoteLiteral, type DatabaseUrls, type RoleNames } from '../lib/database.ts';
+import { databaseName, migrationPlaceholders, quoteIdent, quoteLiteral, urlFor, type DatabaseUrls, type RoleNames } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import { fromRoot } from '../lib/paths.ts';
 
@@ -30,10 +30,26 @@ export function graphileLogger(logger: Logger): GraphileLogger {
   });
 }
 
+/**
+ * graphile-migrate settings. With a superuser URL (`npm run db:commit`) also a
+ * shadow database `<db>_shadow`, rebuilt from scratch to prove the committed
+ * migrations apply to an empty database.
+ */
 export function migrateSettings(ownerUrl: string, roles: RoleNames, logger: Logger, rootUrl?: string) {
+  const owner = new URL(ownerUrl);
+  const shadowUrl = urlFor(ownerUrl, decodeURIComponent(owner.username), decodeURIComponent(owner.password), `${databaseName(ownerUrl)}_shadow`);
   return {
     connectionString: ownerUrl,
-    ...(rootUrl ? { rootConnectionString: rootUrl } : {}),
+    ...(rootUrl
+      ? {
+          rootConnectionString: urlFor(rootUrl, decodeURIComponent(new URL(rootUrl).username), decodeURIComponent(new URL(rootUrl).password), 'postgres'),
+          shadowConnectionString: shadowUrl,
+          afterReset: [
+            { _: 'sql' as const, file: 'afterReset.sql', root: true },
+            { _: 'command' as const, command: `"${process.execPath}" --import tsx db/install-worker-schema.ts` },
+          ],
+        }
+      : {}),
     migrationsFolder,
     placeholders: migrationPlaceholders(roles),
     logger: graphileLogger(logger),
