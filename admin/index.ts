@@ -61,11 +61,15 @@ export function bundleOptions(): Pick<AdminJSOptions, 'componentLoader' | 'brand
       // The default logo is served locally, but the console is ours: no AdminJS marketing.
       logo: false,
       withMadeWithLove: false,
+      // Served by mountConsole; without one the browser asks for /favicon.ico outside the console.
+      favicon: `${CONSOLE_ROOT}/favicon.svg`,
     },
     // Copied into the public component bundle: never put anything secret here.
     env: {},
   };
 }
+
+const FAVICON = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" fill="#3040D6"/><text x="16" y="23" font-size="20" font-family="sans-serif" text-anchor="middle" fill="#fff">a</text></svg>`;
 
 /** AdminJS's templates link Google Fonts; the console must work offline, so the link goes (system fonts are used). */
 function withoutRemoteFonts(html: string): string {
@@ -196,6 +200,10 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
     });
     const router = express.Router();
     router.use(consoleHeaders);
+    router.get('/favicon.svg', (_req, res) => {
+      res.type('image/svg+xml').setHeader('Cache-Control', 'public, max-age=86400');
+      res.send(FAVICON);
+    });
     router.use(auth.router);
     // Scripts, styles and fonts are public: the login page needs them. They hold no data.
     buildAssets({ admin, assets: AdminRouter.assets, routes: AdminRouter.routes, router });

@@ -36,7 +36,15 @@ export interface RunningConsole {
   stop(): Promise<void>;
 }
 
-export async function startConsole(options: { loginLimits?: Partial<LoginLimits>; env?: Record<string, string> } = {}): Promise<RunningConsole> {
+export interface StartConsoleOptions {
+  loginLimits?: Partial<LoginLimits>;
+  /** Extra configuration variables (NODE_ENV, SESSION_SECRET …). */
+  env?: Record<string, string>;
+  /** Express's `trust proxy`, as behind a TLS-terminating proxy. */
+  trustProxy?: string;
+}
+
+export async function startConsole(options: StartConsoleOptions = {}): Promise<RunningConsole> {
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk, _encoding, callback) {
@@ -50,6 +58,7 @@ export async function startConsole(options: { loginLimits?: Partial<LoginLimits>
   try {
     await ensureFirstAdmin(db.pools.owner, config, logger);
     const app = express();
+    if (options.trustProxy) app.set('trust proxy', options.trustProxy);
     const mounted = await mountConsole(app, {
       config,
       logger,
