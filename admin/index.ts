@@ -19,6 +19,7 @@ import type { Logger } from '../lib/logger.ts';
 import { createConsoleAuth, type LoginLimits } from './auth.ts';
 import { Components, componentLoader } from './components.ts';
 import { stripSecrets } from './features/strip-secrets.ts';
+import { auditLogResource } from './resources/audit-log.resource.ts';
 import { jobsResource, jobsSummary } from './resources/jobs.resource.ts';
 import { operatorsResource } from './resources/operators.resource.ts';
 import type { ResourceContext } from './resources/context.ts';
@@ -47,7 +48,11 @@ export interface MountedConsole {
 export const CONSOLE_ROOT = '/admin';
 
 /** Every resource of the console, in navigation order. Add new resource factories here. */
-const RESOURCE_FACTORIES: Array<(context: ResourceContext) => Promise<ResourceWithOptions>> = [operatorsResource, jobsResource];
+const RESOURCE_FACTORIES: Array<(context: ResourceContext) => Promise<ResourceWithOptions>> = [
+  operatorsResource,
+  jobsResource,
+  auditLogResource,
+];
 
 /**
  * AdminJS options that decide what the component bundle contains. Shared with

@@ -19,7 +19,7 @@
  * (see `isSecretName`) are never loaded, so they can reach no JSON.
  */
 import { createRequire } from 'node:module';
-import { BaseRecord, ValidationError, type Filter, type ParamsType, type PropertyType } from 'adminjs';
+import { BaseRecord, ValidationError, type ActionContext, type Filter, type ParamsType, type PropertyType } from 'adminjs';
 import { Property, Resource, ResourceMetadata } from '@adminjs/sql';
 import type pg from 'pg';
 import { isSecretName } from './secret-names.ts';
@@ -240,8 +240,13 @@ export class TableResource extends Resource {
     return rows.map((row) => new BaseRecord(row, this));
   }
 
-  /** Writes only columns the role may update; a rule broken in SQL (SQLSTATE class AB) becomes a message on the form. */
-  override async update(id: string, params: Record<string, unknown>): Promise<ParamsType> {
+  /**
+   * Writes only columns the role may update, in a transaction that names the
+   * operator (jwt.claims.operator_id) for the audit triggers. A rule broken in
+   * SQL (SQLSTATE class AB, a check or unique violation) becomes a message on
+   * the form.
+   */
+  override async update(id: string, params: Record<string, unknown>, context?: ActionContext): Promise<ParamsType> {
     const changes: Record<string, unknown> = {};
     for (const property of this.properties()) {
       const path = property.path();
@@ -254,9 +259,17 @@ export class TableResource extends Resource {
       const record = await this.findOne(id);
       return record?.params ?? {};
     }
+    const operatorId = (context?.currentAdmin as { id?: string } | undefined)?.id ?? '';
     try {
-      const [row] = (await this.#query().update(changes).where(this.#idColumn, id).returning(this.#columns)) as ParamsType[];
-      return row ?? {};
+      return await this.#knex.transaction(async (trx) => {
+        await trx.raw(`select set_config('jwt.claims.operator_id', ?, true)`, [operatorId]);
+        const [row] = (await trx(this.#table)
+          .withSchema(this.#schema)
+          .update(changes)
+          .where(this.#idColumn, id)
+          .returning(this.#columns)) as ParamsType[];
+        return row ?? {};
+      });
     } catch (error) {
       const { code, message } = error as { code?: string; message?: string };
       if (code?.startsWith('AB') || code === '23514' || code === '23505') {

@@ -329,6 +329,15 @@ describe('roles', () => {
     assert.equal(rows[0]!.role, 'finance');
     assert.equal(rows[0]!.email, 'edited@example.com', 'e-mail is not editable');
     assert.match(rows[0]!.password_hash, /^scrypt\$15\$/, 'the hash is not writable through the console');
+    const { rows: audit } = await running.db.pools.owner.query<{ operator_id: string; before: Record<string, unknown>; after: Record<string, unknown> }>(
+      `select operator_id, before, after from app_private.console_audit_log where resource = 'operators' and record_id = $1 and action = 'update'`,
+      [id],
+    );
+    assert.equal(audit.length, 1, 'the change is in the audit log');
+    assert.equal(audit[0]!.operator_id, await operatorId(ADMIN_EMAIL), 'with the admin who made it');
+    assert.equal(audit[0]!.before.role, 'support');
+    assert.equal(audit[0]!.after.role, 'finance');
+    assert.doesNotMatch(JSON.stringify(audit), /scrypt|password_hash/, 'and no hash');
   });
 
   test('the last enabled admin cannot demote themself (SQL refuses; the form shows why)', async () => {

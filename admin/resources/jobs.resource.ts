@@ -5,12 +5,15 @@
  * should be: payloads may carry data operators need not see.
  *
  * Everyone may read; admins may retry a job now or mark it completed (which
- * removes it). Both call Graphile Worker's own SQL functions; nothing here
- * writes its tables.
+ * removes it). Both call SQL functions (090-console.sql) that wrap Graphile
+ * Worker's own and write the audit log; nothing here writes its tables.
+ * (Graphile Worker enables row level security on its tables without
+ * policies, so only their owner can change them.)
  */
 import type { ActionContext, ActionRequest, ActionResponse, RecordActionResponse, ResourceWithOptions } from 'adminjs';
 import type pg from 'pg';
-import { allowRoles, roleAccess } from '../features/role-access.ts';
+import { allowRoles, roleAccess, type ConsoleOperator } from '../features/role-access.ts';
+import { asOperator } from '../operator-claims.ts';
 import { stripSecretsAfter } from '../features/strip-secrets.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -41,7 +44,14 @@ function jobAction(
 ): (request: ActionRequest, response: unknown, context: ActionContext) => Promise<RecordActionResponse> {
   return async (_request, _response, context) => {
     const record = context.record!;
-    await pool.query(sql, [[String(record.id())]]);
+    const operator = context.currentAdmin as ConsoleOperator;
+    const { rows } = await asOperator(pool, operator.id, (client) => client.query<{ changed: number }>(sql, [[String(record.id())]]));
+    if (!rows[0]?.changed) {
+      return {
+        record: record.toJSON(context.currentAdmin),
+        notice: { message: 'The job is running (locked by a worker) or gone; nothing was changed.', type: 'error' },
+      };
+    }
     const fresh = gone ? null : await context.resource.findOne(String(record.id()));
     return {
       record: (fresh ?? record).toJSON(context.currentAdmin),
@@ -80,7 +90,7 @@ export async function jobsResource({ knex, pool }: ResourceContext): Promise<Res
           isAccessible: adminOnly,
           handler: jobAction(
             pool,
-            'select graphile_worker.reschedule_jobs($1::bigint[], run_at := now(), attempts := 0)',
+            'select app_private.console_retry_jobs($1::bigint[]) as changed',
             'The job runs again at the next poll.',
             false,
           ),
@@ -93,7 +103,7 @@ export async function jobsResource({ knex, pool }: ResourceContext): Promise<Res
           guard: 'Mark this job completed? It is removed from the queue and will not run.',
           component: false,
           isAccessible: adminOnly,
-          handler: jobAction(pool, 'select graphile_worker.complete_jobs($1::bigint[])', 'The job was removed from the queue.', true),
+          handler: jobAction(pool, 'select app_private.console_complete_jobs($1::bigint[]) as changed', 'The job was removed from the queue.', true),
           after: stripSecretsAfter as (response: ActionResponse) => ActionResponse,
         },
       },

@@ -113,3 +113,132 @@ create trigger _900_keep_an_admin
   after update or delete on app_private.operators
   for each statement
   execute function app_private.tg_operators__keep_an_admin();
+
+/*
+ * Audit log of the console (design-brief section 2, audit_log: who, what,
+ * before/after, when). Written only by SQL: the triggers below for changes of
+ * operators, and the console's job functions; the operator role can read it
+ * but not write it, so a console bug cannot forge or erase history.
+ *
+ * Who: the console sets `jwt.claims.operator_id` transaction-locally before a
+ * change (admin/table-resource.ts, admin/resources/jobs.resource.ts), read
+ * only through app_hidden.current_operator_id(). A change made outside the
+ * console (owner, command line) is logged with operator_id null.
+ */
+create or replace function app_hidden.current_operator_id() returns uuid
+  language sql stable
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select nullif(current_setting('jwt.claims.operator_id', true), '')::uuid;
+$$;
+comment on function app_hidden.current_operator_id() is
+  E'The console operator acting in this transaction (jwt.claims.operator_id), or null.';
+grant execute on function app_hidden.current_operator_id() to :ROLE_OPERATOR;
+
+create table app_private.console_audit_log (
+  id bigint generated always as identity primary key,
+  at timestamptz not null default now(),
+  operator_id uuid references app_private.operators (id) on delete set null,
+  action text not null,
+  resource text not null,
+  record_id text,
+  before jsonb,
+  after jsonb
+);
+create index console_audit_log_operator_id_idx on app_private.console_audit_log (operator_id);
+create index console_audit_log_record_idx on app_private.console_audit_log (resource, record_id);
+create index console_audit_log_at_idx on app_private.console_audit_log (at);
+grant select on app_private.console_audit_log to :ROLE_OPERATOR;
+comment on table app_private.console_audit_log is
+  E'What operators did in the console (and changes to operators from anywhere): who, what, before/after, when. Append-only for every role but the owner.';
+
+create or replace function app_private.tg_operators__audit() returns trigger
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+begin
+  insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after)
+  values (
+    app_hidden.current_operator_id(),
+    lower(tg_op),
+    'operators',
+    coalesce(new.id, old.id)::text,
+    -- Never a hash in the log: only whether it changed.
+    case when old is null then null else to_jsonb(old) - 'password_hash' - 'last_login_at' - 'updated_at' end,
+    case when new is null then null
+         else to_jsonb(new) - 'password_hash' - 'last_login_at' - 'updated_at'
+              || case when old is not null and old.password_hash is distinct from new.password_hash
+                      then jsonb_build_object('password_changed', true) else '{}'::jsonb end
+    end
+  );
+  return null;
+end;
+$$;
+comment on function app_private.tg_operators__audit() is
+  E'Logs every change of an operator (not logins) to console_audit_log, without password hashes.';
+
+drop trigger if exists _800_audit on app_private.operators;
+create trigger _800_audit
+  after insert or delete or update of email, name, role, password_hash, disabled_at on app_private.operators
+  for each row
+  execute function app_private.tg_operators__audit();
+
+/*
+ * Job control for the console. Graphile Worker enables row level security on
+ * its private tables with no policies, so only their owner sees rows: the
+ * operator role reads jobs through the owner's graphile_worker.jobs view, and
+ * changes them through these security definer functions, which also log
+ * what was done.
+ */
+create or replace function app_private.console_retry_jobs(job_ids bigint[]) returns int
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  changed int;
+begin
+  with before as (
+    select j.id, to_jsonb(j) as row from graphile_worker.jobs j where j.id = any (job_ids)
+  ), done as (
+    select r.id from graphile_worker.reschedule_jobs(job_ids, run_at := now(), attempts := 0) r
+  ), logged as (
+    insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after)
+    select app_hidden.current_operator_id(), 'retry_now', 'jobs', d.id::text, b.row,
+           jsonb_build_object('run_at', now(), 'attempts', 0)
+      from done d left join before b on b.id = d.id
+    returning 1
+  )
+  select count(*) into changed from logged;
+  return changed;
+end;
+$$;
+comment on function app_private.console_retry_jobs(bigint[]) is
+  E'Console: run these (unlocked) jobs now with attempts reset; returns how many changed. Logged.';
+revoke all on function app_private.console_retry_jobs(bigint[]) from public;
+grant execute on function app_private.console_retry_jobs(bigint[]) to :ROLE_OPERATOR;
+
+create or replace function app_private.console_complete_jobs(job_ids bigint[]) returns int
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  changed int;
+begin
+  with before as (
+    select j.id, to_jsonb(j) as row from graphile_worker.jobs j where j.id = any (job_ids)
+  ), done as (
+    select r.id from graphile_worker.complete_jobs(job_ids) r
+  ), logged as (
+    insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after)
+    select app_hidden.current_operator_id(), 'mark_completed', 'jobs', d.id::text, b.row, null
+      from done d left join before b on b.id = d.id
+    returning 1
+  )
+  select count(*) into changed from logged;
+  return changed;
+end;
+$$;
+comment on function app_private.console_complete_jobs(bigint[]) is
+  E'Console: mark these (unlocked) jobs completed, which removes them; returns how many. Logged.';
+revoke all on function app_private.console_complete_jobs(bigint[]) from public;
+grant execute on function app_private.console_complete_jobs(bigint[]) to :ROLE_OPERATOR;
