@@ -163,11 +163,12 @@ begin
     lower(tg_op),
     'operators',
     coalesce(new.id, old.id)::text,
-    -- Never a hash in the log: only whether it changed.
-    case when old is null then null else to_jsonb(old) - 'password_hash' - 'last_login_at' - 'updated_at' end,
-    case when new is null then null
-         else to_jsonb(new) - 'password_hash' - 'last_login_at' - 'updated_at'
-              || case when old is not null and old.password_hash is distinct from new.password_hash
+    -- Never a hash in the log: only whether it changed. (tg_op, not `old is null`: a row
+    -- "is null" only when all its fields are.)
+    case when tg_op = 'INSERT' then null else to_jsonb(old) - 'password_hash' - 'last_login_at' - 'updated_at' end,
+    case when tg_op = 'DELETE' then null
+         else (to_jsonb(new) - 'password_hash' - 'last_login_at' - 'updated_at')
+              || case when tg_op = 'UPDATE' and old.password_hash is distinct from new.password_hash
                       then jsonb_build_object('password_changed', true) else '{}'::jsonb end
     end
   );
