@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -91,4 +91,16 @@ test('production session cookies are Secure: none over plain HTTP, one behind a 
   assert.ok(cookie, 'behind a proxy that says https (trust proxy), the cookie is set');
   assert.match(cookie, /; Secure/);
   assert.match(cookie, /; HttpOnly/);
+});
+
+test('memory of a production console process (reported, not asserted)', async (t) => {
+  const client = new ConsoleClient(url);
+  await client.request('POST', '/admin/login', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
+  for (let i = 0; i < 20; i++) {
+    await fetch(`${url}/admin/login`);
+    await fetch(`${url}/admin/frontend/assets/app.bundle.js`);
+  }
+  const status = existsSync(`/proc/${server!.pid}/status`) ? readFileSync(`/proc/${server!.pid}/status`, 'utf8') : '';
+  const rss = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+  t.diagnostic(`console server RSS (NODE_ENV=production, under tsx, incl. test support): ${rss ? Math.round(Number(rss) / 1024) : '?'} MiB`);
 });
