@@ -86,7 +86,7 @@ function withoutRemoteFonts(html: string): string {
  * removed from AdminJS's HTML. The CSP allows only our own origin: nothing is
  * fetched from a CDN, so the console works with no network.
  */
-const consoleHeaders: express.RequestHandler = (_req, res, next) => {
+const consoleHeaders: express.RequestHandler = (req, res, next) => {
   res.setHeader(
     'Content-Security-Policy',
     [
@@ -105,7 +105,8 @@ const consoleHeaders: express.RequestHandler = (_req, res, next) => {
   );
   res.setHeader('X-Content-Type-Options', 'nosniff');
   res.setHeader('Referrer-Policy', 'same-origin');
-  res.setHeader('Cache-Control', 'no-store');
+  // Pages and API answers carry data: never cached. The static bundles (megabytes) revalidate by ETag.
+  if (!req.path.startsWith('/frontend/assets/')) res.setHeader('Cache-Control', 'no-store');
   const send = res.send.bind(res);
   res.send = ((body?: unknown) => send(typeof body === 'string' ? withoutRemoteFonts(body) : body)) as typeof res.send;
   next();
@@ -190,6 +191,22 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
             .then(({ rows }) => rows[0]),
           jobs: await jobsSummary(pool),
         }),
+      },
+      locale: {
+        language: 'en',
+        availableLanguages: ['en'],
+        translations: {
+          en: {
+            components: {
+              Login: {
+                welcomeHeader: 'abonement',
+                welcomeMessage: 'Operator console. Sign in with your operator e-mail and password.',
+              },
+            },
+            labels: { operators: 'Operators', jobs: 'Jobs', audit_log: 'Audit log', Platform: 'Platform' },
+            actions: { retryNow: 'Retry now', markCompleted: 'Mark completed' },
+          },
+        },
       },
       ...bundleOptions(),
     });
