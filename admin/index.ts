@@ -214,7 +214,8 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
 
     const auth = createConsoleAuth({
       config,
-      logger,
+      // Not the console child: auth names its own component (pino would repeat the key).
+      logger: deps.logger,
       pool,
       rootPath,
       loginLimits: deps.loginLimits,
