@@ -1,0 +1,22 @@
+/**
+ * Every custom React component of the console, registered once here (style:
+ * AdminJS example app). Resources and pages refer to these constants, never to
+ * file paths.
+ *
+ * Paths are absolute from the project root, so the compiled server
+ * (dist/admin/components.js) still finds the sources: AdminJS checks that each
+ * registered file exists, even when it serves a bundle made ahead of time by
+ * `npm run build` (admin/bundle.ts). The sources (admin/components/) must
+ * therefore ship with the compiled server.
+ */
+import path from 'node:path';
+import { ComponentLoader } from 'adminjs';
+import { projectRoot } from './environment.ts';
+
+export const componentLoader = new ComponentLoader();
+
+const source = (file: string) => path.join(projectRoot, 'admin', 'components', file);
+
+export const Components = {
+  Dashboard: componentLoader.add('Dashboard', source('dashboard.tsx')),
+};
