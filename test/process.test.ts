@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { freePort } from './support/cluster.ts';
+import { ConsoleClient } from './support/console.ts';
 import { waitFor } from './support/server.ts';
 
 const root = path.resolve('.test-data');
@@ -93,6 +94,14 @@ describe('npm start on an embedded PostgreSQL', () => {
       assert.match(app.stderr(), /Console\s+http:\/\/\S+\/admin/);
       assert.match(app.stderr(), /Metrics\s+http:\/\/\S+\/metrics/);
       assert.match(app.stderr(), /GraphiQL \(Ruru\)\s+http:\/\/\S+\//);
+      // The printed first-login credentials open the console.
+      const login = /First login: (\S+) \/ (\S+)/.exec(app.stderr());
+      assert.ok(login, `first login printed: ${app.stderr()}`);
+      const client = new ConsoleClient(app.url);
+      const loggedIn = await client.login(login[1]!, login[2]!);
+      assert.equal(loggedIn.status, 303, loggedIn.text);
+      assert.equal(loggedIn.location, '/admin');
+      assert.equal((await client.get('/admin/api/resources/operators/actions/list')).status, 200);
       const ready = await waitFor('readiness', async () => ((await readyz(app.url)).status === 200 ? true : null), 30_000);
       assert.equal(ready, true);
 
