@@ -77,7 +77,15 @@ export interface MigrateOptions {
 
 export async function migrateDatabase({ urls, roles, logger, includeCurrent }: MigrateOptions): Promise<void> {
   const log = logger.child({ component: 'migrate' });
-  await runWorkerMigrations({ connectionString: urls.owner, logger: graphileLogger(log) as never });
+  // Our own pool, ended here: a pool graphile-worker made itself would stay open,
+  // and its idle connections dying at shutdown would surface as unhandled errors.
+  const workerMigrationPool = new pg.Pool({ connectionString: urls.owner, max: 1 });
+  workerMigrationPool.on('error', (error) => log.warn({ err: error }, 'worker-migration connection lost'));
+  try {
+    await runWorkerMigrations({ pgPool: workerMigrationPool, logger: graphileLogger(log) as never });
+  } finally {
+    await workerMigrationPool.end();
+  }
   const settings = migrateSettings(urls.owner, roles, log);
   await graphileMigrate.migrate(settings);
   if (includeCurrent) await graphileMigrate.watch(settings, true);
