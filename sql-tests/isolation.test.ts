@@ -130,7 +130,7 @@ describe('isolation matrix', () => {
             assert.ok(victims.length > 0, `setup: ${where} exist`);
 
             const select = await attempt(actor, `select count(*)::int as n from ${table.name} where ${target.where}`);
-            assert.ok(select.code === '42501' || select.rows?.[0].n === 0, `${actor.label} must not see ${where} (${JSON.stringify(select)})`);
+            assert.ok(select.code === '42501' || select.rows?.[0]?.n === 0, `${actor.label} must not see ${where} (${JSON.stringify(select)})`);
 
             const update = await attempt(actor, `update ${table.name} set ${column} = ${column} where ${target.where}`);
             assert.ok(update.code === '42501' || update.rowCount === 0, `${actor.label} must not update ${where} (${JSON.stringify(update)})`);
