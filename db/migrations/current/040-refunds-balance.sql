@@ -115,10 +115,13 @@ create function app_hidden.tg_balance_transactions__apply() returns trigger
   set search_path to pg_catalog, public, pg_temp
 as $$
 begin
-  insert into app_public.customer_balances as b (tenant_id, customer_id, currency, balance_minor, updated_at)
-  values (new.tenant_id, new.customer_id, new.currency, new.amount_minor, app_hidden.now(new.tenant_id))
-  on conflict (tenant_id, customer_id, currency)
-  do update set balance_minor = b.balance_minor + excluded.balance_minor, updated_at = excluded.updated_at
+  -- Not one upsert: its candidate row would be checked (balance >= 0) before the conflict is seen.
+  insert into app_public.customer_balances (tenant_id, customer_id, currency, balance_minor)
+  values (new.tenant_id, new.customer_id, new.currency, 0)
+  on conflict (tenant_id, customer_id, currency) do nothing;
+  update app_public.customer_balances b
+  set balance_minor = b.balance_minor + new.amount_minor, updated_at = app_hidden.now(new.tenant_id)
+  where b.tenant_id = new.tenant_id and b.customer_id = new.customer_id and b.currency = new.currency
   returning b.balance_minor into new.balance_after_minor;
   return new;
 end;
