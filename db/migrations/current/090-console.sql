@@ -125,15 +125,7 @@ create trigger _900_keep_an_admin
  * only through app_hidden.current_operator_id(). A change made outside the
  * console (owner, command line) is logged with operator_id null.
  */
-create or replace function app_hidden.current_operator_id() returns uuid
-  language sql stable
-  set search_path to pg_catalog, public, pg_temp
-as $$
-  select nullif(current_setting('jwt.claims.operator_id', true), '')::uuid;
-$$;
-comment on function app_hidden.current_operator_id() is
-  E'The console operator acting in this transaction (jwt.claims.operator_id), or null.';
-grant execute on function app_hidden.current_operator_id() to :ROLE_OPERATOR;
+-- app_hidden.current_operator_id() is defined with the other claim helpers (010-reference.sql).
 
 create table app_private.console_audit_log (
   id bigint generated always as identity primary key,
