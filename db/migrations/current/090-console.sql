@@ -89,7 +89,10 @@ create or replace function app_private.tg_operators__keep_an_admin() returns tri
   set search_path to pg_catalog, public, pg_temp
 as $$
 begin
-  if exists (select 1 from app_private.operators)
+  -- Only a statement that demoted, disabled or removed an enabled admin can break
+  -- the invariant (an ON CONFLICT upsert fires UPDATE triggers even when it inserts).
+  if exists (select 1 from changed_rows where role = 'admin' and disabled_at is null)
+     and exists (select 1 from app_private.operators)
      and not exists (select 1 from app_private.operators where role = 'admin' and disabled_at is null) then
     -- SQLSTATE class AB with the machine-readable code in DETAIL (docs/architecture.md, Errors).
     raise exception 'at least one enabled admin operator must remain'
@@ -110,7 +113,14 @@ create trigger _200_serialise_admin_changes
 
 drop trigger if exists _900_keep_an_admin on app_private.operators;
 create trigger _900_keep_an_admin
-  after update or delete on app_private.operators
+  after update on app_private.operators
+  referencing old table as changed_rows
+  for each statement
+  execute function app_private.tg_operators__keep_an_admin();
+drop trigger if exists _901_keep_an_admin_on_delete on app_private.operators;
+create trigger _901_keep_an_admin_on_delete
+  after delete on app_private.operators
+  referencing old table as changed_rows
   for each statement
   execute function app_private.tg_operators__keep_an_admin();
 
