@@ -129,11 +129,11 @@ export async function runTask(db: TestDatabase, task: string, payload: Record<st
   await db.asWorker((c) => c.query('select graphile_worker.add_job($1, $2::json)', [task, JSON.stringify(payload)]));
 }
 
-/** Resolves when no job of `task` is queued or running any more (it completed; failures keep their row). */
+/** Resolves when no job of `task` is due or running any more (jobs scheduled for later do not count; a failure throws). */
 export async function jobsDone(db: TestDatabase, task: string, timeoutMs = 20_000): Promise<void> {
   await waitFor(`${task} jobs to finish`, async () => {
     const { rows: left } = await db.asWorker((c) =>
-      c.query(`select id, attempts, last_error from graphile_worker.jobs where task_identifier = $1`, [task]),
+      c.query(`select id, attempts, last_error from graphile_worker.jobs where task_identifier = $1 and (run_at <= now() or locked_at is not null)`, [task]),
     );
     const failed = left.find((j) => j.last_error);
     if (failed) throw new Error(`${task} job failed: ${failed.last_error}`);
@@ -158,4 +158,35 @@ export async function launchChromium(): Promise<Browser> {
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+}
+
+/** Pays a sandbox checkout the way its card form does (plain cards need no browser). */
+export async function payOnSandboxPage(url: string, number: string): Promise<Response> {
+  return fetch(url, {
+    method: 'POST',
+    body: new URLSearchParams({ number, expiry: '12/34', cvc: '123', name: 'Ada Lovelace' }),
+    redirect: 'manual',
+  });
+}
+
+/** A sandbox payment method row for a customer: one of the ledger's well-known saved tokens (providers/sandbox/cards.ts). */
+export async function saveSandboxToken(db: TestDatabase, tenantId: string, customerId: string, token: string): Promise<string> {
+  const { rows: [pm] } = await db.asOwner((c) =>
+    c.query(
+      `insert into app_public.payment_methods (tenant_id, customer_id, provider, provider_token, brand, last4, exp_month, exp_year, is_default)
+       values ($1, $2, 'sandbox', $3, 'visa', '4242', 12, 2099, true) returning id`,
+      [tenantId, customerId, token],
+    ),
+  );
+  return pm.id;
+}
+
+/** Subscribes with a saved method: the first invoice is charged off-session by the worker at once. */
+export async function subscribeWithCard(db: TestDatabase, shop: Shop, token: string): Promise<{ subscriptionId: string; customerId: string; paymentMethodId: string }> {
+  const customerId = await createCustomer(db, shop.tenantId);
+  const paymentMethodId = await saveSandboxToken(db, shop.tenantId, customerId, token);
+  const { rows: [sub] } = await db.asTenant(shop.tenantId, (c) =>
+    c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [customerId, shop.priceId, paymentMethodId, key()]),
+  );
+  return { subscriptionId: sub.id, customerId, paymentMethodId };
 }

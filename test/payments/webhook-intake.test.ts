@@ -16,6 +16,7 @@ import {
   createShop,
   inboxSettled,
   outboxTypes,
+  payOnSandboxPage,
   postSandboxEvent,
   row,
   rows,
@@ -48,15 +49,6 @@ async function metric(name: string, labels: string): Promise<number> {
   const text = await (await fetch(`${server.url}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(labels));
   return line ? Number(line.split(' ').at(-1)) : 0;
-}
-
-/** Pays a sandbox checkout the way the card form does (no browser needed for a plain card). */
-async function payOnSandboxPage(url: string, number: string): Promise<Response> {
-  return fetch(url, {
-    method: 'POST',
-    body: new URLSearchParams({ number, expiry: '12/34', cvc: '123', name: 'Ada Lovelace' }),
-    redirect: 'manual',
-  });
 }
 
 describe('webhook intake: /webhooks/sandbox', () => {
