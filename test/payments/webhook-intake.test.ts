@@ -76,6 +76,42 @@ describe('webhook intake: /webhooks/sandbox', () => {
     assert.equal(await metric('webhook_events_total', 'result="duplicate"'), 1);
   });
 
+  test('many concurrent deliveries, each event twice: every event stored once with one job, every request answered after its commit', async () => {
+    // Setup
+    const events = Array.from({ length: 40 }, (_, i) =>
+      sandboxEvent(i % 4 === 0 ? 'customer.updated' : 'payment.succeeded', {
+        id: `pay_burst_${i}`, status: 'succeeded', amount_minor: '500', currency: 'EUR', refunded_minor: '0', idempotency_key: `someone-else-burst-${i}`,
+        checkout_id: null, off_session: true, failure_code: null, failure_message: null, payment_method: null, next_action_url: null, created: 1,
+      }),
+    );
+    // Action: 80 requests at once (they share inbox batches).
+    const answers = await Promise.all([...events, ...events].map(async (event) => (await postSandboxEvent(server, event)).json() as Promise<{ received: number; duplicates: number }>));
+    // Assertions
+    assert.equal(answers.reduce((n, a) => n + a.received, 0), 80);
+    assert.equal(answers.reduce((n, a) => n + a.duplicates, 0), 40, 'exactly one delivery of each event is the new one');
+    const ids = events.map((e) => e.id);
+    const stored = await rows(db, 'select id, type, processed_at, outcome from app_private.provider_events where provider_event_id = any($1)', [ids]);
+    assert.equal(stored.length, 40);
+    const jobs = await rows(db, `select payload->>'event_id' as id from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+                                 where t.identifier = 'provider_events__process' and payload->>'event_id' = any($1)`, [stored.map((r) => r.id)]);
+    const ignored = stored.filter((r) => r.type === 'customer.updated');
+    assert.equal(ignored.length, 10);
+    assert.ok(ignored.every((r) => r.outcome === 'ignored' && r.processed_at), 'ignored types are stored as processed');
+    assert.ok(jobs.every((j) => !ignored.some((r) => r.id === j.id)), 'no job for ignored types');
+    await inboxSettled(db, 'provider_event_id = any($1)', [ids]);
+  });
+
+  test('accept_provider_events: one row per input in order, a repeat inside the batch is a duplicate, one job per new event', async () => {
+    const batch = [
+      { provider: 'sandbox', provider_event_id: 'evt_sbx_batch_a', type: 'payment.succeeded', payload: { event: {} }, ignored: false },
+      { provider: 'sandbox', provider_event_id: 'evt_sbx_batch_b', type: 'customer.updated', payload: { event: {} }, ignored: true },
+      { provider: 'sandbox', provider_event_id: 'evt_sbx_batch_a', type: 'payment.succeeded', payload: { event: {} }, ignored: false },
+    ];
+    const { rows: result } = await db.asWorker((c) => c.query('select * from app_private.accept_provider_events($1)', [JSON.stringify(batch)]), { rollback: true });
+    assert.deepEqual(result.map((r) => [r.provider_event_id, r.is_new]), [['evt_sbx_batch_a', true], ['evt_sbx_batch_b', true], ['evt_sbx_batch_a', false]]);
+    assert.equal(result[0].event_id, result[2].event_id);
+  });
+
   test('a bad signature is refused with 400 and a JSON code, stores nothing, is counted and logged as a warning', async () => {
     const event = sandboxEvent('payment.succeeded', { id: 'pay_x' });
     const before = await metric('webhook_rejections_total', 'reason="bad_signature"');
