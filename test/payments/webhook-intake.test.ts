@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RunningAbonement } from '../../server/index.ts';
-import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { createTestDatabase, sqlState, type TestDatabase } from '../support/database.ts';
 import { waitFor } from '../support/server.ts';
 import {
   captureLogs,
@@ -110,6 +110,12 @@ describe('webhook intake: /webhooks/sandbox', () => {
     const { rows: result } = await db.asWorker((c) => c.query('select * from app_private.accept_provider_events($1)', [JSON.stringify(batch)]), { rollback: true });
     assert.deepEqual(result.map((r) => [r.provider_event_id, r.is_new]), [['evt_sbx_batch_a', true], ['evt_sbx_batch_b', true], ['evt_sbx_batch_a', false]]);
     assert.equal(result[0].event_id, result[2].event_id);
+  });
+
+  test('the console sees inbox rows but not their payloads, which carry provider tokens', async () => {
+    const { rows: visible } = await db.asOperator((c) => c.query('select id, provider, type, outcome from app_private.provider_events limit 1'));
+    assert.equal(visible.length, 1);
+    assert.equal(await sqlState(db.asOperator((c) => c.query('select payload from app_private.provider_events limit 1'))), '42501');
   });
 
   test('a bad signature is refused with 400 and a JSON code, stores nothing, is counted and logged as a warning', async () => {

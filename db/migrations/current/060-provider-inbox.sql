@@ -30,6 +30,12 @@
 
 alter table app_private.provider_events
   add column outcome text check (outcome in ('applied', 'no_change', 'ignored', 'unmatched', 'needs_review'));
+
+-- Payloads (raw bodies and normalized events) carry the providers' payment-method tokens, which only the
+-- worker may read (design-brief section 2): the console sees everything about an event but its payload.
+revoke select on app_private.provider_events from :ROLE_OPERATOR;
+grant select (id, provider, provider_event_id, tenant_id, type, received_at, processed_at, attempts, error, outcome)
+  on app_private.provider_events to :ROLE_OPERATOR;
 comment on column app_private.provider_events.outcome is
   E'What processing did: applied, no_change (duplicate or stale), ignored (type not acted on), unmatched (not ours), needs_review.';
 
