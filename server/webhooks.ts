@@ -30,7 +30,7 @@
  */
 import express from 'express';
 import type pg from 'pg';
-import { Counter } from 'prom-client';
+import { Counter, Histogram } from 'prom-client';
 import { eventToJson } from '../lib/payment-outcomes.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
@@ -64,7 +64,13 @@ export function webhookRoutes(options: WebhookIntakeOptions): express.Router {
     labelNames: ['provider', 'result'] as const,
     registers: [options.metrics.registry],
   });
-  const inbox = new InboxWriter(options.pool, options.logger);
+  const batchSizes = new Histogram({
+    name: 'webhook_inbox_batch_events',
+    help: 'Events written per inbox transaction at webhook intake (group commit)',
+    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500],
+    registers: [options.metrics.registry],
+  });
+  const inbox = new InboxWriter(options.pool, options.logger, (n) => batchSizes.observe(n));
   const raw = express.raw({ type: () => true, limit: options.bodyLimitBytes });
   const router = express.Router();
 
@@ -141,6 +147,7 @@ export class InboxWriter {
   constructor(
     private readonly pool: pg.Pool,
     private readonly logger: Logger,
+    private readonly observe: (events: number) => void = () => undefined,
     private readonly maxBatch = 500,
     private readonly maxInFlight = 2,
   ) {}
@@ -170,6 +177,7 @@ export class InboxWriter {
         [JSON.stringify(batch.map((w) => w.event))],
       );
       if (rows.length !== batch.length) throw new Error(`inbox returned ${rows.length} rows for ${batch.length} events`);
+      this.observe(batch.length);
       for (const [index, waiting] of batch.entries()) waiting.resolve({ eventId: rows[index]!.event_id, isNew: rows[index]!.is_new });
     } catch (error) {
       if (batch.length === 1) {
