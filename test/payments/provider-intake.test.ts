@@ -13,7 +13,8 @@ import type { WebhookRequest } from '../../providers/types.ts';
 import { startFakeStripeServer, type FakeStripeServer } from '../providers/fake-stripe-server.ts';
 import { startFakeYooKassaServer, type FakeYooKassaServer } from '../providers/fake-yookassa-server.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { checkoutFor, createShop, inboxSettled, row, rows, startPaymentsServer, subscribeWithoutCard } from './support.ts';
+import { setClock } from '../../sql-tests/support/billing.ts';
+import { checkoutFor, createShop, inboxSettled, row, rows, runTask, startPaymentsServer, subscribeWithoutCard, until } from './support.ts';
 
 let db: TestDatabase;
 let stripe: FakeStripeServer;
@@ -53,7 +54,7 @@ async function rejections(provider: string, reason: string): Promise<number> {
 }
 
 describe('/webhooks/stripe', () => {
-  test('a paid Checkout Session activates the subscription; the card is fetched from Stripe and saved', async () => {
+  test('a paid Checkout Session activates the subscription; the card is fetched from Stripe and saved; renewals charge it there', async () => {
     // Setup
     const shop = await createShop(db, { defaultProvider: 'stripe' });
     const sub = await subscribeWithoutCard(db, shop);
@@ -77,6 +78,21 @@ describe('/webhooks/stripe', () => {
     const outcomes = (await rows(db, `select outcome from app_private.provider_events where provider = 'stripe' and payload->'event'->'payment'->>'idempotencyKey' = $1`, [payment.idempotency_key])).map((r) => r.outcome).sort();
     assert.deepEqual(outcomes, ['applied', 'no_change'], 'two distinct events stored once each (the repeats were duplicates)');
     assert.equal(stripe.chargeCount(payment.idempotency_key), 1);
+
+    // Action: the tenant now routes checkouts to the sandbox; the renewal still charges the card where it is saved.
+    await db.asOwner((c) => c.query(`update app_public.tenants set default_payment_provider = 'sandbox' where id = $1`, [shop.tenantId]));
+    await setClock(db, new Date(new Date(subscription.current_period_end).getTime() + 60_000).toISOString());
+    try {
+      await runTask(db, 'subscriptions__renew_due');
+      const renewal = await until(db, 'the renewal charge', `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
+        where i.subscription_id = $1 and i.billing_reason = 'subscription_cycle'`, [sub.id], (p) => p.status === 'succeeded');
+      // Assertions
+      assert.deepEqual([renewal.provider, renewal.flow, renewal.payment_method_id], ['stripe', 'off_session', subscription.payment_method_id]);
+      assert.equal(stripe.chargeCount(renewal.idempotency_key), 1);
+      assert.ok(stripe.requests.some((r) => r.path === '/v1/payment_intents' && r.idempotencyKey === renewal.idempotency_key), 'an off-session PaymentIntent under our key');
+    } finally {
+      await setClock(db, null);
+    }
   });
 
   test('a tampered or foreign-signed event is refused with 400, counted, and nothing is stored', async () => {
