@@ -242,22 +242,26 @@ function apiError(res: express.Response, status: number, code: string, message: 
   res.status(status).json({ error: { code, message } });
 }
 
-export function checkoutRoutes(options: CheckoutRoutesOptions): express.Router {
-  const router = express.Router();
-
-  router.post('/v1/subscriptions/:id/checkout', express.json({ limit: options.bodyLimitBytes }), async (req, res, next) => {
+/**
+ * POST …/subscriptions/:id/checkout — the handler alone, for mounting behind
+ * the API's own authentication (it reads req.identity: claims tenant_id and,
+ * for a customer session, customer_id). Parses its JSON body itself.
+ */
+export function checkoutLinkHandler(options: Omit<CheckoutRoutesOptions, 'pool'>): express.RequestHandler[] {
+  return [express.json({ limit: options.bodyLimitBytes }), async (req, res, next) => {
     const deps = options.deps();
     if (!deps) return apiError(res, 503, 'STARTING', 'the server is starting');
     const tenantId = req.identity?.claims.tenant_id;
     if (!tenantId) return apiError(res, 401, 'UNAUTHENTICATED', 'an API key or customer session is required');
-    if (!UUID.test(req.params.id!)) return apiError(res, 404, 'SUBSCRIPTION_NOT_FOUND', 'no such subscription');
+    const subscriptionId = typeof req.params.id === 'string' ? req.params.id : '';
+    if (!UUID.test(subscriptionId)) return apiError(res, 404, 'SUBSCRIPTION_NOT_FOUND', 'no such subscription');
     const returnUrl = (req.body as { returnUrl?: unknown } | undefined)?.returnUrl;
     if (returnUrl !== undefined && (typeof returnUrl !== 'string' || !/^https?:\/\/\S+$/.test(returnUrl) || returnUrl.length > 2000)) {
       return apiError(res, 400, 'INVALID_INPUT', 'returnUrl must be an http(s) URL');
     }
     try {
       const link = await createCheckoutLink(deps, {
-        subscriptionId: req.params.id!,
+        subscriptionId,
         tenantId,
         customerId: req.identity?.claims.customer_id ?? null,
         returnUrl: returnUrl ?? null,
@@ -275,7 +279,18 @@ export function checkoutRoutes(options: CheckoutRoutesOptions): express.Router {
       if (error instanceof CheckoutError) return apiError(res, error.status, error.code, error.message);
       next(error);
     }
-  });
+  }];
+}
+
+/**
+ * POST /v1/subscriptions/:id/checkout and GET /checkout/return. When the
+ * API's /v1 router (with its own authentication) is mounted, mount
+ * checkoutLinkHandler inside it after authentication instead of the route
+ * here, which would otherwise answer before the credentials are read.
+ */
+export function checkoutRoutes(options: CheckoutRoutesOptions): express.Router {
+  const router = express.Router();
+  router.post('/v1/subscriptions/:id/checkout', ...checkoutLinkHandler(options));
 
   router.get('/checkout/return', async (req, res, next) => {
     const paymentId = typeof req.query.payment === 'string' ? req.query.payment : '';
