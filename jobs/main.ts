@@ -7,6 +7,7 @@ import '../lib/graphile-env.ts';
 import { loadConfig } from '../lib/config.ts';
 import { createLogger } from '../lib/logger.ts';
 import { createPool, resolveDatabase } from '../lib/database.ts';
+import { buildProviderRegistry } from '../providers/registry.ts';
 import { handleShutdownSignals } from '../server/signals.ts';
 import { startWorker } from './worker.ts';
 
@@ -21,7 +22,12 @@ if (!config.DATABASE_URL && !config.DATABASE_WORKER_URL) {
 try {
   const database = await resolveDatabase(config, logger);
   const pool = createPool(database.urls.worker, logger, 'worker', config.DB_POOL_SIZE);
-  const runner = await startWorker({ pool, logger, concurrency: config.WORKER_CONCURRENCY });
+  const runner = await startWorker({
+    pool,
+    logger,
+    concurrency: config.WORKER_CONCURRENCY,
+    context: { providers: buildProviderRegistry(config, logger), batchSize: config.BILLING_BATCH_SIZE, reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES },
+  });
   logger.info({ concurrency: config.WORKER_CONCURRENCY }, 'worker started');
   handleShutdownSignals(
     logger,

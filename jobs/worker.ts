@@ -3,14 +3,20 @@
  * jobs/tasks/ (the file name is the task name); scheduled work in
  * jobs/crontab. Every task body is idempotent: a job may run again after a
  * crash or a retry.
+ *
+ * Tasks are loaded here (rather than by Graphile Worker's taskDirectory) so
+ * each receives this process's JobContext — the provider adapters, built once
+ * per process — as a third argument.
  */
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { run, type Runner } from 'graphile-worker';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { run, type Runner, type Task, type TaskList } from 'graphile-worker';
 import type pg from 'pg';
 import { graphileLogger } from '../db/migrate.ts';
 import type { Logger } from '../lib/logger.ts';
 import { fromRoot } from '../lib/paths.ts';
+import type { BillingTask, JobContext } from './context.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -18,15 +24,31 @@ export interface WorkerOptions {
   pool: pg.Pool;
   logger: Logger;
   concurrency: number;
+  context: Omit<JobContext, 'logger'>;
 }
 
-export async function startWorker({ pool, logger, concurrency }: WorkerOptions): Promise<Runner> {
+/** Every task of jobs/tasks/, bound to the context. */
+export async function loadTasks(context: JobContext): Promise<TaskList> {
+  const dir = path.join(here, 'tasks');
+  const files = readdirSync(dir).filter((f) => /\.(ts|js)$/.test(f) && !f.endsWith('.d.ts'));
+  const tasks: TaskList = {};
+  for (const file of files.sort()) {
+    const name = file.replace(/\.(ts|js)$/, '');
+    const module = (await import(pathToFileURL(path.join(dir, file)).href)) as { default?: BillingTask };
+    const task = module.default;
+    if (typeof task !== 'function') throw new Error(`jobs/tasks/${file} has no default export task`);
+    tasks[name] = ((payload, helpers) => task(payload, helpers, context)) satisfies Task;
+  }
+  return tasks;
+}
+
+export async function startWorker({ pool, logger, concurrency, context }: WorkerOptions): Promise<Runner> {
   const runner = await run({
     pgPool: pool,
     concurrency,
     noHandleSignals: true,
     pollInterval: 2000,
-    taskDirectory: path.join(here, 'tasks'),
+    taskList: await loadTasks({ ...context, logger: logger.child({ component: 'jobs' }) }),
     crontabFile: fromRoot('jobs', 'crontab'),
     logger: graphileLogger(logger.child({ component: 'worker' })) as never,
   });

@@ -83,11 +83,17 @@ export const configSchema = z.object({
   STRIPE_SECRET_KEY: z.string().regex(/^(sk|rk)_(test|live)_/, 'must start with sk_test_, sk_live_, rk_test_ or rk_live_').optional(),
   /** Endpoint signing secret(s), comma-separated during a rotation (current first). */
   STRIPE_WEBHOOK_SECRET: z.string().regex(/^whsec_/, 'must start with whsec_').optional(),
+  /** Another Stripe API endpoint (stripe-mock, a local fake); default: Stripe's own. */
+  STRIPE_API_BASE: z.url().optional(),
   YOOKASSA_SHOP_ID: z.string().regex(/^\d+$/, 'must be the numeric shopId').optional(),
   YOOKASSA_SECRET_KEY: z.string().regex(/^(test|live)_/, 'must start with test_ or live_').optional(),
   YOOKASSA_API_BASE: z.url().default('https://api.yookassa.ru/v3'),
   /** Timeout of one provider API call; a timeout is an unknown outcome, settled by reconciliation. */
   PROVIDER_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(120_000).default(30_000),
+  /** Rows per statement in the worker's billing crons (renewals, collection sweep, expiry, reconciliation). */
+  BILLING_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(100),
+  /** A payment left pending/processing this long is settled by asking its provider (invariant 8). */
+  RECONCILE_AFTER_MINUTES: z.coerce.number().int().min(1).max(1440).default(15),
 
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOG_PRETTY: bool.optional(),

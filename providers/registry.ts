@@ -46,7 +46,11 @@ export interface ProviderRegistry {
   all(): PaymentProvider[];
   capabilities(): Partial<Record<ProviderName, ProviderCapabilities>>;
   policy: RoutingPolicy;
-  /** Routing in one call: candidates as adapters, in order. */
+  /**
+   * Routing in one call: candidates as adapters, in order. With no rule and
+   * no default, every configured adapter that fits, in registry order
+   * (sandbox, Stripe, YooKassa).
+   */
   candidates(routing: RoutingRules, request: RoutingRequest): PaymentProvider[];
 }
 
@@ -65,6 +69,7 @@ export function buildProviderRegistry(config: Config, logger: Logger): ProviderR
         webhookSecrets: config.STRIPE_WEBHOOK_SECRET.split(',').map((s) => s.trim()).filter(Boolean),
         timeoutMs,
         logger,
+        ...(config.STRIPE_API_BASE ? { api: stripeApi(config.STRIPE_API_BASE) } : {}),
       }),
     );
   }
@@ -81,8 +86,20 @@ export function buildProviderRegistry(config: Config, logger: Logger): ProviderR
     all: () => [...adapters.values()],
     capabilities,
     policy,
-    candidates: (routing, request) => chooseProviders(routing, request, capabilities(), policy).map((name) => adapters.get(name)!),
+    candidates: (routing, request) => {
+      // A tenant that configured nothing (no rule, no default) may use every adapter that fits, in registry order.
+      const effective: RoutingRules =
+        routing.rules.length === 0 && !routing.defaultProvider ? { rules: [...adapters.keys()].map((provider, priority) => ({ priority, provider })), defaultProvider: null } : routing;
+      return chooseProviders(effective, request, capabilities(), policy).map((name) => adapters.get(name)!);
+    },
   };
+}
+
+/** STRIPE_API_BASE (e.g. http://127.0.0.1:12111) as the SDK's host, port and protocol. */
+export function stripeApi(base: string): { host: string; port: number; protocol: 'http' | 'https' } {
+  const url = new URL(base);
+  const protocol = url.protocol === 'http:' ? 'http' : 'https';
+  return { host: url.hostname, port: url.port ? Number(url.port) : protocol === 'http' ? 80 : 443, protocol };
 }
 
 /** The emulator for the API process, or null when the sandbox is off. `pool` must be a worker-role pool. */

@@ -1,7 +1,13 @@
 /**
  * Starts and stops the whole API process: database (embedded or given),
  * migrations, first operator, HTTP server with GraphQL, console, health and
- * metrics, and (unless WORKER=off) Graphile Worker in-process.
+ * metrics, payments (webhook intake, checkout, the sandbox gateway under
+ * /sandbox), and (unless WORKER=off) Graphile Worker in-process.
+ *
+ * The provider adapters are built once, after the server listens: with
+ * PORT=0 (tests) only then is the public URL known, which the sandbox adapter
+ * and the sandbox's webhook sender need. Their routes are mounted before and
+ * answer 503 in that instant.
  *
  * Shutdown order matters: stop accepting requests → let in-flight requests
  * and running jobs finish (bounded by SHUTDOWN_TIMEOUT_MS) → close pools →
@@ -17,6 +23,10 @@ import { publicUrl, type Config } from '../lib/config.ts';
 import { createPool, resolveDatabase, type ResolvedDatabase } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import { startWorker } from '../jobs/worker.ts';
+import { buildProviderRegistry, createConfiguredSandboxGateway, SANDBOX_MOUNT_PATH, type ProviderRegistry } from '../providers/registry.ts';
+import type { SandboxGateway } from '../providers/sandbox/gateway.ts';
+import { checkoutRoutes, type CheckoutDeps } from './checkout.ts';
+import { webhookRoutes } from './webhooks.ts';
 import { createApp, finishApp } from './app.ts';
 import { createPostGraphile, mountGraphql } from './graphql.ts';
 import { callerOf } from './auth.ts';
@@ -30,6 +40,12 @@ export interface RunningAbonement {
   database: ResolvedDatabase;
   /** Generated on first start when ADMIN_PASSWORD is unset; shown once. */
   firstAdmin: { email: string; generatedPassword?: string } | null;
+  /** The payment adapters of this process (built once from the configuration). */
+  providers: ProviderRegistry;
+  /** The sandbox gateway mounted at /sandbox, or null when it is off. */
+  sandbox: SandboxGateway | null;
+  /** What createCheckoutLink needs in this process. */
+  checkout: CheckoutDeps;
   stop(reason?: string): Promise<void>;
 }
 
@@ -71,6 +87,17 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     server.keepAliveTimeout = 65_000;
 
     healthRoutes(app, { pool: operatorPool, heartbeatMaxAgeSeconds: config.READY_HEARTBEAT_MAX_AGE_S });
+    // Payments: worker-role pool (inbox, checkout functions, the sandbox's ledger); adapters bound after listen.
+    const paymentsPool = pool(database.urls.worker, 'payments');
+    let providers: ProviderRegistry | null = null;
+    let sandbox: SandboxGateway | null = null;
+    let checkoutDeps: CheckoutDeps | null = null;
+    cleanups.push(async () => {
+      await sandbox?.close();
+    });
+    app.use(SANDBOX_MOUNT_PATH, (req, res, next) => (sandbox ? sandbox.router(req, res, next) : next()));
+    app.use(webhookRoutes({ pool: paymentsPool, providers: () => providers, metrics, bodyLimitBytes: config.BODY_LIMIT_BYTES, logger }));
+    app.use(checkoutRoutes({ pool: paymentsPool, deps: () => checkoutDeps, bodyLimitBytes: config.BODY_LIMIT_BYTES }));
     const mountedConsole: MountedConsole = await mountConsole(app, { config, logger, roles: database.roles, operatorPool });
     cleanups.push(() => mountedConsole.close());
     const graphiql = config.GRAPHIQL ?? config.NODE_ENV !== 'production';
@@ -108,13 +135,24 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     cleanups.push(async () => {
       await Promise.all([closeServer(server, config.SHUTDOWN_TIMEOUT_MS, logger), runner?.stop()]);
     });
-    if (config.WORKER === 'on') {
-      runner = await startWorker({ pool: pool(database.urls.worker, 'worker'), logger, concurrency: config.WORKER_CONCURRENCY });
-    }
 
     const port = (server.address() as AddressInfo).port;
     const base = config.PORT === 0 ? `http://127.0.0.1:${port}` : publicUrl(config);
     const url = base;
+    const bound: Config = config.PORT === 0 && !config.PUBLIC_URL ? { ...config, PUBLIC_URL: base } : config;
+    providers = buildProviderRegistry(bound, logger);
+    sandbox = createConfiguredSandboxGateway(bound, logger, paymentsPool);
+    checkoutDeps = { pool: paymentsPool, providers, publicUrl: publicUrl(bound), logger: logger.child({ component: 'checkout' }) };
+    logger.info({ providers: providers.all().map((p) => p.name), sandbox: sandbox !== null }, 'payment providers ready');
+
+    if (config.WORKER === 'on') {
+      runner = await startWorker({
+        pool: pool(database.urls.worker, 'worker'),
+        logger,
+        concurrency: config.WORKER_CONCURRENCY,
+        context: { providers, batchSize: config.BILLING_BATCH_SIZE, reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES },
+      });
+    }
     return {
       url,
       urls: {
@@ -126,6 +164,9 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       },
       database,
       firstAdmin,
+      providers,
+      sandbox,
+      checkout: checkoutDeps,
       stop: async (reason = 'stop requested') => {
         logger.info({ reason }, 'shutting down');
         await cleanup();

@@ -204,6 +204,8 @@ exception when others then
   return false;
 end;
 $$;
+-- Check constraints run with the privileges of whoever writes the row: tenants update their own time_zone.
+grant execute on function app_hidden.is_time_zone(text) to :ROLE_TENANT, :ROLE_OPERATOR;
 
 create function app_hidden.add_calendar(anchor timestamptz, unit text, n int, tz text) returns timestamptz
   language sql immutable parallel safe

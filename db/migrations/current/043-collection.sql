@@ -92,12 +92,14 @@ begin
     where i.status = 'open' and i.next_attempt_at <= horizon and i.next_attempt_at <= app_hidden.now(i.tenant_id)
       and not exists (select 1 from app_public.payments p where p.tenant_id = i.tenant_id and p.invoice_id = i.id
                       and p.status in ('pending', 'requires_action', 'processing'))
+      -- Invoices awaiting a checkout (no saved method) cannot be charged: without this they would fill every batch.
+      and (app_hidden.payment_method_for(i)).id is not null
     order by i.next_attempt_at
     limit batch_size;
 end;
 $$;
 comment on function app_private.invoices_due_for_collection(int) is
-  E'Worker cron sweep: open invoices whose next attempt is due on their tenant''s clock and that have no payment in flight.';
+  E'Worker cron sweep: open invoices whose next attempt is due on their tenant''s clock, that have a payment method to charge and no payment in flight.';
 grant execute on function app_private.invoices_due_for_collection(int) to :ROLE_WORKER;
 
 create function app_private.begin_payment(invoice_id uuid) returns app_public.payments

@@ -1,0 +1,29 @@
+/**
+ * What billing tasks need besides their payload: the process's provider
+ * adapters (built once per process from the configuration) and a few
+ * settings. startWorker hands it to every task as a third argument, so task
+ * files stay one small default export each (the file name is the task name).
+ */
+import type { JobHelpers } from 'graphile-worker';
+import type { Logger } from '../lib/logger.ts';
+import type { ProviderRegistry } from '../providers/registry.ts';
+
+export interface JobContext {
+  providers: ProviderRegistry;
+  /** Rows per statement in the billing crons. */
+  batchSize: number;
+  /** Payments in flight this long are settled by asking their provider. */
+  reconcileAfterMinutes: number;
+  logger: Logger;
+}
+
+/** A task of jobs/tasks/: Graphile Worker's (payload, helpers) plus the process's JobContext. */
+export type BillingTask = (payload: unknown, helpers: JobHelpers, context: JobContext) => Promise<void>;
+
+/** Payload check for tasks whose payload names one row: `{ <field>: uuid }`. */
+export function assertIdPayload<K extends string>(payload: unknown, field: K): asserts payload is Record<K, string> {
+  const value = (payload as Record<string, unknown> | null)?.[field];
+  if (typeof value !== 'string' || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)) {
+    throw new Error(`invalid payload: ${field} must be a uuid`);
+  }
+}

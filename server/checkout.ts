@@ -1,0 +1,375 @@
+/**
+ * The checkout flow: the payment link for a subscription's open invoice.
+ *
+ *   createCheckoutLink(deps, { subscriptionId, tenantId, customerId?, returnUrl? })
+ *
+ * is the one implementation; the REST route here (POST
+ * /v1/subscriptions/:id/checkout) and any GraphQL mutation call it. Steps:
+ *   0. checkout_context (SQL): the subscription must be the caller's; its
+ *      open invoice, the amount, the customer, the payment in flight;
+ *   1. an open checkout link for it is returned as is (asking twice gives the
+ *      same link); an expired one is first settled with its provider;
+ *   2. routing (the tenant's rules, app_private.payment_routing) →
+ *      candidates; begin_checkout_payment (SQL) → the attempt and its
+ *      deterministic idempotency key;
+ *   3. createCheckoutWithFailover: the next candidate only when a provider
+ *      did not answer (5xx, timeout), never after an answer;
+ *   4. record_checkout (SQL): the provider that took it, its id and link.
+ * No transaction spans a provider call. Every step is safe to repeat: a
+ * request that dies after step 2 is completed by the next one with the same
+ * key, which the providers answer with the same checkout.
+ *
+ * GET /checkout/return?payment=… is where providers send the customer back:
+ * it shows the payment's outcome from our database (refreshing while the
+ * provider's confirmation is on its way) and asks the worker to check with
+ * the provider at once, in case the webhook is late or lost.
+ */
+import express from 'express';
+import type pg from 'pg';
+import type { Logger } from '../lib/logger.ts';
+import { reconcilePayment } from '../lib/reconcile.ts';
+import { minorToDecimal } from '../providers/money.ts';
+import type { ProviderRegistry } from '../providers/registry.ts';
+import { createCheckoutWithFailover, type RoutingRules } from '../providers/routing.ts';
+import { escapeHtml } from '../providers/sandbox/pages.ts';
+import { ProviderError, type ProviderName } from '../providers/types.ts';
+
+export interface CheckoutDeps {
+  /** A worker-role pool (the app_private checkout functions). */
+  pool: pg.Pool;
+  providers: ProviderRegistry;
+  /** Absolute base URL of this API (for the return page). */
+  publicUrl: string;
+  logger: Logger;
+}
+
+export interface CheckoutRequest {
+  subscriptionId: string;
+  /** The caller's tenant: the subscription must be one of its own. */
+  tenantId: string;
+  /** Set for a customer session: the subscription must be this customer's. */
+  customerId?: string | null;
+  /** Where the tenant wants the customer to end up; shown as a link on the return page. */
+  returnUrl?: string | null;
+}
+
+export interface CheckoutLink {
+  paymentId: string;
+  invoiceId: string;
+  provider: ProviderName;
+  url: string;
+  expiresAt: Date | null;
+  amountMinor: bigint;
+  currency: string;
+  /** true when an open link from an earlier request was returned. */
+  reused: boolean;
+}
+
+/** A refusal with an HTTP status and a machine code (SQL business errors keep their own code). */
+export class CheckoutError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CheckoutError';
+  }
+}
+
+const sqlStatus: Record<string, number> = { AB400: 400, AB403: 403, AB404: 404, AB409: 409, AB422: 422 };
+
+/** Our SQL business errors (SQLSTATE class AB, code in DETAIL) as CheckoutErrors; anything else unchanged. */
+function businessError(error: unknown): unknown {
+  const e = error as { code?: string; detail?: string; message?: string };
+  if (typeof e?.code === 'string' && e.code.startsWith('AB')) return new CheckoutError(sqlStatus[e.code] ?? 400, e.detail || 'ERROR', e.message ?? 'refused');
+  return error;
+}
+
+interface ContextRow {
+  tenant_id: string;
+  customer_id: string;
+  invoice_id: string;
+  amount_minor: string;
+  currency: string;
+  description: string;
+  customer_email: string | null;
+  customer_country: string | null;
+  customer_locale: string | null;
+  livemode: boolean;
+  payment_id: string | null;
+  payment_flow: string | null;
+  payment_status: string | null;
+  payment_provider: ProviderName | null;
+  action_url: string | null;
+  action_expires_at: Date | null;
+}
+
+interface PaymentRow {
+  id: string;
+  invoice_id: string;
+  provider: ProviderName;
+  idempotency_key: string;
+  amount_minor: string;
+  currency: string;
+  action_url: string | null;
+  action_expires_at: Date | null;
+  status: string;
+}
+
+/** A link that expires within this margin is not handed out again. */
+const EXPIRY_MARGIN_MS = 5 * 60_000;
+
+function linkOf(row: { id: string; invoice_id: string; provider: ProviderName; action_url: string; action_expires_at: Date | null; amount_minor: string; currency: string }, reused: boolean): CheckoutLink {
+  return {
+    paymentId: row.id,
+    invoiceId: row.invoice_id,
+    provider: row.provider,
+    url: row.action_url,
+    expiresAt: row.action_expires_at,
+    amountMinor: BigInt(row.amount_minor),
+    currency: row.currency,
+    reused,
+  };
+}
+
+async function query<T extends pg.QueryResultRow>(pool: pg.Pool, text: string, values: unknown[]): Promise<T> {
+  try {
+    const { rows } = await pool.query<T>(text, values);
+    return rows[0]!;
+  } catch (error) {
+    throw businessError(error);
+  }
+}
+
+export async function createCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): Promise<CheckoutLink> {
+  const { pool, providers, logger } = deps;
+  const log = logger.child({ subscriptionId: request.subscriptionId });
+  for (let round = 0; ; round++) {
+    const ctx = await query<ContextRow>(pool, 'select * from app_private.checkout_context($1, $2, $3)', [
+      request.subscriptionId,
+      request.tenantId,
+      request.customerId ?? null,
+    ]);
+    if (ctx.payment_id) {
+      if (ctx.payment_flow !== 'checkout' || ctx.payment_status === 'processing') {
+        throw new CheckoutError(409, 'PAYMENT_IN_FLIGHT', 'a payment of this invoice is under way; ask again once it has settled');
+      }
+      const open = ctx.action_url && (!ctx.action_expires_at || ctx.action_expires_at.getTime() > Date.now() + EXPIRY_MARGIN_MS);
+      if (open) {
+        return linkOf({ id: ctx.payment_id, invoice_id: ctx.invoice_id, provider: ctx.payment_provider!, action_url: ctx.action_url!, action_expires_at: ctx.action_expires_at, amount_minor: ctx.amount_minor, currency: ctx.currency }, true);
+      }
+      if (ctx.action_url) {
+        // The link expired: ask its provider how it ended (paid after all, or abandoned) before making another.
+        if (round > 0) throw new CheckoutError(409, 'PAYMENT_IN_FLIGHT', 'the previous checkout could not be settled yet; try again later');
+        await reconcilePayment(pool, providers, ctx.payment_id, log);
+        continue;
+      }
+      // An attempt without a link: a request died before recording it. Finish it below with the same key.
+    }
+
+    const { rules, default_provider: defaultProvider } = await query<{ rules: RoutingRules['rules']; default_provider: ProviderName | null }>(
+      pool,
+      'select rules, default_provider from app_private.payment_routing($1)',
+      [ctx.tenant_id],
+    );
+    const candidates = providers.candidates({ rules, defaultProvider }, { currency: ctx.currency, country: ctx.customer_country, livemode: ctx.livemode });
+    if (candidates.length === 0) {
+      throw new CheckoutError(422, 'NO_PAYMENT_PROVIDER', `no configured payment provider can take ${ctx.currency} for this ${ctx.livemode ? 'live' : 'test-mode'} tenant`);
+    }
+    const payment = await query<PaymentRow>(pool, 'select * from app_private.begin_checkout_payment($1, $2, $3)', [
+      ctx.invoice_id,
+      candidates[0]!.name,
+      request.returnUrl ?? null,
+    ]);
+    if (payment.action_url) return linkOf({ ...payment, action_url: payment.action_url }, true); // a concurrent request just made it
+    const returnPage = `${deps.publicUrl}/checkout/return?payment=${payment.id}`;
+    let result;
+    try {
+      result = await createCheckoutWithFailover(
+        candidates,
+        {
+          idempotencyKey: payment.idempotency_key,
+          amount: { amountMinor: BigInt(payment.amount_minor), currency: payment.currency },
+          description: ctx.description,
+          customer: { reference: ctx.customer_id, email: ctx.customer_email, country: ctx.customer_country, locale: ctx.customer_locale },
+          successUrl: returnPage,
+          cancelUrl: `${returnPage}&canceled=1`,
+        },
+        log,
+      );
+    } catch (error) {
+      if (error instanceof ProviderError && error.code === 'idempotency_conflict') {
+        // Another request is creating this very checkout (providers refuse concurrent use of a key).
+        throw new CheckoutError(409, 'CHECKOUT_IN_PROGRESS', 'this checkout is being created by another request; ask again');
+      }
+      await pool.query(`select app_private.apply_payment_result($1, 'canceled')`, [payment.id]);
+      log.error({ err: error }, 'a payment provider refused to create the checkout (misconfiguration?)');
+      throw new CheckoutError(502, 'PROVIDER_REFUSED', 'the payment provider refused to create the checkout');
+    }
+    if (!result.ok) {
+      // No provider answered: nothing was charged (a link is not a charge); a new request starts a new attempt.
+      await pool.query(`select app_private.apply_payment_result($1, 'canceled')`, [payment.id]);
+      log.warn({ attempts: result.attempts.map((a) => `${a.provider}:${a.failure.code}`) }, 'no payment provider could create the checkout');
+      throw new CheckoutError(503, 'PROVIDERS_UNAVAILABLE', 'no payment provider is reachable right now; try again in a moment');
+    }
+    const recorded = await query<PaymentRow>(pool, 'select * from app_private.record_checkout($1, $2, $3, $4, $5, $6)', [
+      payment.id,
+      result.provider,
+      result.checkout.providerCheckoutId,
+      result.checkout.url,
+      result.checkout.expiresAt,
+      result.checkout.providerPaymentId,
+    ]);
+    if (!recorded.action_url) throw new CheckoutError(409, 'PAYMENT_SETTLED', `the payment settled while its checkout was being created (${recorded.status})`);
+    log.info({ paymentId: payment.id, provider: result.provider, failovers: result.attempts.length }, 'checkout link created');
+    return linkOf({ ...recorded, action_url: recorded.action_url }, false);
+  }
+}
+
+// ---------------------------------------------------------------- HTTP
+
+export interface CheckoutRoutesOptions {
+  pool: pg.Pool;
+  /** The process's adapters and public URL; null while the process is starting. */
+  deps: () => CheckoutDeps | null;
+  bodyLimitBytes: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function apiError(res: express.Response, status: number, code: string, message: string): void {
+  res.status(status).json({ error: { code, message } });
+}
+
+/**
+ * POST …/subscriptions/:id/checkout — the handler alone, for mounting behind
+ * the API's own authentication (it reads req.identity: claims tenant_id and,
+ * for a customer session, customer_id). Parses its JSON body itself.
+ */
+export function checkoutLinkHandler(options: Omit<CheckoutRoutesOptions, 'pool'>): express.RequestHandler[] {
+  return [express.json({ limit: options.bodyLimitBytes }), async (req, res, next) => {
+    const deps = options.deps();
+    if (!deps) return apiError(res, 503, 'STARTING', 'the server is starting');
+    const tenantId = req.identity?.claims.tenant_id;
+    if (!tenantId) return apiError(res, 401, 'UNAUTHENTICATED', 'an API key or customer session is required');
+    const subscriptionId = typeof req.params.id === 'string' ? req.params.id : '';
+    if (!UUID.test(subscriptionId)) return apiError(res, 404, 'SUBSCRIPTION_NOT_FOUND', 'no such subscription');
+    const returnUrl = (req.body as { returnUrl?: unknown } | undefined)?.returnUrl;
+    if (returnUrl !== undefined && (typeof returnUrl !== 'string' || !/^https?:\/\/\S+$/.test(returnUrl) || returnUrl.length > 2000)) {
+      return apiError(res, 400, 'INVALID_INPUT', 'returnUrl must be an http(s) URL');
+    }
+    try {
+      const link = await createCheckoutLink(deps, {
+        subscriptionId,
+        tenantId,
+        customerId: req.identity?.claims.customer_id ?? null,
+        returnUrl: returnUrl ?? null,
+      });
+      res.status(link.reused ? 200 : 201).json({
+        paymentId: link.paymentId,
+        invoiceId: link.invoiceId,
+        provider: link.provider,
+        url: link.url,
+        expiresAt: link.expiresAt?.toISOString() ?? null,
+        amountMinor: link.amountMinor.toString(),
+        currency: link.currency,
+      });
+    } catch (error) {
+      if (error instanceof CheckoutError) return apiError(res, error.status, error.code, error.message);
+      next(error);
+    }
+  }];
+}
+
+/**
+ * POST /v1/subscriptions/:id/checkout and GET /checkout/return. When the
+ * API's /v1 router (with its own authentication) is mounted, mount
+ * checkoutLinkHandler inside it after authentication instead of the route
+ * here, which would otherwise answer before the credentials are read.
+ */
+export function checkoutRoutes(options: CheckoutRoutesOptions): express.Router {
+  const router = express.Router();
+  router.post('/v1/subscriptions/:id/checkout', ...checkoutLinkHandler(options));
+
+  router.get('/checkout/return', async (req, res, next) => {
+    const paymentId = typeof req.query.payment === 'string' ? req.query.payment : '';
+    const canceled = req.query.canceled === '1';
+    const waited = Math.min(Number(req.query.wait) || 0, 1000);
+    res.set({
+      'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+      'Cache-Control': 'no-store',
+      'Referrer-Policy': 'no-referrer',
+    });
+    try {
+      if (!UUID.test(paymentId)) return void res.status(404).type('html').send(returnPage('Not found', '<p>This payment does not exist.</p>', 'not_found'));
+      const { rows } = await options.pool.query<OutcomeRow>('select * from app_private.checkout_outcome($1)', [paymentId]);
+      const row = rows[0];
+      if (!row) return void res.status(404).type('html').send(returnPage('Not found', '<p>This payment does not exist.</p>', 'not_found'));
+      const inFlight = ['pending', 'requires_action', 'processing'].includes(row.payment_status);
+      // The customer is back before (or without) the provider's webhook: have the worker ask the provider now.
+      if (inFlight && waited === 0 && !canceled) await options.pool.query('select app_private.request_reconcile($1)', [paymentId]);
+      res.type('html').send(renderOutcome(row, { canceled, waited, paymentId }));
+    } catch (error) {
+      next(error);
+    }
+  });
+  return router;
+}
+
+interface OutcomeRow {
+  payment_status: string;
+  flow: string;
+  failure_message: string | null;
+  amount_minor: string;
+  currency: string;
+  invoice_number: string;
+  invoice_status: string;
+  subscription_status: string | null;
+  tenant_name: string;
+  return_url: string | null;
+  action_url: string | null;
+}
+
+/** How long the return page keeps refreshing while the provider's confirmation is on its way. */
+const REFRESH_SECONDS = 2;
+const MAX_REFRESHES = 30;
+
+function returnPage(title: string, body: string, state: string, refreshUrl?: string): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">${refreshUrl ? `<meta http-equiv="refresh" content="${REFRESH_SECONDS};url=${escapeHtml(refreshUrl)}">` : ''}
+<title>${escapeHtml(title)}</title><style>
+body { font: 16px/1.45 system-ui, sans-serif; background: #f4f5f7; color: #1d2330; margin: 0; }
+main { max-width: 28rem; margin: 3rem auto; background: #fff; border-radius: 10px; padding: 2rem; box-shadow: 0 1px 4px rgba(0,0,0,.12); }
+h1 { font-size: 1.35rem; margin: 0 0 .75rem; } a { color: #3451d1; } .muted { color: #5b6475; font-size: .9rem; }
+</style></head>
+<body><main data-testid="outcome" data-state="${escapeHtml(state)}"><h1>${escapeHtml(title)}</h1>${body}</main></body></html>`;
+}
+
+function renderOutcome(row: OutcomeRow, view: { canceled: boolean; waited: number; paymentId: string }): string {
+  const amount = `${minorToDecimal(BigInt(row.amount_minor), row.currency)} ${row.currency}`;
+  const what = `<p class="muted">${escapeHtml(row.tenant_name)} · invoice ${escapeHtml(row.invoice_number)} · ${escapeHtml(amount)}</p>`;
+  const back = row.return_url ? `<p><a href="${escapeHtml(row.return_url)}" data-testid="return-link">Back to ${escapeHtml(row.tenant_name)}</a></p>` : '';
+  switch (row.payment_status) {
+    case 'succeeded': {
+      const active = row.subscription_status === 'active' ? '<p>Your subscription is active.</p>' : '';
+      return returnPage('Payment received', `<p>Thank you: ${escapeHtml(amount)} is paid.</p>${active}${what}${back}`, 'succeeded');
+    }
+    case 'failed':
+      return returnPage('Payment failed', `<p>${escapeHtml(row.failure_message ?? 'The payment was declined.')}</p>${what}${back}`, 'failed');
+    case 'canceled':
+      return returnPage('Payment canceled', `<p>No money was taken.</p>${what}${back}`, 'canceled');
+    default: {
+      if (view.canceled && row.payment_status !== 'processing') {
+        const retry = row.action_url ? `<p><a href="${escapeHtml(row.action_url)}" data-testid="retry-link">Return to the payment page</a></p>` : '';
+        return returnPage('Payment not completed', `<p>You left the payment page before paying. No money was taken.</p>${retry}${what}${back}`, 'not_completed');
+      }
+      if (view.waited >= MAX_REFRESHES) {
+        return returnPage('Payment being confirmed', `<p>The payment provider has not confirmed your payment yet. You will get an e-mail as soon as it does; there is no need to pay again.</p>${what}${back}`, 'pending');
+      }
+      const next = `/checkout/return?payment=${view.paymentId}&wait=${view.waited + 1}`;
+      return returnPage('Confirming your payment…', `<p>This takes a few seconds; the page refreshes by itself.</p>${what}`, 'confirming', next);
+    }
+  }
+}

@@ -1,0 +1,230 @@
+/**
+ * createCheckoutLink and its HTTP surface: POST /v1/subscriptions/:id/checkout
+ * (caller scoping, one link per open attempt), routing by the tenant's rules
+ * with failover on a provider outage (5xx, timeout) and never otherwise, an
+ * expired link settled and replaced, and the /checkout/return page.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import express from 'express';
+import type { RunningAbonement } from '../../server/index.ts';
+import { CheckoutError, checkoutRoutes } from '../../server/checkout.ts';
+import { createCustomer } from '../../sql-tests/support/billing.ts';
+import { startFakeStripeServer, type FakeStripeServer } from '../providers/fake-stripe-server.ts';
+import { listen, type Listening } from '../providers/sandbox-stack.ts';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { checkoutFor, createShop, row, rows, startPaymentsServer, subscribeWithoutCard } from './support.ts';
+
+let db: TestDatabase;
+let stripe: FakeStripeServer;
+let server: RunningAbonement;
+let api: Listening;
+/** The identity the test's auth stand-in puts on the next requests (the API issue's API keys will do this). */
+let identity: { tenant_id?: string; customer_id?: string } = {};
+
+before(async () => {
+  db = await createTestDatabase();
+  stripe = await startFakeStripeServer();
+  server = await startPaymentsServer(db, {
+    STRIPE_SECRET_KEY: stripe.secretKey,
+    STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+    STRIPE_API_BASE: `http://${stripe.api.host}:${stripe.api.port}`,
+    PROVIDER_TIMEOUT_MS: '1000',
+  });
+  // The checkout routes behind a stand-in for the API-key middleware.
+  const app = express();
+  app.use((req, _res, next) => {
+    if (identity.tenant_id) req.identity = { role: db.roles.tenant, claims: identity as Record<string, string> };
+    next();
+  });
+  app.use(checkoutRoutes({ pool: server.checkout.pool, deps: () => server.checkout, bodyLimitBytes: 100_000 }));
+  api = await listen(app);
+});
+after(async () => {
+  await api?.close();
+  await server?.stop();
+  await stripe?.close();
+  await db?.drop();
+});
+
+async function postCheckout(base: string, subscriptionId: string, body: unknown = {}): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${base}/v1/subscriptions/${subscriptionId}/checkout`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+async function addRule(tenantId: string, priority: number, provider: string, currency: string | null = null, country: string | null = null) {
+  await db.asTenant(tenantId, (c) =>
+    c.query('insert into app_public.payment_routing_rules (priority, provider, currency, country) values ($1, $2, $3, $4)', [priority, provider, currency, country]),
+  );
+}
+
+describe('POST /v1/subscriptions/:id/checkout', () => {
+  test('without an API key or customer session: 401', async () => {
+    const shop = await createShop(db);
+    const sub = await subscribeWithoutCard(db, shop);
+    const res = await postCheckout(server.url, sub.id);
+    assert.equal(res.status, 401);
+    assert.equal(res.body.error.code, 'UNAUTHENTICATED');
+  });
+
+  test('the link for the open invoice; asking again gives the same link', async () => {
+    // Setup
+    const shop = await createShop(db);
+    const sub = await subscribeWithoutCard(db, shop);
+    identity = { tenant_id: shop.tenantId };
+    // Action
+    const first = await postCheckout(api.url, sub.id, { returnUrl: 'https://shop.example.com/account' });
+    const second = await postCheckout(api.url, sub.id);
+    // Assertions
+    assert.equal(first.status, 201);
+    assert.equal(first.body.provider, 'sandbox');
+    assert.match(first.body.url, /\/sandbox\/checkout\/chk_/);
+    assert.deepEqual([first.body.amountMinor, first.body.currency], ['1990', 'EUR']);
+    assert.equal(second.status, 200);
+    assert.deepEqual([second.body.paymentId, second.body.url], [first.body.paymentId, first.body.url]);
+    const payments = await rows(db, 'select * from app_public.payments where invoice_id = $1', [first.body.invoiceId]);
+    assert.equal(payments.length, 1);
+    assert.deepEqual([payments[0]!.status, payments[0]!.flow, payments[0]!.return_url], ['pending', 'checkout', 'https://shop.example.com/account']);
+    assert.equal(payments[0]!.idempotency_key, `abonement-${first.body.invoiceId}-1`);
+  });
+
+  test('another tenant\'s subscription, or another customer\'s, is not found', async () => {
+    const shop = await createShop(db);
+    const other = await createShop(db);
+    const sub = await subscribeWithoutCard(db, shop);
+    identity = { tenant_id: other.tenantId };
+    const foreignTenant = await postCheckout(api.url, sub.id);
+    assert.deepEqual([foreignTenant.status, foreignTenant.body.error.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
+    identity = { tenant_id: shop.tenantId, customer_id: await createCustomer(db, shop.tenantId) };
+    const foreignCustomer = await postCheckout(api.url, sub.id);
+    assert.deepEqual([foreignCustomer.status, foreignCustomer.body.error.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
+    identity = { tenant_id: shop.tenantId, customer_id: sub.customer_id };
+    assert.equal((await postCheckout(api.url, sub.id)).status, 201, 'the customer\'s own subscription');
+  });
+
+  test('nothing to pay once the invoice is paid: 409 NOTHING_TO_PAY', async () => {
+    const shop = await createShop(db);
+    const sub = await subscribeWithoutCard(db, shop);
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    await db.asWorker((c) => c.query(`select app_private.apply_payment_result($1, 'succeeded', 'pay_direct')`, [link.paymentId]));
+    identity = { tenant_id: shop.tenantId };
+    const res = await postCheckout(api.url, sub.id);
+    assert.deepEqual([res.status, res.body.error.code], [409, 'NOTHING_TO_PAY']);
+  });
+});
+
+describe('routing and failover', () => {
+  test('the tenant\'s rules choose the provider; a default catches the rest', async () => {
+    const shop = await createShop(db);
+    await addRule(shop.tenantId, 10, 'stripe', 'EUR');
+    await addRule(shop.tenantId, 5, 'sandbox', 'USD');
+    const sub = await subscribeWithoutCard(db, shop);
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    assert.equal(link.provider, 'stripe');
+    assert.match(link.url, /\/pay\/cs_/);
+    const payment = await row(db, 'select provider, provider_checkout_id from app_public.payments where id = $1', [link.paymentId]);
+    assert.equal(payment.provider, 'stripe');
+    assert.match(payment.provider_checkout_id, /^cs_/);
+  });
+
+  test('a provider outage (HTTP 500, then a timeout) fails over to the next candidate, which is recorded', async () => {
+    for (const fault of ['http_500', 'hang'] as const) {
+      const shop = await createShop(db);
+      await addRule(shop.tenantId, 1, 'stripe');
+      await addRule(shop.tenantId, 2, 'sandbox');
+      const sub = await subscribeWithoutCard(db, shop);
+      stripe.fault(fault);
+      const link = await checkoutFor(server, shop.tenantId, sub.id);
+      assert.equal(link.provider, 'sandbox', fault);
+      const payment = await row(db, 'select * from app_public.payments where id = $1', [link.paymentId]);
+      assert.deepEqual([payment.provider, payment.status], ['sandbox', 'pending']);
+      assert.equal((await server.sandbox!.ledger.payments({ idempotencyKey: payment.idempotency_key })).length, 0, 'a link, not a charge');
+    }
+  });
+
+  test('when no provider answers: 503, the attempt is canceled, and the next request starts a new one', async () => {
+    const shop = await createShop(db);
+    await addRule(shop.tenantId, 1, 'stripe');
+    await db.asOwner((c) => c.query(`update app_public.tenants set default_payment_provider = 'stripe' where id = $1`, [shop.tenantId]));
+    const sub = await subscribeWithoutCard(db, shop);
+    stripe.fault('http_500');
+    await assert.rejects(checkoutFor(server, shop.tenantId, sub.id), (e: unknown) => e instanceof CheckoutError && e.status === 503 && e.code === 'PROVIDERS_UNAVAILABLE');
+    const [failed] = await rows(db, 'select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id where i.subscription_id = $1', [sub.id]);
+    assert.equal(failed!.status, 'canceled');
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    const retry = await row(db, 'select attempt, idempotency_key from app_public.payments where id = $1', [link.paymentId]);
+    assert.equal(retry.attempt, 2);
+    assert.notEqual(retry.idempotency_key, failed!.idempotency_key);
+  });
+
+  test('a tenant\'s rules are all there is: none fits → 422 NO_PAYMENT_PROVIDER until a default that fits is set', async () => {
+    const shop = await createShop(db, { currency: 'RUB' });
+    await addRule(shop.tenantId, 1, 'stripe');
+    const sub = await subscribeWithoutCard(db, shop);
+    await assert.rejects(checkoutFor(server, shop.tenantId, sub.id), (e: unknown) => e instanceof CheckoutError && e.status === 422 && e.code === 'NO_PAYMENT_PROVIDER');
+    await db.asTenant(shop.tenantId, (c) => c.query(`update app_public.tenants set default_payment_provider = 'sandbox' where id = $1`, [shop.tenantId]));
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    assert.equal(link.provider, 'sandbox', 'Stripe does not take RUB; the default does');
+  });
+
+  test('a live tenant is never routed to a test-mode provider (the sandbox, a test Stripe key)', async () => {
+    const shop = await createShop(db);
+    await db.asOwner((c) => c.query('update app_public.tenants set test_mode = false where id = $1', [shop.tenantId]));
+    const sub = await subscribeWithoutCard(db, shop);
+    await assert.rejects(checkoutFor(server, shop.tenantId, sub.id), (e: unknown) => e instanceof CheckoutError && e.code === 'NO_PAYMENT_PROVIDER' && /live/.test(e.message));
+  });
+});
+
+describe('expired links', () => {
+  test('an expired, unpaid checkout is settled with its provider and replaced by a new attempt', async () => {
+    const shop = await createShop(db);
+    const sub = await subscribeWithoutCard(db, shop);
+    const first = await checkoutFor(server, shop.tenantId, sub.id);
+    await db.asOwner((c) => c.query(`update app_public.payments set action_expires_at = now() - interval '1 minute' where id = $1`, [first.paymentId]));
+    const second = await checkoutFor(server, shop.tenantId, sub.id);
+    assert.notEqual(second.paymentId, first.paymentId);
+    assert.notEqual(second.url, first.url);
+    assert.equal((await row(db, 'select status from app_public.payments where id = $1', [first.paymentId])).status, 'canceled');
+  });
+});
+
+describe('GET /checkout/return', () => {
+  async function page(query: string): Promise<{ status: number; html: string; state: string | undefined }> {
+    const res = await fetch(`${server.url}/checkout/return?${query}`);
+    const html = await res.text();
+    return { status: res.status, html, state: /data-state="([a-z_]+)"/.exec(html)?.[1] };
+  }
+
+  test('in flight: it refreshes itself; back from the cancel link: it offers the payment page again', async () => {
+    const shop = await createShop(db);
+    const sub = await subscribeWithoutCard(db, shop);
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    const waiting = await page(`payment=${link.paymentId}`);
+    assert.equal(waiting.status, 200);
+    assert.equal(waiting.state, 'confirming');
+    assert.match(waiting.html, /http-equiv="refresh" content="2;url=\/checkout\/return\?payment=[^&]+&amp;wait=1"/);
+    const canceled = await page(`payment=${link.paymentId}&canceled=1`);
+    assert.equal(canceled.state, 'not_completed');
+    assert.ok(canceled.html.includes(link.url), 'a link back to the payment page');
+    const gaveUp = await page(`payment=${link.paymentId}&wait=30`);
+    assert.equal(gaveUp.state, 'pending', 'stops refreshing after a minute');
+  });
+
+  test('a paid payment says so; an unknown payment is 404; the page carries a strict CSP', async () => {
+    const shop = await createShop(db);
+    const sub = await subscribeWithoutCard(db, shop);
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    await db.asWorker((c) => c.query(`select app_private.apply_payment_result($1, 'succeeded', 'pay_direct2')`, [link.paymentId]));
+    const paid = await page(`payment=${link.paymentId}`);
+    assert.equal(paid.state, 'succeeded');
+    assert.match(paid.html, /19\.90 EUR/);
+    const res = await fetch(`${server.url}/checkout/return?payment=${link.paymentId}`);
+    assert.match(res.headers.get('content-security-policy') ?? '', /default-src 'none'/);
+    assert.equal((await page('payment=00000000-0000-4000-8000-000000000000')).status, 404);
+    assert.equal((await page('payment=not-a-uuid')).status, 404);
+  });
+});

@@ -1,0 +1,153 @@
+/**
+ * Webhook intake and processing with the real Stripe and YooKassa adapters,
+ * against their local API servers: a checkout paid at the provider activates
+ * the subscription through /webhooks/stripe and /webhooks/yookassa (the saved
+ * card fetched from the provider when the webhook lacks it), duplicates are
+ * harmless, and forged or unconfirmable notifications are refused at intake
+ * with nothing stored.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { RunningAbonement } from '../../server/index.ts';
+import type { WebhookRequest } from '../../providers/types.ts';
+import { startFakeStripeServer, type FakeStripeServer } from '../providers/fake-stripe-server.ts';
+import { startFakeYooKassaServer, type FakeYooKassaServer } from '../providers/fake-yookassa-server.ts';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { setClock } from '../../sql-tests/support/billing.ts';
+import { checkoutFor, createShop, inboxSettled, row, rows, runTask, startPaymentsServer, subscribeWithoutCard, until } from './support.ts';
+
+let db: TestDatabase;
+let stripe: FakeStripeServer;
+let yookassa: FakeYooKassaServer;
+let server: RunningAbonement;
+
+before(async () => {
+  db = await createTestDatabase();
+  stripe = await startFakeStripeServer();
+  yookassa = await startFakeYooKassaServer();
+  server = await startPaymentsServer(db, {
+    STRIPE_SECRET_KEY: stripe.secretKey,
+    STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+    STRIPE_API_BASE: `${stripe.api.protocol}://${stripe.api.host}:${stripe.api.port}`,
+    YOOKASSA_SHOP_ID: yookassa.shopId,
+    YOOKASSA_SECRET_KEY: yookassa.secretKey,
+    YOOKASSA_API_BASE: yookassa.apiBase,
+  });
+});
+after(async () => {
+  await server?.stop();
+  await stripe?.close();
+  await yookassa?.close();
+  await db?.drop();
+});
+
+async function deliver(provider: string, delivery: WebhookRequest): Promise<Response> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(delivery.headers)) if (typeof value === 'string') headers[name] = value;
+  return fetch(`${server.url}/webhooks/${provider}`, { method: 'POST', headers, body: delivery.rawBody });
+}
+
+async function rejections(provider: string, reason: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('webhook_rejections_total{') && l.includes(`provider="${provider}"`) && l.includes(`reason="${reason}"`));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
+describe('/webhooks/stripe', () => {
+  test('a paid Checkout Session activates the subscription; the card is fetched from Stripe and saved; renewals charge it there', async () => {
+    // Setup
+    const shop = await createShop(db, { defaultProvider: 'stripe' });
+    const sub = await subscribeWithoutCard(db, shop);
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    assert.equal(link.provider, 'stripe');
+    const payment = await row(db, 'select * from app_public.payments where id = $1', [link.paymentId]);
+    // Action
+    stripe.takeWebhooks();
+    assert.ok(await stripe.payCheckout(payment.provider_checkout_id, '4242424242424242'));
+    const deliveries = stripe.takeWebhooks();
+    assert.ok(deliveries.length >= 2, 'payment_intent.succeeded and checkout.session.completed');
+    for (const delivery of [...deliveries, ...deliveries]) assert.equal((await deliver('stripe', delivery)).status, 200);
+    await inboxSettled(db, `provider = 'stripe' and received_at is not null and payload->'event'->'payment'->>'idempotencyKey' = $1`, [payment.idempotency_key]);
+    // Assertions
+    const subscription = await row(db, 'select * from app_public.subscriptions where id = $1', [sub.id]);
+    assert.equal(subscription.status, 'active');
+    assert.equal((await row(db, 'select status from app_public.invoices where id = $1', [link.invoiceId])).status, 'paid');
+    const method = await row(db, 'select * from app_public.payment_methods where id = $1', [subscription.payment_method_id]);
+    assert.equal(method.provider, 'stripe');
+    assert.match(method.provider_token, /^cus_\w+:pm_\w+$/);
+    const outcomes = (await rows(db, `select outcome from app_private.provider_events where provider = 'stripe' and payload->'event'->'payment'->>'idempotencyKey' = $1`, [payment.idempotency_key])).map((r) => r.outcome).sort();
+    assert.deepEqual(outcomes, ['applied', 'no_change'], 'two distinct events stored once each (the repeats were duplicates)');
+    assert.equal(stripe.chargeCount(payment.idempotency_key), 1);
+
+    // Action: the tenant now routes checkouts to the sandbox; the renewal still charges the card where it is saved.
+    await db.asOwner((c) => c.query(`update app_public.tenants set default_payment_provider = 'sandbox' where id = $1`, [shop.tenantId]));
+    await setClock(db, new Date(new Date(subscription.current_period_end).getTime() + 60_000).toISOString());
+    try {
+      await runTask(db, 'subscriptions__renew_due');
+      const renewal = await until(db, 'the renewal charge', `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
+        where i.subscription_id = $1 and i.billing_reason = 'subscription_cycle'`, [sub.id], (p) => p.status === 'succeeded');
+      // Assertions
+      assert.deepEqual([renewal.provider, renewal.flow, renewal.payment_method_id], ['stripe', 'off_session', subscription.payment_method_id]);
+      assert.equal(stripe.chargeCount(renewal.idempotency_key), 1);
+      assert.ok(stripe.requests.some((r) => r.path === '/v1/payment_intents' && r.idempotencyKey === renewal.idempotency_key), 'an off-session PaymentIntent under our key');
+    } finally {
+      await setClock(db, null);
+    }
+  });
+
+  test('a tampered or foreign-signed event is refused with 400, counted, and nothing is stored', async () => {
+    const event = { id: 'evt_intake_forged', object: 'event', type: 'payment_intent.succeeded', created: Math.floor(Date.now() / 1000), data: { object: { id: 'pi_x', object: 'payment_intent' } } };
+    const genuine = stripe.signEvent(event);
+    const before = await rejections('stripe', 'bad_signature');
+    const tampered = await deliver('stripe', { rawBody: genuine.rawBody.toString().replace('pi_x', 'pi_y'), headers: genuine.headers });
+    const foreign = await deliver('stripe', stripe.signEvent(event, { secret: 'whsec_someone_else' }));
+    for (const res of [tampered, foreign]) {
+      assert.equal(res.status, 400);
+      const body = (await res.json()) as { error: { code: string; reason: string } };
+      assert.deepEqual([body.error.code, body.error.reason], ['WEBHOOK_REJECTED', 'bad_signature']);
+    }
+    assert.equal(await rejections('stripe', 'bad_signature'), before + 2);
+    assert.equal((await rows(db, `select 1 from app_private.provider_events where provider_event_id = 'evt_intake_forged'`)).length, 0);
+  });
+});
+
+describe('/webhooks/yookassa', () => {
+  test('a paid payment, confirmed by fetching it from YooKassa, activates the subscription', async () => {
+    // Setup
+    const shop = await createShop(db, { currency: 'RUB', amount: 99_900, defaultProvider: 'yookassa' });
+    const sub = await subscribeWithoutCard(db, shop);
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    assert.equal(link.provider, 'yookassa');
+    const payment = await row(db, 'select * from app_public.payments where id = $1', [link.paymentId]);
+    // Action
+    yookassa.takeNotifications();
+    yookassa.payCheckout(payment.provider_checkout_id, 'succeed');
+    const notifications = yookassa.takeNotifications();
+    assert.ok(notifications.length >= 1);
+    for (const n of [...notifications, ...notifications]) assert.equal((await deliver('yookassa', n)).status, 200);
+    await inboxSettled(db, `provider = 'yookassa' and provider_event_id like $1`, [`%:${payment.provider_checkout_id}`]);
+    // Assertions
+    const subscription = await row(db, 'select * from app_public.subscriptions where id = $1', [sub.id]);
+    assert.equal(subscription.status, 'active');
+    const paid = await row(db, 'select * from app_public.payments where id = $1', [link.paymentId]);
+    assert.deepEqual([paid.status, paid.amount_minor, paid.currency], ['succeeded', '99900', 'RUB']);
+    const method = await row(db, 'select provider, provider_token from app_public.payment_methods where id = $1', [subscription.payment_method_id]);
+    assert.equal(method.provider, 'yookassa');
+    assert.equal(yookassa.chargeCount(payment.idempotency_key), 1);
+  });
+
+  test('a notification YooKassa does not confirm is refused (400); one it cannot be asked about is 503, to be delivered again', async () => {
+    const forged = yookassa.notification('payment.succeeded', { id: '00000000-0000-4000-8000-000000000000', status: 'succeeded' });
+    const refused = await deliver('yookassa', forged);
+    assert.equal(refused.status, 400);
+    assert.equal(((await refused.json()) as { error: { reason: string } }).error.reason, 'not_confirmed');
+
+    yookassa.fault('http_500');
+    const unavailable = await deliver('yookassa', forged);
+    assert.equal(unavailable.status, 503);
+    const body = (await unavailable.json()) as { error: { code: string; reason: string } };
+    assert.deepEqual([body.error.code, body.error.reason], ['WEBHOOK_NOT_CONFIRMED_YET', 'provider_unavailable']);
+    assert.equal((await rows(db, `select 1 from app_private.provider_events where provider = 'yookassa' and provider_event_id like '%00000000-0000-4000-8000-000000000000'`)).length, 0);
+    assert.equal(await rejections('yookassa', 'not_confirmed'), 1);
+  });
+});
