@@ -37,6 +37,14 @@ async function populate(world: World): Promise<Row> {
       `insert into app_private.provider_events (provider, provider_event_id, tenant_id, type, payload) values ('sandbox', $1, $2, 'charge', '{}')`,
       [randomUUID(), world.tenantId],
     );
+    // Payments-layer tables: a routing rule and a reconciliation record.
+    await c.query(`insert into app_public.payment_routing_rules (tenant_id, priority, provider, currency) values ($1, 10, 'sandbox', 'USD')`, [world.tenantId]);
+    await c.query(
+      `insert into app_private.payment_reconciliations (tenant_id, payment_id, checked_at, next_check_at)
+       select tenant_id, id, '2026-04-01Z', '2026-04-01Z' from app_public.payments where tenant_id = $1 limit 1
+       on conflict do nothing`,
+      [world.tenantId],
+    );
   });
   return sub;
 }
@@ -76,7 +84,7 @@ test('the matrix covers every tenant-owned table we know of', () => {
     'app_public.subscriptions', 'app_public.invoices', 'app_public.invoice_lines', 'app_public.payments', 'app_public.refunds',
     'app_public.events', 'app_public.status_changes', 'app_public.balance_transactions', 'app_public.customer_balances',
     'app_private.idempotency_keys', 'app_private.provider_events', 'app_private.audit_log', 'app_private.test_clocks',
-    'app_private.invoice_counters',
+    'app_private.invoice_counters', 'app_public.payment_routing_rules', 'app_private.payment_reconciliations',
   ]) {
     assert.ok(names.includes(expected), `${expected} is in the matrix`);
   }
