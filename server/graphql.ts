@@ -11,9 +11,19 @@ import { postgraphile, type PostGraphileInstance } from 'postgraphile';
 import { makePgService } from 'postgraphile/adaptors/pg';
 import { grafserv } from 'postgraphile/grafserv/express/v4';
 import { GraphQLError } from 'postgraphile/graphql';
+import { isSafeError } from 'postgraphile/grafast';
 import { PostGraphileAmberPreset } from 'postgraphile/presets/amber';
+import { PostGraphileConnectionFilterPreset } from 'postgraphile-plugin-connection-filter';
+import { PgSimplifyInflectionPreset } from '@graphile/simplify-inflection';
 import type { Logger } from '../lib/logger.ts';
 import { pgSettingsFor } from './auth.ts';
+import {
+  PaginationLimitsPlugin,
+  ShapeBehaviorPlugin,
+  ShapeSmartTagsPlugin,
+  SubscriptionNamesPlugin,
+  customerSessionTokenPlugin,
+} from './graphql-shape.ts';
 
 /** Postgres errors whose message is safe and useful to show a client, with their API code. */
 const passThrough: Array<[RegExp, string]> = [
@@ -42,6 +52,16 @@ export function makeMaskError(logger: Logger) {
     const original = error.originalError as PgLikeError | undefined;
     if (!original) return error; // validation and syntax errors are the client's own
     if (original instanceof GraphQLError) return error;
+    if (isSafeError(original as Error)) {
+      return new GraphQLError(original.message, {
+        nodes: error.nodes,
+        source: error.source,
+        positions: error.positions,
+        path: error.path,
+        originalError: error.originalError,
+        extensions: { code: 'BAD_REQUEST', ...(original as { extensions?: Record<string, unknown> }).extensions },
+      });
+    }
     const sqlstate = typeof original.code === 'string' && /^[0-9A-Z]{5}$/.test(original.code) ? original.code : undefined;
     let code: string | undefined;
     if (sqlstate?.startsWith('AB')) code = original.detail || 'ERROR';
@@ -73,15 +93,39 @@ export interface GraphqlOptions {
   authenticatorPool: pg.Pool;
   anonymousRole: string;
   logger: Logger;
+  /** Signs customer session tokens (CustomerSession.token). */
+  sessionKey: Uint8Array;
   /** Serve Ruru (GraphiQL) at `/`; on by default outside production. */
   graphiql: boolean;
   maxRequestLength?: number;
 }
 
+/** The schema-building part of the configuration (also used by `npm run schema:export`). */
+export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
+  return {
+    extends: [PostGraphileAmberPreset, PostGraphileConnectionFilterPreset, PgSimplifyInflectionPreset],
+    plugins: [ShapeSmartTagsPlugin, ShapeBehaviorPlugin, SubscriptionNamesPlugin, PaginationLimitsPlugin, customerSessionTokenPlugin(sessionKey)],
+    schema: {
+      // Filtering (postgraphile-plugin-connection-filter): indexed columns only (Amber's index behaviours),
+      // cheap operators only, no filtering through relations, computed columns, arrays or functions.
+      connectionFilterAllowedOperators: [
+        'isNull', 'equalTo', 'notEqualTo', 'in', 'notIn',
+        'lessThan', 'lessThanOrEqualTo', 'greaterThan', 'greaterThanOrEqualTo',
+      ],
+      connectionFilterArrays: false,
+      connectionFilterComputedColumns: false,
+      connectionFilterSetofFunctions: false,
+      connectionFilterRelations: false,
+      connectionFilterLogicalOperators: true,
+      pgForbidSetofFunctionsToReturnNull: true,
+    },
+  };
+}
+
 export function createPostGraphile(options: GraphqlOptions): PostGraphileInstance {
   const preset: GraphileConfig.Preset = {
-    extends: [PostGraphileAmberPreset],
-    pgServices: [makePgService({ pool: options.authenticatorPool, schemas: ['app_public'] })],
+    extends: [schemaPreset(options.sessionKey)],
+    pgServices: [makePgService({ pool: options.authenticatorPool, schemas: ['app_public', 'app_reports'] })],
     grafserv: {
       graphqlPath: '/graphql',
       graphiql: options.graphiql,

@@ -19,10 +19,12 @@ import type { Logger } from '../lib/logger.ts';
 import { startWorker } from '../jobs/worker.ts';
 import { createApp, finishApp } from './app.ts';
 import { createPostGraphile, mountGraphql } from './graphql.ts';
-import { callerOf } from './auth.ts';
+import { Authenticator, callerOf, type AuthErrorResponder } from './auth.ts';
 import { healthRoutes } from './health.ts';
+import { idempotencyHeader, type IdempotencyErrorResponder } from './idempotency.ts';
 import { createMetrics } from './metrics.ts';
-import { corsFor, graphqlBody, graphqlLimits, rateLimit, type ProtectionOptions } from './protection.ts';
+import { corsFor, graphqlBody, graphqlError, graphqlLimits, rateLimit, type ProtectionOptions } from './protection.ts';
+import { sessionKey as makeSessionKey } from './sessions.ts';
 
 export interface RunningAbonement {
   url: string;
@@ -74,7 +76,22 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     const mountedConsole: MountedConsole = await mountConsole(app, { config, logger, roles: database.roles, operatorPool });
     cleanups.push(() => mountedConsole.close());
     const graphiql = config.GRAPHIQL ?? config.NODE_ENV !== 'production';
-    const pgl = createPostGraphile({ authenticatorPool, anonymousRole: database.roles.anonymous, logger, graphiql, maxRequestLength: config.BODY_LIMIT_BYTES });
+    const sessionKey = makeSessionKey(config.JWT_SECRET, logger);
+    const authenticator = new Authenticator({
+      pool: authenticatorPool,
+      roles: database.roles,
+      sessionKey,
+      cacheTtlMs: config.API_KEY_CACHE_TTL_MS,
+      logger: logger.child({ component: 'auth' }),
+    });
+    const pgl = createPostGraphile({
+      authenticatorPool,
+      anonymousRole: database.roles.anonymous,
+      logger,
+      graphiql,
+      maxRequestLength: config.BODY_LIMIT_BYTES,
+      sessionKey,
+    });
     cleanups.push(async () => {
       await pgl.release();
     });
@@ -86,11 +103,15 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       rateLimitPerSecond: config.RATE_LIMIT_PER_SECOND,
       rateLimitBurst: config.RATE_LIMIT_BURST,
     };
+    const graphqlAuthError: AuthErrorResponder = (_req, res, error) => graphqlError(res, error.status, error.code, error.message);
+    const graphqlIdempotencyError: IdempotencyErrorResponder = (_req, res, status, code, message) => graphqlError(res, status, code, message);
     app.use(
       '/graphql',
       corsFor(protection),
+      authenticator.middleware(graphqlAuthError),
       rateLimit(protection, callerOf),
       graphqlBody(protection),
+      idempotencyHeader(graphqlIdempotencyError),
       graphqlLimits(protection),
     );
     await mountGraphql(app, server, pgl);

@@ -36,7 +36,7 @@ export function corsFor(options: ProtectionOptions): express.RequestHandler {
   });
 }
 
-function graphqlError(res: express.Response, status: number, code: string, message: string): void {
+export function graphqlError(res: express.Response, status: number, code: string, message: string): void {
   res.status(status).json({ errors: [{ message, extensions: { code } }] });
 }
 
@@ -62,6 +62,13 @@ interface Measure {
   cost: number;
 }
 
+/** Page size of a connection that does not ask for one (server/graphql-shape.ts DEFAULT_PAGE_SIZE). */
+const DEFAULT_PAGE = 20;
+
+function isConnectionSelection(set: SelectionSetNode): boolean {
+  return set.selections.some((s) => s.kind === Kind.FIELD && (s.name.value === 'nodes' || s.name.value === 'edges'));
+}
+
 /**
  * Depth (deepest nesting of selections, through fragments) and cost (every
  * field costs 1, multiplied by the page size a list field asks for with
@@ -82,7 +89,11 @@ export function measureQuery(document: DocumentNode, maxDepth: number): Measure 
           continue;
         }
         const pageArg = selection.arguments?.find((a) => a.name.value === 'first' || a.name.value === 'last');
-        const page = pageArg?.value.kind === Kind.INT ? Math.max(1, Number(pageArg.value.value)) : pageArg ? 100 : 1;
+        const page =
+          pageArg?.value.kind === Kind.INT ? Math.max(1, Number(pageArg.value.value))
+          : pageArg ? 100
+          : isConnectionSelection(selection.selectionSet) ? DEFAULT_PAGE
+          : 1;
         const inner = walk(selection.selectionSet, depth + 1, seen);
         deepest = Math.max(deepest, inner.depth);
         cost += 1 + page * inner.cost;
