@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import express from 'express';
 import { pinoHttp } from 'pino-http';
 import type { Logger } from '../lib/logger.ts';
+import { internalErrorMessage, requestContext } from './errors.ts';
 import { metricsHandler, metricsMiddleware, type Metrics } from './metrics.ts';
 import { securityHeaders } from './protection.ts';
 
@@ -29,6 +30,8 @@ export function createApp(logger: Logger, metrics: Metrics): express.Express {
       autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/metrics' },
     }),
   );
+  // Code deep inside a request (GraphQL error masking) can quote the request id.
+  app.use((req, _res, next) => requestContext.run({ requestId: String(req.id) }, next));
   app.use(metricsMiddleware(metrics));
   app.use(securityHeaders());
   app.get('/metrics', metricsHandler(metrics));
@@ -38,7 +41,7 @@ export function createApp(logger: Logger, metrics: Metrics): express.Express {
 /** The last handlers: unknown routes and uncaught errors answer JSON with a code, never a stack. */
 export function finishApp(app: express.Express): void {
   app.use((req, res) => {
-    res.status(404).json({ error: { code: 'NOT_FOUND', message: `no route for ${req.method} ${req.path}` } });
+    res.status(404).json({ error: { code: 'NOT_FOUND', message: `no route for ${req.method} ${req.path}`, request_id: String(req.id) } });
   });
   app.use((error: Error & { status?: number; type?: string }, req: express.Request, res: express.Response, _next: express.NextFunction) => {
     const status = error.status && error.status >= 400 && error.status < 600 ? error.status : 500;
@@ -50,6 +53,8 @@ export function finishApp(app: express.Express): void {
     if (status >= 500) req.log.error({ err: error }, 'unhandled error');
     else req.log.warn({ code, message: error.message }, 'bad request');
     if (res.headersSent) return;
-    res.status(status).json({ error: { code, message: status >= 500 ? `internal error; quote request id ${String(req.id)}` : error.message } });
+    res.status(status).json({
+      error: { code, message: status >= 500 ? internalErrorMessage(String(req.id)) : error.message, request_id: String(req.id) },
+    });
   });
 }

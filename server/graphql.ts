@@ -17,6 +17,7 @@ import { PostGraphileConnectionFilterPreset } from 'postgraphile-plugin-connecti
 import { PgSimplifyInflectionPreset } from '@graphile/simplify-inflection';
 import type { Logger } from '../lib/logger.ts';
 import { pgSettingsFor } from './auth.ts';
+import { currentRequestId, databaseApiError, internalErrorMessage } from './errors.ts';
 import {
   PaginationLimitsPlugin,
   ShapeBehaviorPlugin,
@@ -25,67 +26,32 @@ import {
   customerSessionTokenPlugin,
 } from './graphql-shape.ts';
 
-/** Postgres errors whose message is safe and useful to show a client, with their API code. */
-const passThrough: Array<[RegExp, string]> = [
-  [/^23505$/, 'CONFLICT'],
-  [/^23503$/, 'REFERENCE_NOT_FOUND'],
-  [/^23514$/, 'CONSTRAINT_VIOLATION'],
-  [/^23502$/, 'MISSING_VALUE'],
-  [/^22/, 'INVALID_INPUT'],
-  [/^42501$/, 'FORBIDDEN'],
-  [/^28/, 'UNAUTHENTICATED'],
-];
-
-interface PgLikeError {
-  code?: string;
-  detail?: string;
-  message: string;
-}
-
 /**
  * Our own SQL errors (SQLSTATE class AB, code in DETAIL) and a few safe
- * Postgres classes pass through with `extensions.code`; anything else is
- * replaced by a message with an id to quote, and logged with that id.
+ * Postgres classes pass through with `extensions.code` (server/errors.ts);
+ * anything else is replaced by a message quoting the request id, and logged
+ * with that id.
  */
 export function makeMaskError(logger: Logger) {
   return (error: GraphQLError): GraphQLError => {
-    const original = error.originalError as PgLikeError | undefined;
+    const original = error.originalError as (Error & { extensions?: Record<string, unknown> }) | undefined;
     if (!original) return error; // validation and syntax errors are the client's own
     if (original instanceof GraphQLError) return error;
-    if (isSafeError(original as Error)) {
-      return new GraphQLError(original.message, {
+    const rebuilt = (message: string, extensions: Record<string, unknown>) =>
+      new GraphQLError(message, {
         nodes: error.nodes,
         source: error.source,
         positions: error.positions,
         path: error.path,
         originalError: error.originalError,
-        extensions: { code: 'BAD_REQUEST', ...(original as { extensions?: Record<string, unknown> }).extensions },
+        extensions,
       });
-    }
-    const sqlstate = typeof original.code === 'string' && /^[0-9A-Z]{5}$/.test(original.code) ? original.code : undefined;
-    let code: string | undefined;
-    if (sqlstate?.startsWith('AB')) code = original.detail || 'ERROR';
-    else if (sqlstate) code = passThrough.find(([pattern]) => pattern.test(sqlstate))?.[1];
-    if (code) {
-      return new GraphQLError(original.message, {
-        nodes: error.nodes,
-        source: error.source,
-        positions: error.positions,
-        path: error.path,
-        originalError: error.originalError,
-        extensions: { code, ...(sqlstate ? { sqlstate } : {}) },
-      });
-    }
-    const errorId = randomBytes(6).toString('hex');
-    logger.error({ err: error.originalError, errorId, path: error.path }, 'masked GraphQL error');
-    return new GraphQLError(`An internal error occurred; quote error id ${errorId} when reporting it.`, {
-      nodes: error.nodes,
-      source: error.source,
-      positions: error.positions,
-      path: error.path,
-      originalError: error.originalError,
-      extensions: { code: 'INTERNAL_ERROR', errorId },
-    });
+    if (isSafeError(original)) return rebuilt(original.message, { code: 'BAD_REQUEST', ...original.extensions });
+    const known = databaseApiError(original);
+    if (known) return rebuilt(known.message, { code: known.code, ...(known.sqlstate ? { sqlstate: known.sqlstate } : {}) });
+    const requestId = currentRequestId() ?? randomBytes(6).toString('hex');
+    logger.error({ err: original, requestId, path: error.path }, 'masked GraphQL error');
+    return rebuilt(internalErrorMessage(requestId), { code: 'INTERNAL_ERROR', requestId });
   };
 }
 
@@ -99,6 +65,9 @@ export interface GraphqlOptions {
   graphiql: boolean;
   maxRequestLength?: number;
 }
+
+/** The PostgreSQL schemas PostGraphile reads. */
+export const API_SCHEMAS = ['app_public', 'app_reports'];
 
 /** The schema-building part of the configuration (also used by `npm run schema:export`). */
 export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
@@ -125,7 +94,7 @@ export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
 export function createPostGraphile(options: GraphqlOptions): PostGraphileInstance {
   const preset: GraphileConfig.Preset = {
     extends: [schemaPreset(options.sessionKey)],
-    pgServices: [makePgService({ pool: options.authenticatorPool, schemas: ['app_public', 'app_reports'] })],
+    pgServices: [makePgService({ pool: options.authenticatorPool, schemas: API_SCHEMAS })],
     grafserv: {
       graphqlPath: '/graphql',
       graphiql: options.graphiql,

@@ -27,7 +27,6 @@ create function app_public.create_plan(
   idempotency_key text default null,
   code text default null,
   description text default null,
-  status text default null,
   sale_starts_at timestamptz default null,
   sale_ends_at timestamptz default null,
   trial_days int default null,
@@ -42,7 +41,7 @@ declare
   result app_public.plans;
 begin
   stored := app_hidden.idempotency_begin(tenant, idempotency_key, 'create_plan', jsonb_build_object(
-    'name', create_plan.name, 'code', create_plan.code, 'description', create_plan.description, 'status', create_plan.status,
+    'name', create_plan.name, 'code', create_plan.code, 'description', create_plan.description,
     'sale_starts_at', create_plan.sale_starts_at, 'sale_ends_at', create_plan.sale_ends_at,
     'trial_days', create_plan.trial_days, 'full_refund_days', create_plan.full_refund_days));
   if stored is not null then
@@ -54,7 +53,7 @@ begin
     perform app_hidden.raise_error('PLAN_CODE_TAKEN', format('a plan with code %s exists', create_plan.code), 'AB409');
   end if;
   insert into app_public.plans (tenant_id, name, code, description, status, sale_starts_at, sale_ends_at, trial_days, full_refund_days)
-  values (tenant, create_plan.name, create_plan.code, coalesce(create_plan.description, ''), coalesce(create_plan.status, 'draft'),
+  values (tenant, create_plan.name, create_plan.code, coalesce(create_plan.description, ''), 'draft',
           create_plan.sale_starts_at, create_plan.sale_ends_at, coalesce(create_plan.trial_days, 0),
           coalesce(create_plan.full_refund_days, 7))
   returning * into result;
@@ -62,9 +61,9 @@ begin
   return result;
 end;
 $$;
-comment on function app_public.create_plan(text, text, text, text, text, timestamptz, timestamptz, int, int) is
-  E'Creates a plan of the signed-in tenant (status draft unless given; set it active to sell it). Idempotent per key.';
-grant execute on function app_public.create_plan(text, text, text, text, text, timestamptz, timestamptz, int, int) to :ROLE_TENANT;
+comment on function app_public.create_plan(text, text, text, text, timestamptz, timestamptz, int, int) is
+  E'Creates a draft plan of the signed-in tenant; add prices, then set_plan_status(active) to sell it. Idempotent per key.';
+grant execute on function app_public.create_plan(text, text, text, text, timestamptz, timestamptz, int, int) to :ROLE_TENANT;
 
 create function app_public.create_price(
   plan_id uuid, currency text, "interval" text, amount_minor bigint, idempotency_key text default null
