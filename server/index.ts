@@ -24,11 +24,12 @@ import { healthRoutes } from './health.ts';
 import { idempotencyHeader, type IdempotencyErrorResponder } from './idempotency.ts';
 import { createMetrics } from './metrics.ts';
 import { corsFor, graphqlBody, graphqlError, graphqlLimits, rateLimit, type ProtectionOptions } from './protection.ts';
+import { restRouter } from './rest/router.ts';
 import { sessionKey as makeSessionKey } from './sessions.ts';
 
 export interface RunningAbonement {
   url: string;
-  urls: { graphql: string; graphiql: string | null; console: string; metrics: string; health: string };
+  urls: { graphql: string; graphiql: string | null; rest: string; openapi: string; console: string; metrics: string; health: string };
   database: ResolvedDatabase;
   /** Generated on first start when ADMIN_PASSWORD is unset; shown once. */
   firstAdmin: { email: string; generatedPassword?: string } | null;
@@ -114,6 +115,16 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       idempotencyHeader(graphqlIdempotencyError),
       graphqlLimits(protection),
     );
+    app.use(
+      restRouter({
+        pool: authenticatorPool,
+        anonymousRole: database.roles.anonymous,
+        sessionKey,
+        authenticator,
+        protection,
+        logger: logger.child({ component: 'rest' }),
+      }),
+    );
     await mountGraphql(app, server, pgl);
     finishApp(app);
 
@@ -141,6 +152,8 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       urls: {
         graphql: `${url}/graphql`,
         graphiql: graphiql ? `${url}/` : null,
+        rest: `${url}/v1`,
+        openapi: `${url}/v1/openapi.json`,
         console: `${url}${mountedConsole.rootPath}`,
         metrics: `${url}/metrics`,
         health: `${url}/healthz`,

@@ -19,6 +19,7 @@ try {
     `abonement is running (${config.NODE_ENV})`,
     `  GraphQL API      ${running.urls.graphql}`,
     ...(running.urls.graphiql ? [`  GraphiQL (Ruru)  ${running.urls.graphiql}`] : []),
+    `  REST API         ${running.urls.rest}  (OpenAPI: ${running.urls.openapi})`,
     `  Console          ${running.urls.console}`,
     `  Metrics          ${running.urls.metrics}`,
     `  Health           ${running.urls.health}  (readiness: ${running.url}/readyz)`,

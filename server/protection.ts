@@ -169,7 +169,7 @@ export function rateLimit(options: ProtectionOptions, callerOf: (req: express.Re
         req.log.warn({ caller: callerOf(req), retryAfter }, 'rate limited');
         const body = { code: 'RATE_LIMITED', message: `too many requests; retry after ${retryAfter} s` };
         if (req.originalUrl.startsWith('/graphql')) res.status(429).json({ errors: [{ message: body.message, extensions: { code: body.code } }] });
-        else res.status(429).json({ error: body });
+        else res.status(429).json({ error: { ...body, request_id: String(req.id) } });
       },
     );
   };

@@ -108,3 +108,62 @@ export async function rowCounts(db: TestDatabase): Promise<Record<string, number
     return counts;
   });
 }
+
+export interface Catalogue {
+  pro: { planId: string; monthUsd: string; yearUsd: string; monthEur: string };
+  max: { planId: string; monthUsd: string };
+  trial: { planId: string; monthUsd: string };
+}
+
+/** Plans and prices created the way a tenant creates them: GraphQL createPlan, createPrice, setPlanStatus. */
+export async function createCatalogue(server: RunningAbonement, token: string): Promise<Catalogue> {
+  const client = gqlClient(server, token);
+  const plan = async (name: string, code: string, trialDays = 0) => {
+    const data = await client.request<{ createPlan: { result: { rowId: string } } }>(
+      `mutation ($input: CreatePlanInput!) { createPlan(input: $input) { result { rowId } } }`,
+      { input: { name, code, trialDays, idempotencyKey: idempotencyKey() } },
+    );
+    return data.createPlan.result.rowId;
+  };
+  const price = async (planId: string, currency: string, interval: string, amountMinor: number) => {
+    const data = await client.request<{ createPrice: { result: { rowId: string } } }>(
+      `mutation ($input: CreatePriceInput!) { createPrice(input: $input) { result { rowId } } }`,
+      { input: { planId, currency, interval, amountMinor: String(amountMinor), idempotencyKey: idempotencyKey() } },
+    );
+    return data.createPrice.result.rowId;
+  };
+  const activate = (planId: string) =>
+    client.request(`mutation ($id: UUID!) { setPlanStatus(input: { planId: $id, status: "active" }) { result { status } } }`, { id: planId });
+  const proId = await plan('Pro', 'pro');
+  const pro = { planId: proId, monthUsd: await price(proId, 'USD', 'month', 1000), yearUsd: await price(proId, 'USD', 'year', 10000), monthEur: await price(proId, 'EUR', 'month', 900) };
+  const maxId = await plan('Max', 'max');
+  const max = { planId: maxId, monthUsd: await price(maxId, 'USD', 'month', 2000) };
+  const trialId = await plan('Trial', 'trial', 14);
+  const trial = { planId: trialId, monthUsd: await price(trialId, 'USD', 'month', 500) };
+  for (const id of [proId, maxId, trialId]) await activate(id);
+  return { pro, max, trial };
+}
+
+/** A card on file, as the payments layer would store it (provider token included, which no API shows). */
+export async function attachCard(db: TestDatabase, tenantId: string, customerId: string): Promise<string> {
+  const { rows } = await db.asOwner((c) =>
+    c.query(
+      `insert into app_public.payment_methods (tenant_id, customer_id, provider, provider_token, brand, last4, exp_month, exp_year, is_default)
+       values ($1, $2, 'sandbox', $3, 'visa', '4242', 12, 2030, true) returning id`,
+      [tenantId, customerId, `tok_secret_${randomBytes(8).toString('hex')}`],
+    ),
+  );
+  return rows[0].id;
+}
+
+/** Pays a subscription's open invoice through the worker's functions, as the payments layer will. */
+export async function payOpenInvoice(db: TestDatabase, subscriptionId: string): Promise<{ invoiceId: string; paymentId: string }> {
+  return db.asWorker(async (c) => {
+    const { rows } = await c.query(`select id from app_public.invoices where subscription_id = $1 and status = 'open' order by created_at desc limit 1`, [subscriptionId]);
+    const invoiceId = rows[0]?.id as string | undefined;
+    if (!invoiceId) throw new Error(`subscription ${subscriptionId} has no open invoice`);
+    const payment = await c.query('select id from app_private.begin_payment($1)', [invoiceId]);
+    await c.query(`select app_private.record_payment_result($1, 'succeeded', $2)`, [payment.rows[0].id, `pp_${randomUUID()}`]);
+    return { invoiceId, paymentId: payment.rows[0].id as string };
+  });
+}
