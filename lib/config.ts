@@ -73,8 +73,8 @@ export const configSchema = z.object({
   JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   /** How long a verified API key or session state is trusted without asking the database; revocation takes effect within it. */
   API_KEY_CACHE_TTL_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
-  /** Seed the demo tenant (with a test API key) when the database has no tenant yet. */
-  SEED_DEMO: bool.default(true),
+  /** Seed the demo tenant (with a test API key) when the database has no tenant yet. Default: on, except in production. */
+  SEED_DEMO: bool.optional(),
   /** Per-caller request rate (API key, session or IP); 0 disables. */
   RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(0).default(50),
   RATE_LIMIT_BURST: z.coerce.number().int().min(1).default(100),

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import type { Runner } from 'graphile-worker';
 import { ensureFirstAdmin, mountConsole, type MountedConsole } from '../admin/index.ts';
+import { seedDemo, type DemoTenant } from '../db/demo.ts';
 import { migrateDatabase } from '../db/migrate.ts';
 import { publicUrl, type Config } from '../lib/config.ts';
 import { createPool, resolveDatabase, type ResolvedDatabase } from '../lib/database.ts';
@@ -33,6 +34,8 @@ export interface RunningAbonement {
   database: ResolvedDatabase;
   /** Generated on first start when ADMIN_PASSWORD is unset; shown once. */
   firstAdmin: { email: string; generatedPassword?: string } | null;
+  /** The demo tenant seeded on this start (an empty database and SEED_DEMO on); its API key is shown once. */
+  demo: DemoTenant | null;
   stop(reason?: string): Promise<void>;
 }
 
@@ -63,6 +66,15 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
 
     const owner = pool(database.urls.owner, 'owner');
     const firstAdmin = await ensureFirstAdmin(owner, config, logger);
+    let demo: DemoTenant | null = null;
+    if (config.SEED_DEMO ?? config.NODE_ENV !== 'production') {
+      const client = await owner.connect();
+      try {
+        demo = await seedDemo(client, logger, { onlyIfEmpty: true });
+      } finally {
+        client.release();
+      }
+    }
     await owner.end();
     pools.splice(pools.indexOf(owner), 1);
 
@@ -160,6 +172,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       },
       database,
       firstAdmin,
+      demo,
       stop: async (reason = 'stop requested') => {
         logger.info({ reason }, 'shutting down');
         await cleanup();
