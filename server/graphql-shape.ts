@@ -107,6 +107,18 @@ const relationNames: Array<[string, string, string, string]> = [
   ['subscriptions', 'subscriptions_tenant_id_fkey', 'tenant', 'subscriptions'],
 ];
 
+/**
+ * Backward relations whose foreign key carries the currency (or whose index
+ * is partial), so Amber's index check hides them, although the index on
+ * (tenant_id, parent_id, …) serves them: listed explicitly.
+ */
+const listedBackwards = new Set([
+  'invoices_subscription_fkey',
+  'refunds_subscription_fkey',
+  'payments_invoice_fkey',
+  'refunds_payment_fkey',
+]);
+
 const rules: PgSmartTagRule[] = [
   ...Object.entries(exposedClasses).map(
     ([name, behavior]): PgSmartTagRule => ({ kind: 'class', match: `app_public.${name}`, tags: { behavior } }),
@@ -128,13 +140,13 @@ const rules: PgSmartTagRule[] = [
     ([table, constraint, fieldName, foreignFieldName]): PgSmartTagRule => ({
       kind: 'constraint',
       match: `app_public.${table}.${constraint}`,
-      tags: { fieldName, foreignFieldName },
+      tags: { fieldName, foreignFieldName, ...(listedBackwards.has(constraint) ? { behavior: '+connection' } : {}) },
     }),
   ),
 ];
 
 /**
- * The subscriptions table is typed BillingSubscription (a type named
+ * Names. The subscriptions table is typed BillingSubscription (a type named
  * Subscription would collide with GraphQL's root subscription type), but its
  * fields keep the natural names: subscriptions, subscription, subscriptionById.
  */
@@ -151,6 +163,10 @@ export const SubscriptionNamesPlugin: GraphileConfig.Plugin = {
       rowByUnique(previous, _options, details) {
         const name = previous!(details);
         return name === 'billingSubscription' ? 'subscription' : name;
+      },
+      // Functions exposed as plain lists (never also as connections) keep their own name, without a List suffix.
+      customQueryListField(previous, _options, details) {
+        return previous!(details).replace(/List$/, '');
       },
       nodeById(previous, _options, typeName) {
         const name = previous!(typeName);
@@ -236,6 +252,40 @@ export const PaginationLimitsPlugin: GraphileConfig.Plugin = {
             applyPlan(_: unknown, $connection: { setFirst($n: Step): void }, arg: { getRaw(): Step }) {
               $connection.setFirst(lambda(arg.getRaw(), checkPageSize));
             },
+          },
+        };
+      },
+    },
+  },
+};
+
+const BIGINT = /^-?\d{1,19}$/;
+
+/**
+ * Money travels as BigInt strings; a string that is not an integer is refused
+ * while variables are checked (400 INVALID_VARIABLES at the gate,
+ * server/protection.ts) instead of failing later inside PostgreSQL.
+ */
+export const StrictBigIntPlugin: GraphileConfig.Plugin = {
+  name: 'AbonementStrictBigIntPlugin',
+  version: '1.0.0',
+  schema: {
+    hooks: {
+      GraphQLScalarType(config) {
+        if (config.name !== 'BigInt') return config;
+        const parseValue = config.parseValue;
+        const parseLiteral = config.parseLiteral;
+        const check = (value: unknown): unknown => {
+          const text = typeof value === 'number' && Number.isSafeInteger(value) ? String(value) : value;
+          if (typeof text !== 'string' || !BIGINT.test(text)) throw new TypeError('BigInt must be an integer, as a string of digits');
+          return text;
+        };
+        return {
+          ...config,
+          parseValue: (value: unknown) => (parseValue ? parseValue(check(value)) : check(value)),
+          parseLiteral: (ast, variables) => {
+            const parsed = parseLiteral ? parseLiteral(ast, variables) : undefined;
+            return check(parsed);
           },
         };
       },

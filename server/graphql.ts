@@ -22,6 +22,7 @@ import {
   PaginationLimitsPlugin,
   ShapeBehaviorPlugin,
   ShapeSmartTagsPlugin,
+  StrictBigIntPlugin,
   SubscriptionNamesPlugin,
   customerSessionTokenPlugin,
 } from './graphql-shape.ts';
@@ -47,6 +48,11 @@ export function makeMaskError(logger: Logger) {
         extensions,
       });
     if (isSafeError(original)) return rebuilt(original.message, { code: 'BAD_REQUEST', ...original.extensions });
+    // PostGraphile's own answer when an update or delete by key matched no row the caller may change
+    // (it does not exist, or row-level security hides it): a not-found, not an internal error.
+    if (/^No values were (updated|deleted) in collection '\w+'/.test(original.message)) {
+      return rebuilt('no row you may change matches this id', { code: 'NOT_FOUND' });
+    }
     const known = databaseApiError(original);
     if (known) return rebuilt(known.message, { code: known.code, ...(known.sqlstate ? { sqlstate: known.sqlstate } : {}) });
     const requestId = currentRequestId() ?? randomBytes(6).toString('hex');
@@ -73,7 +79,7 @@ export const API_SCHEMAS = ['app_public', 'app_reports'];
 export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
   return {
     extends: [PostGraphileAmberPreset, PostGraphileConnectionFilterPreset, PgSimplifyInflectionPreset],
-    plugins: [ShapeSmartTagsPlugin, ShapeBehaviorPlugin, SubscriptionNamesPlugin, PaginationLimitsPlugin, customerSessionTokenPlugin(sessionKey)],
+    plugins: [ShapeSmartTagsPlugin, ShapeBehaviorPlugin, SubscriptionNamesPlugin, PaginationLimitsPlugin, StrictBigIntPlugin, customerSessionTokenPlugin(sessionKey)],
     schema: {
       // Filtering (postgraphile-plugin-connection-filter): indexed columns only (Amber's index behaviours),
       // cheap operators only, no filtering through relations, computed columns, arrays or functions.

@@ -116,6 +116,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       rateLimitPerSecond: config.RATE_LIMIT_PER_SECOND,
       rateLimitBurst: config.RATE_LIMIT_BURST,
     };
+    const graphqlSchema = await pgl.getSchema();
     const graphqlAuthError: AuthErrorResponder = (_req, res, error) => graphqlError(res, error.status, error.code, error.message);
     const graphqlIdempotencyError: IdempotencyErrorResponder = (_req, res, status, code, message) => graphqlError(res, status, code, message);
     app.use(
@@ -125,7 +126,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       rateLimit(protection, callerOf),
       graphqlBody(protection),
       idempotencyHeader(graphqlIdempotencyError),
-      graphqlLimits(protection),
+      graphqlLimits(protection, graphqlSchema),
     );
     app.use(
       restRouter({

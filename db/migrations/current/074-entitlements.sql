@@ -40,7 +40,7 @@ as $$
   order by s.current_period_end desc, s.id;
 $$;
 comment on function app_public.customer_entitlements(uuid) is
-  E'@simpleCollections only\nWhat a customer may use now: one entry per trialing or active subscription (plan code, period end). A customer session may omit customer_id.';
+  E'@behavior +list -connection\nWhat a customer may use now: one entry per trialing or active subscription (plan code, period end). A customer session may omit customer_id.';
 grant execute on function app_public.customer_entitlements(uuid) to :ROLE_TENANT, :ROLE_CUSTOMER;
 
 create function app_public.customer_entitlements_claim(customer_id uuid default null) returns jsonb
