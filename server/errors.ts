@@ -10,7 +10,6 @@
  * message with the request id to quote, and the log has the details under
  * the same id.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 
 export interface ApiError {
   /** HTTP status for REST (GraphQL answers 200 with errors, as GraphQL does). */
@@ -54,11 +53,20 @@ export function databaseApiError(error: unknown): ApiError | null {
   return match ? { status: match[2], code: match[1], message, sqlstate } : null;
 }
 
-/** The request being served, for messages that quote its id (set in server/app.ts). */
-export const requestContext = new AsyncLocalStorage<{ requestId: string }>();
+/**
+ * The request id of a GraphQL error, recorded when grafast's execution
+ * returns (server/graphql.ts RequestIdErrorsPlugin) and read when the error
+ * is masked. (A WeakMap rather than AsyncLocalStorage: ALS slows every
+ * promise of a request down, and GraphQL execution is made of promises.)
+ */
+const requestIdOfError = new WeakMap<object, string>();
 
-export function currentRequestId(): string | undefined {
-  return requestContext.getStore()?.requestId;
+export function rememberRequestId(error: object, requestId: string): void {
+  requestIdOfError.set(error, requestId);
+}
+
+export function requestIdOf(error: object | undefined): string | undefined {
+  return error ? requestIdOfError.get(error) : undefined;
 }
 
 export function internalErrorMessage(requestId: string): string {

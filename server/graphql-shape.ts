@@ -211,6 +211,30 @@ export const ShapeBehaviorPlugin: GraphileConfig.Plugin = {
 
 export const ShapeSmartTagsPlugin = pgSmartTags(rules, null, { name: 'AbonementShapeSmartTagsPlugin' });
 
+/**
+ * Lists default to newest first (`CREATED_AT_DESC`, then the primary key),
+ * like REST: it is what people want to see, and every tenant table has an
+ * index on (tenant_id, created_at), while the primary-key order PostGraphile
+ * defaults to is a random uuid order that makes PostgreSQL walk the whole
+ * primary-key index, across all tenants, to find one tenant's first page.
+ */
+export const NewestFirstPlugin: GraphileConfig.Plugin = {
+  name: 'AbonementNewestFirstPlugin',
+  version: '1.0.0',
+  after: ['PgConnectionArgOrderByDefaultValuePlugin'],
+  schema: {
+    hooks: {
+      GraphQLObjectType_fields_field_args_arg(arg, build, context) {
+        const { argName, isPgFieldConnection, pgFieldResource } = context.scope;
+        if (argName !== 'orderBy' || !isPgFieldConnection || !pgFieldResource?.codec.attributes || pgFieldResource.parameters) return arg;
+        const OrderBy = build.getTypeByName(build.inflection.orderByType(build.inflection.tableType(pgFieldResource.codec)));
+        const newest = OrderBy && build.graphql.isEnumType(OrderBy) ? OrderBy.getValues().find((v) => v.name === 'CREATED_AT_DESC') : undefined;
+        return newest ? { ...arg, defaultValue: [newest.value] } : arg;
+      },
+    },
+  },
+};
+
 export const DEFAULT_PAGE_SIZE = 20;
 export const MAX_PAGE_SIZE = 100;
 

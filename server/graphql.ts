@@ -17,10 +17,11 @@ import { PostGraphileConnectionFilterPreset } from 'postgraphile-plugin-connecti
 import { PgSimplifyInflectionPreset } from '@graphile/simplify-inflection';
 import type { Logger } from '../lib/logger.ts';
 import { pgSettingsFor } from './auth.ts';
-import { currentRequestId, databaseApiError, internalErrorMessage } from './errors.ts';
+import { databaseApiError, internalErrorMessage, rememberRequestId, requestIdOf } from './errors.ts';
 import {
   PaginationLimitsPlugin,
   ShapeBehaviorPlugin,
+  NewestFirstPlugin,
   ShapeSmartTagsPlugin,
   StrictBigIntPlugin,
   SubscriptionNamesPlugin,
@@ -55,7 +56,7 @@ export function makeMaskError(logger: Logger) {
     }
     const known = databaseApiError(original);
     if (known) return rebuilt(known.message, { code: known.code, ...(known.sqlstate ? { sqlstate: known.sqlstate } : {}) });
-    const requestId = currentRequestId() ?? randomBytes(6).toString('hex');
+    const requestId = requestIdOf(error) ?? requestIdOf(original) ?? randomBytes(6).toString('hex');
     logger.error({ err: original, requestId, path: error.path }, 'masked GraphQL error');
     return rebuilt(internalErrorMessage(requestId), { code: 'INTERNAL_ERROR', requestId });
   };
@@ -72,6 +73,28 @@ export interface GraphqlOptions {
   maxRequestLength?: number;
 }
 
+/** Tags every error of an execution with its request id, for makeMaskError to quote. */
+export const RequestIdErrorsPlugin: GraphileConfig.Plugin = {
+  name: 'AbonementRequestIdErrorsPlugin',
+  version: '1.0.0',
+  grafast: {
+    middleware: {
+      async execute(next, event) {
+        const result = await next();
+        const req = event.args.requestContext?.expressv4?.req as express.Request | undefined;
+        const errors = (result as { errors?: readonly GraphQLError[] } | null)?.errors;
+        if (req && errors) {
+          for (const error of errors) {
+            rememberRequestId(error, String(req.id));
+            if (error.originalError) rememberRequestId(error.originalError, String(req.id));
+          }
+        }
+        return result;
+      },
+    },
+  },
+};
+
 /** The PostgreSQL schemas PostGraphile reads. */
 export const API_SCHEMAS = ['app_public', 'app_reports'];
 
@@ -79,7 +102,7 @@ export const API_SCHEMAS = ['app_public', 'app_reports'];
 export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
   return {
     extends: [PostGraphileAmberPreset, PostGraphileConnectionFilterPreset, PgSimplifyInflectionPreset],
-    plugins: [ShapeSmartTagsPlugin, ShapeBehaviorPlugin, SubscriptionNamesPlugin, PaginationLimitsPlugin, StrictBigIntPlugin, customerSessionTokenPlugin(sessionKey)],
+    plugins: [ShapeSmartTagsPlugin, ShapeBehaviorPlugin, SubscriptionNamesPlugin, PaginationLimitsPlugin, NewestFirstPlugin, StrictBigIntPlugin, customerSessionTokenPlugin(sessionKey)],
     schema: {
       // Filtering (postgraphile-plugin-connection-filter): indexed columns only (Amber's index behaviours),
       // cheap operators only, no filtering through relations, computed columns, arrays or functions.
@@ -100,6 +123,7 @@ export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
 export function createPostGraphile(options: GraphqlOptions): PostGraphileInstance {
   const preset: GraphileConfig.Preset = {
     extends: [schemaPreset(options.sessionKey)],
+    plugins: [RequestIdErrorsPlugin],
     pgServices: [makePgService({ pool: options.authenticatorPool, schemas: API_SCHEMAS })],
     grafserv: {
       graphqlPath: '/graphql',

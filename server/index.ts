@@ -129,6 +129,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       graphqlLimits(protection, graphqlSchema),
     );
     app.use(
+      '/v1',
       restRouter({
         pool: authenticatorPool,
         anonymousRole: database.roles.anonymous,

@@ -31,9 +31,30 @@ export interface ProtectionOptions {
   rateLimitBurst: number;
 }
 
-/** Security headers. The console and Ruru load their own scripts, so CSP is left to them. */
+/**
+ * Security headers. The console and Ruru load their own scripts, so CSP is
+ * left to them. helmet's headers do not depend on the request, so they are
+ * worked out once (by running helmet against a recording response) and then
+ * set in one step per request instead of eleven middleware calls.
+ */
 export function securityHeaders(): express.RequestHandler {
-  return helmet({ contentSecurityPolicy: false, crossOriginEmbedderPolicy: false });
+  const middleware = helmet({ contentSecurityPolicy: false, crossOriginEmbedderPolicy: false });
+  const set: Array<[string, string]> = [];
+  const removed: string[] = [];
+  let done = false;
+  const recorder = {
+    setHeader: (name: string, value: unknown) => set.push([name, String(value)]),
+    removeHeader: (name: string) => removed.push(name),
+  };
+  middleware({ headers: {} } as express.Request, recorder as unknown as express.Response, () => {
+    done = true;
+  });
+  if (!done) return middleware; // helmet changed its ways: use it as it is
+  return (_req, res, next) => {
+    for (const [name, value] of set) res.setHeader(name, value);
+    for (const name of removed) res.removeHeader(name);
+    next();
+  };
 }
 
 export function corsFor(options: ProtectionOptions): express.RequestHandler {

@@ -49,16 +49,14 @@ function check<T extends z.ZodType>(schema: T | undefined, value: unknown, where
 }
 
 /** Int8 columns arrive from pg as strings to stay exact; the API's money fields (`*_minor`) are JSON integers. */
-function toJson(value: unknown): unknown {
-  return JSON.parse(
-    JSON.stringify(value, (key, v: unknown) => {
-      if (typeof v === 'string' && key.endsWith('_minor') && /^-?\d+$/.test(v)) {
-        const n = Number(v);
-        return Number.isSafeInteger(n) ? n : v;
-      }
-      return v;
-    }),
-  );
+function jsonText(value: unknown): string {
+  return JSON.stringify(value, (key, v: unknown) => {
+    if (typeof v === 'string' && key.endsWith('_minor') && /^-?\d+$/.test(v)) {
+      const n = Number(v);
+      return Number.isSafeInteger(n) ? n : v;
+    }
+    return v;
+  });
 }
 
 /** One transaction as the caller: role and claims, the Idempotency-Key header, then the route's statement. */
@@ -101,7 +99,7 @@ function handler(route: RouteSpec, options: RestOptions): express.RequestHandler
         const thing = route.notFound ?? 'RESOURCE';
         return restError(req, res, 404, `${thing}_NOT_FOUND`, `${thing.toLowerCase()} not found`);
       }
-      res.status(200).json(toJson(result));
+      res.status(200).type('application/json').send(jsonText(result));
     } catch (error) {
       if (error instanceof InvalidRequest) return restError(req, res, 400, 'INVALID_REQUEST', error.message, error.param);
       if (error instanceof InvalidCursorError) return restError(req, res, 400, 'INVALID_CURSOR', error.message, 'cursor');
@@ -133,21 +131,21 @@ function jsonBody(limit: number): express.RequestHandler {
   };
 }
 
+/** The router to mount at /v1 (route paths in routes.ts carry the /v1 prefix for the OpenAPI document). */
 export function restRouter(options: RestOptions): express.Router {
   const router = express.Router();
   const document = openApiDocument();
   const authError: AuthErrorResponder = (req, res, error) => restError(req, res, error.status, error.code, error.message);
-  router.use('/v1', corsFor(options.protection));
-  router.get('/v1/openapi.json', (_req, res) => {
+  router.use(corsFor(options.protection));
+  router.get('/openapi.json', (_req, res) => {
     res.json(document);
   });
   router.use(
-    '/v1',
     options.authenticator.middleware(authError),
     rateLimit(options.protection, callerOf),
     jsonBody(options.protection.bodyLimitBytes),
     idempotencyHeader((req, res, status, code, message) => restError(req, res, status, code, message, 'Idempotency-Key')),
   );
-  for (const route of routes) router[route.method](route.path, handler(route, options));
+  for (const route of routes) router[route.method](route.path.replace(/^\/v1/, ''), handler(route, options));
   return router;
 }

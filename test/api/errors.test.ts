@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { gql } from 'graphql-request';
 import { GraphQLError } from 'postgraphile/graphql';
 import { makeMaskError } from '../../server/graphql.ts';
-import { requestContext } from '../../server/errors.ts';
+import { rememberRequestId } from '../../server/errors.ts';
 import type { RunningAbonement } from '../../server/index.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
@@ -114,7 +114,8 @@ describe('internal errors', () => {
     const internal = Object.assign(new Error('relation "x" does not exist'), { code: '42P01' });
     assert.equal(mask(wrap(ab)).extensions.code, 'PLAN_NOT_ON_SALE');
     assert.equal(mask(wrap(unique)).extensions.code, 'CONFLICT');
-    const masked = requestContext.run({ requestId: 'r-1' }, () => mask(wrap(internal)));
+    rememberRequestId(internal, 'r-1');
+    const masked = mask(wrap(internal));
     assert.deepEqual([masked.extensions.code, masked.extensions.requestId, masked.message.includes('does not exist')], ['INTERNAL_ERROR', 'r-1', false]);
   });
 });
