@@ -117,13 +117,15 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       rateLimitBurst: config.RATE_LIMIT_BURST,
     };
     const graphqlSchema = await pgl.getSchema();
+    // One budget per credential across /graphql and /v1.
+    const rateLimiter = rateLimit(protection, callerOf);
     const graphqlAuthError: AuthErrorResponder = (_req, res, error) => graphqlError(res, error.status, error.code, error.message);
     const graphqlIdempotencyError: IdempotencyErrorResponder = (_req, res, status, code, message) => graphqlError(res, status, code, message);
     app.use(
       '/graphql',
       corsFor(protection),
       authenticator.middleware(graphqlAuthError),
-      rateLimit(protection, callerOf),
+      rateLimiter,
       graphqlBody(protection),
       idempotencyHeader(graphqlIdempotencyError),
       graphqlLimits(protection, graphqlSchema),
@@ -136,6 +138,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
         sessionKey,
         authenticator,
         protection,
+        rateLimiter,
         logger: logger.child({ component: 'rest' }),
       }),
     );

@@ -9,10 +9,10 @@ import express from 'express';
 import type pg from 'pg';
 import type { z } from 'zod';
 import type { Logger } from '../../lib/logger.ts';
-import { callerOf, pgSettingsFor, type AuthErrorResponder, type Authenticator } from '../auth.ts';
+import { pgSettingsFor, type AuthErrorResponder, type Authenticator } from '../auth.ts';
 import { databaseApiError, internalErrorMessage } from '../errors.ts';
 import { idempotencyHeader } from '../idempotency.ts';
-import { corsFor, rateLimit, type ProtectionOptions } from '../protection.ts';
+import { corsFor, type ProtectionOptions } from '../protection.ts';
 import { openApiDocument } from './openapi.ts';
 import { InvalidCursorError, routes, type RouteSpec } from './routes.ts';
 
@@ -22,6 +22,8 @@ export interface RestOptions {
   sessionKey: Uint8Array;
   authenticator: Authenticator;
   protection: ProtectionOptions;
+  /** The per-credential limiter shared with /graphql, so a key has one budget across both doors. */
+  rateLimiter: express.RequestHandler;
   logger: Logger;
 }
 
@@ -142,7 +144,7 @@ export function restRouter(options: RestOptions): express.Router {
   });
   router.use(
     options.authenticator.middleware(authError),
-    rateLimit(options.protection, callerOf),
+    options.rateLimiter,
     jsonBody(options.protection.bodyLimitBytes),
     idempotencyHeader((req, res, status, code, message) => restError(req, res, status, code, message, 'Idempotency-Key')),
   );
