@@ -66,6 +66,15 @@ export const configSchema = z.object({
   GRAPHQL_MAX_DEPTH: z.coerce.number().int().min(2).max(100).default(12),
   /** Fields × requested page sizes; see server/protection.ts. */
   GRAPHQL_MAX_COST: z.coerce.number().int().min(10).default(50_000),
+  /**
+   * Signs customer session tokens (HS256). Required in production; in
+   * development a random one is made per process (sessions then end with it).
+   */
+  JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  /** How long a verified API key or session state is trusted without asking the database; revocation takes effect within it. */
+  API_KEY_CACHE_TTL_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
+  /** Seed the demo tenant (with a test API key) when the database has no tenant yet. Default: on, except in production. */
+  SEED_DEMO: bool.optional(),
   /** Per-caller request rate (API key, session or IP); 0 disables. */
   RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(0).default(50),
   RATE_LIMIT_BURST: z.coerce.number().int().min(1).default(100),
@@ -151,6 +160,9 @@ export function parseConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (config.NODE_ENV === 'production' && !config.SESSION_SECRET) {
     throw new ConfigError('SESSION_SECRET', 'is required when NODE_ENV=production');
+  }
+  if (config.NODE_ENV === 'production' && !config.JWT_SECRET) {
+    throw new ConfigError('JWT_SECRET', 'is required when NODE_ENV=production');
   }
   return config;
 }

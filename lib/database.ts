@@ -108,9 +108,25 @@ export function deriveUrls(superuserUrl: string, roles: RoleNames, secret: strin
  * Creates (or brings up to date) the roles and database privileges, as a
  * superuser. Idempotent: safe on every start. Role creation is serialised with
  * an advisory lock because roles are cluster-wide and two processes (or two
- * test runs) may bootstrap at once.
+ * test runs) may bootstrap at once. Advisory locks are per database, though,
+ * so bootstraps of two databases of one cluster can still collide on the
+ * shared role rows ("tuple concurrently updated", XX000, or a duplicate role
+ * or grant): those are retried.
  */
 export async function bootstrapRoles(superuserUrl: string, roles: RoleNames, secret: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await bootstrapRolesOnce(superuserUrl, roles, secret);
+    } catch (error) {
+      const e = error as { code?: string; message?: string };
+      const collided = (e.code === 'XX000' && /concurrently/.test(e.message ?? '')) || e.code === '23505' || e.code === '42710';
+      if (!collided || attempt >= 10) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 20 * attempt));
+    }
+  }
+}
+
+async function bootstrapRolesOnce(superuserUrl: string, roles: RoleNames, secret: string): Promise<void> {
   const client = new pg.Client({ connectionString: superuserUrl });
   await client.connect();
   try {

@@ -11,61 +11,54 @@ import { postgraphile, type PostGraphileInstance } from 'postgraphile';
 import { makePgService } from 'postgraphile/adaptors/pg';
 import { grafserv } from 'postgraphile/grafserv/express/v4';
 import { GraphQLError } from 'postgraphile/graphql';
+import { isSafeError } from 'postgraphile/grafast';
 import { PostGraphileAmberPreset } from 'postgraphile/presets/amber';
+import { PostGraphileConnectionFilterPreset } from 'postgraphile-plugin-connection-filter';
+import { PgSimplifyInflectionPreset } from '@graphile/simplify-inflection';
 import type { Logger } from '../lib/logger.ts';
 import { pgSettingsFor } from './auth.ts';
-
-/** Postgres errors whose message is safe and useful to show a client, with their API code. */
-const passThrough: Array<[RegExp, string]> = [
-  [/^23505$/, 'CONFLICT'],
-  [/^23503$/, 'REFERENCE_NOT_FOUND'],
-  [/^23514$/, 'CONSTRAINT_VIOLATION'],
-  [/^23502$/, 'MISSING_VALUE'],
-  [/^22/, 'INVALID_INPUT'],
-  [/^42501$/, 'FORBIDDEN'],
-  [/^28/, 'UNAUTHENTICATED'],
-];
-
-interface PgLikeError {
-  code?: string;
-  detail?: string;
-  message: string;
-}
+import { databaseApiError, internalErrorMessage, rememberRequestId, requestIdOf } from './errors.ts';
+import {
+  PaginationLimitsPlugin,
+  ShapeBehaviorPlugin,
+  NewestFirstPlugin,
+  ShapeSmartTagsPlugin,
+  StrictBigIntPlugin,
+  SubscriptionNamesPlugin,
+  customerSessionTokenPlugin,
+} from './graphql-shape.ts';
 
 /**
  * Our own SQL errors (SQLSTATE class AB, code in DETAIL) and a few safe
- * Postgres classes pass through with `extensions.code`; anything else is
- * replaced by a message with an id to quote, and logged with that id.
+ * Postgres classes pass through with `extensions.code` (server/errors.ts);
+ * anything else is replaced by a message quoting the request id, and logged
+ * with that id.
  */
 export function makeMaskError(logger: Logger) {
   return (error: GraphQLError): GraphQLError => {
-    const original = error.originalError as PgLikeError | undefined;
+    const original = error.originalError as (Error & { extensions?: Record<string, unknown> }) | undefined;
     if (!original) return error; // validation and syntax errors are the client's own
     if (original instanceof GraphQLError) return error;
-    const sqlstate = typeof original.code === 'string' && /^[0-9A-Z]{5}$/.test(original.code) ? original.code : undefined;
-    let code: string | undefined;
-    if (sqlstate?.startsWith('AB')) code = original.detail || 'ERROR';
-    else if (sqlstate) code = passThrough.find(([pattern]) => pattern.test(sqlstate))?.[1];
-    if (code) {
-      return new GraphQLError(original.message, {
+    const rebuilt = (message: string, extensions: Record<string, unknown>) =>
+      new GraphQLError(message, {
         nodes: error.nodes,
         source: error.source,
         positions: error.positions,
         path: error.path,
         originalError: error.originalError,
-        extensions: { code, ...(sqlstate ? { sqlstate } : {}) },
+        extensions,
       });
+    if (isSafeError(original)) return rebuilt(original.message, { code: 'BAD_REQUEST', ...original.extensions });
+    // PostGraphile's own answer when an update or delete by key matched no row the caller may change
+    // (it does not exist, or row-level security hides it): a not-found, not an internal error.
+    if (/^No values were (updated|deleted) in collection '\w+'/.test(original.message)) {
+      return rebuilt('no row you may change matches this id', { code: 'NOT_FOUND' });
     }
-    const errorId = randomBytes(6).toString('hex');
-    logger.error({ err: error.originalError, errorId, path: error.path }, 'masked GraphQL error');
-    return new GraphQLError(`An internal error occurred; quote error id ${errorId} when reporting it.`, {
-      nodes: error.nodes,
-      source: error.source,
-      positions: error.positions,
-      path: error.path,
-      originalError: error.originalError,
-      extensions: { code: 'INTERNAL_ERROR', errorId },
-    });
+    const known = databaseApiError(original);
+    if (known) return rebuilt(known.message, { code: known.code, ...(known.sqlstate ? { sqlstate: known.sqlstate } : {}) });
+    const requestId = requestIdOf(error) ?? requestIdOf(original) ?? randomBytes(6).toString('hex');
+    logger.error({ err: original, requestId, path: error.path }, 'masked GraphQL error');
+    return rebuilt(internalErrorMessage(requestId), { code: 'INTERNAL_ERROR', requestId });
   };
 }
 
@@ -73,15 +66,65 @@ export interface GraphqlOptions {
   authenticatorPool: pg.Pool;
   anonymousRole: string;
   logger: Logger;
+  /** Signs customer session tokens (CustomerSession.token). */
+  sessionKey: Uint8Array;
   /** Serve Ruru (GraphiQL) at `/`; on by default outside production. */
   graphiql: boolean;
   maxRequestLength?: number;
 }
 
+/** Tags every error of an execution with its request id, for makeMaskError to quote. */
+export const RequestIdErrorsPlugin: GraphileConfig.Plugin = {
+  name: 'AbonementRequestIdErrorsPlugin',
+  version: '1.0.0',
+  grafast: {
+    middleware: {
+      async execute(next, event) {
+        const result = await next();
+        const req = event.args.requestContext?.expressv4?.req as express.Request | undefined;
+        const errors = (result as { errors?: readonly GraphQLError[] } | null)?.errors;
+        if (req && errors) {
+          for (const error of errors) {
+            rememberRequestId(error, String(req.id));
+            if (error.originalError) rememberRequestId(error.originalError, String(req.id));
+          }
+        }
+        return result;
+      },
+    },
+  },
+};
+
+/** The PostgreSQL schemas PostGraphile reads. */
+export const API_SCHEMAS = ['app_public', 'app_reports'];
+
+/** The schema-building part of the configuration (also used by `npm run schema:export`). */
+export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
+  return {
+    extends: [PostGraphileAmberPreset, PostGraphileConnectionFilterPreset, PgSimplifyInflectionPreset],
+    plugins: [ShapeSmartTagsPlugin, ShapeBehaviorPlugin, SubscriptionNamesPlugin, PaginationLimitsPlugin, NewestFirstPlugin, StrictBigIntPlugin, customerSessionTokenPlugin(sessionKey)],
+    schema: {
+      // Filtering (postgraphile-plugin-connection-filter): indexed columns only (Amber's index behaviours),
+      // cheap operators only, no filtering through relations, computed columns, arrays or functions.
+      connectionFilterAllowedOperators: [
+        'isNull', 'equalTo', 'notEqualTo', 'in', 'notIn',
+        'lessThan', 'lessThanOrEqualTo', 'greaterThan', 'greaterThanOrEqualTo',
+      ],
+      connectionFilterArrays: false,
+      connectionFilterComputedColumns: false,
+      connectionFilterSetofFunctions: false,
+      connectionFilterRelations: false,
+      connectionFilterLogicalOperators: true,
+      pgForbidSetofFunctionsToReturnNull: true,
+    },
+  };
+}
+
 export function createPostGraphile(options: GraphqlOptions): PostGraphileInstance {
   const preset: GraphileConfig.Preset = {
-    extends: [PostGraphileAmberPreset],
-    pgServices: [makePgService({ pool: options.authenticatorPool, schemas: ['app_public'] })],
+    extends: [schemaPreset(options.sessionKey)],
+    plugins: [RequestIdErrorsPlugin],
+    pgServices: [makePgService({ pool: options.authenticatorPool, schemas: API_SCHEMAS })],
     grafserv: {
       graphqlPath: '/graphql',
       graphiql: options.graphiql,

@@ -18,6 +18,7 @@ import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import type { Runner } from 'graphile-worker';
 import { ensureFirstAdmin, mountConsole, type MountedConsole } from '../admin/index.ts';
+import { seedDemo, type DemoTenant } from '../db/demo.ts';
 import { migrateDatabase } from '../db/migrate.ts';
 import { publicUrl, type Config } from '../lib/config.ts';
 import { createPool, resolveDatabase, type ResolvedDatabase } from '../lib/database.ts';
@@ -29,14 +30,17 @@ import { checkoutRoutes, type CheckoutDeps } from './checkout.ts';
 import { webhookRoutes } from './webhooks.ts';
 import { createApp, finishApp } from './app.ts';
 import { createPostGraphile, mountGraphql } from './graphql.ts';
-import { callerOf } from './auth.ts';
+import { Authenticator, callerOf, type AuthErrorResponder } from './auth.ts';
 import { healthRoutes } from './health.ts';
+import { idempotencyHeader, type IdempotencyErrorResponder } from './idempotency.ts';
 import { createMetrics } from './metrics.ts';
-import { corsFor, graphqlBody, graphqlLimits, rateLimit, type ProtectionOptions } from './protection.ts';
+import { corsFor, graphqlBody, graphqlError, graphqlLimits, rateLimit, type ProtectionOptions } from './protection.ts';
+import { restRouter } from './rest/router.ts';
+import { sessionKey as makeSessionKey } from './sessions.ts';
 
 export interface RunningAbonement {
   url: string;
-  urls: { graphql: string; graphiql: string | null; console: string; metrics: string; health: string };
+  urls: { graphql: string; graphiql: string | null; rest: string; openapi: string; console: string; metrics: string; health: string };
   database: ResolvedDatabase;
   /** Generated on first start when ADMIN_PASSWORD is unset; shown once. */
   firstAdmin: { email: string; generatedPassword?: string } | null;
@@ -46,6 +50,8 @@ export interface RunningAbonement {
   sandbox: SandboxGateway | null;
   /** What createCheckoutLink needs in this process. */
   checkout: CheckoutDeps;
+  /** The demo tenant seeded on this start (an empty database and SEED_DEMO on); its API key is shown once. */
+  demo: DemoTenant | null;
   stop(reason?: string): Promise<void>;
 }
 
@@ -76,6 +82,15 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
 
     const owner = pool(database.urls.owner, 'owner');
     const firstAdmin = await ensureFirstAdmin(owner, config, logger);
+    let demo: DemoTenant | null = null;
+    if (config.SEED_DEMO ?? config.NODE_ENV !== 'production') {
+      const client = await owner.connect();
+      try {
+        demo = await seedDemo(client, logger, { onlyIfEmpty: true });
+      } finally {
+        client.release();
+      }
+    }
     await owner.end();
     pools.splice(pools.indexOf(owner), 1);
 
@@ -101,7 +116,22 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     const mountedConsole: MountedConsole = await mountConsole(app, { config, logger, roles: database.roles, operatorPool });
     cleanups.push(() => mountedConsole.close());
     const graphiql = config.GRAPHIQL ?? config.NODE_ENV !== 'production';
-    const pgl = createPostGraphile({ authenticatorPool, anonymousRole: database.roles.anonymous, logger, graphiql, maxRequestLength: config.BODY_LIMIT_BYTES });
+    const sessionKey = makeSessionKey(config.JWT_SECRET, logger);
+    const authenticator = new Authenticator({
+      pool: authenticatorPool,
+      roles: database.roles,
+      sessionKey,
+      cacheTtlMs: config.API_KEY_CACHE_TTL_MS,
+      logger: logger.child({ component: 'auth' }),
+    });
+    const pgl = createPostGraphile({
+      authenticatorPool,
+      anonymousRole: database.roles.anonymous,
+      logger,
+      graphiql,
+      maxRequestLength: config.BODY_LIMIT_BYTES,
+      sessionKey,
+    });
     cleanups.push(async () => {
       await pgl.release();
     });
@@ -113,12 +143,31 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       rateLimitPerSecond: config.RATE_LIMIT_PER_SECOND,
       rateLimitBurst: config.RATE_LIMIT_BURST,
     };
+    const graphqlSchema = await pgl.getSchema();
+    // One budget per credential across /graphql and /v1.
+    const rateLimiter = rateLimit(protection, callerOf);
+    const graphqlAuthError: AuthErrorResponder = (_req, res, error) => graphqlError(res, error.status, error.code, error.message);
+    const graphqlIdempotencyError: IdempotencyErrorResponder = (_req, res, status, code, message) => graphqlError(res, status, code, message);
     app.use(
       '/graphql',
       corsFor(protection),
-      rateLimit(protection, callerOf),
+      authenticator.middleware(graphqlAuthError),
+      rateLimiter,
       graphqlBody(protection),
-      graphqlLimits(protection),
+      idempotencyHeader(graphqlIdempotencyError),
+      graphqlLimits(protection, graphqlSchema),
+    );
+    app.use(
+      '/v1',
+      restRouter({
+        pool: authenticatorPool,
+        anonymousRole: database.roles.anonymous,
+        sessionKey,
+        authenticator,
+        protection,
+        rateLimiter,
+        logger: logger.child({ component: 'rest' }),
+      }),
     );
     await mountGraphql(app, server, pgl);
     finishApp(app);
@@ -158,6 +207,8 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       urls: {
         graphql: `${url}/graphql`,
         graphiql: graphiql ? `${url}/` : null,
+        rest: `${url}/v1`,
+        openapi: `${url}/v1/openapi.json`,
         console: `${url}${mountedConsole.rootPath}`,
         metrics: `${url}/metrics`,
         health: `${url}/healthz`,
@@ -167,6 +218,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       providers,
       sandbox,
       checkout: checkoutDeps,
+      demo,
       stop: async (reason = 'stop requested') => {
         logger.info({ reason }, 'shutting down');
         await cleanup();

@@ -19,6 +19,7 @@ try {
     `abonement is running (${config.NODE_ENV})`,
     `  GraphQL API      ${running.urls.graphql}`,
     ...(running.urls.graphiql ? [`  GraphiQL (Ruru)  ${running.urls.graphiql}`] : []),
+    `  REST API         ${running.urls.rest}  (OpenAPI: ${running.urls.openapi})`,
     `  Console          ${running.urls.console}`,
     `  Metrics          ${running.urls.metrics}`,
     `  Health           ${running.urls.health}  (readiness: ${running.url}/readyz)`,
@@ -33,6 +34,15 @@ try {
     );
   } else if (running.firstAdmin) {
     lines.push('', `  First login: ${running.firstAdmin.email} with the password in ADMIN_PASSWORD`);
+  }
+  if (running.demo) {
+    lines.push(
+      '',
+      `  Demo tenant: ${running.demo.name}, with plans, customers and a subscription in every state`,
+      `  Its test API key: ${running.demo.apiKey}`,
+      '  (shown once; only its hash is stored. Try:',
+      `   curl -H "Authorization: Bearer ${running.demo.apiKey}" ${running.urls.rest}/subscriptions )`,
+    );
   }
   // The banner is for the person at the terminal, so it goes to stderr, not into the JSON log stream.
   process.stderr.write(`${lines.join('\n')}\n\n`);

@@ -7,7 +7,17 @@
 import cors from 'cors';
 import express from 'express';
 import helmet from 'helmet';
-import { Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'postgraphile/graphql';
+import {
+  Kind,
+  getOperationAST,
+  getVariableValues,
+  parse,
+  validate,
+  type DocumentNode,
+  type FragmentDefinitionNode,
+  type GraphQLSchema,
+  type SelectionSetNode,
+} from 'postgraphile/graphql';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 
 export interface ProtectionOptions {
@@ -21,9 +31,30 @@ export interface ProtectionOptions {
   rateLimitBurst: number;
 }
 
-/** Security headers. The console and Ruru load their own scripts, so CSP is left to them. */
+/**
+ * Security headers. The console and Ruru load their own scripts, so CSP is
+ * left to them. helmet's headers do not depend on the request, so they are
+ * worked out once (by running helmet against a recording response) and then
+ * set in one step per request instead of eleven middleware calls.
+ */
 export function securityHeaders(): express.RequestHandler {
-  return helmet({ contentSecurityPolicy: false, crossOriginEmbedderPolicy: false });
+  const middleware = helmet({ contentSecurityPolicy: false, crossOriginEmbedderPolicy: false });
+  const set: Array<[string, string]> = [];
+  const removed: string[] = [];
+  let done = false;
+  const recorder = {
+    setHeader: (name: string, value: unknown) => set.push([name, String(value)]),
+    removeHeader: (name: string) => removed.push(name),
+  };
+  middleware({ headers: {} } as express.Request, recorder as unknown as express.Response, () => {
+    done = true;
+  });
+  if (!done) return middleware; // helmet changed its ways: use it as it is
+  return (_req, res, next) => {
+    for (const [name, value] of set) res.setHeader(name, value);
+    for (const name of removed) res.removeHeader(name);
+    next();
+  };
 }
 
 export function corsFor(options: ProtectionOptions): express.RequestHandler {
@@ -36,7 +67,7 @@ export function corsFor(options: ProtectionOptions): express.RequestHandler {
   });
 }
 
-function graphqlError(res: express.Response, status: number, code: string, message: string): void {
+export function graphqlError(res: express.Response, status: number, code: string, message: string): void {
   res.status(status).json({ errors: [{ message, extensions: { code } }] });
 }
 
@@ -62,6 +93,13 @@ interface Measure {
   cost: number;
 }
 
+/** Page size of a connection that does not ask for one (server/graphql-shape.ts DEFAULT_PAGE_SIZE). */
+const DEFAULT_PAGE = 20;
+
+function isConnectionSelection(set: SelectionSetNode): boolean {
+  return set.selections.some((s) => s.kind === Kind.FIELD && (s.name.value === 'nodes' || s.name.value === 'edges'));
+}
+
 /**
  * Depth (deepest nesting of selections, through fragments) and cost (every
  * field costs 1, multiplied by the page size a list field asks for with
@@ -82,7 +120,11 @@ export function measureQuery(document: DocumentNode, maxDepth: number): Measure 
           continue;
         }
         const pageArg = selection.arguments?.find((a) => a.name.value === 'first' || a.name.value === 'last');
-        const page = pageArg?.value.kind === Kind.INT ? Math.max(1, Number(pageArg.value.value)) : pageArg ? 100 : 1;
+        const page =
+          pageArg?.value.kind === Kind.INT ? Math.max(1, Number(pageArg.value.value))
+          : pageArg ? 100
+          : isConnectionSelection(selection.selectionSet) ? DEFAULT_PAGE
+          : 1;
         const inner = walk(selection.selectionSet, depth + 1, seen);
         deepest = Math.max(deepest, inner.depth);
         cost += 1 + page * inner.cost;
@@ -111,23 +153,53 @@ export function measureQuery(document: DocumentNode, maxDepth: number): Measure 
   return result;
 }
 
-/** Refuses GraphQL documents deeper or costlier than configured, before PostGraphile plans them. */
-export function graphqlLimits(options: ProtectionOptions): express.RequestHandler {
-  const cache = new Map<string, Measure | 'unparsable'>();
-  return (req, res, next) => {
-    const query = (req.body as { query?: unknown } | undefined)?.query;
-    if (typeof query !== 'string') return next(); // grafserv answers with its own error
-    let measure = cache.get(query);
-    if (!measure) {
-      try {
-        measure = measureQuery(parse(query, { maxTokens: 20_000 }), options.graphqlMaxDepth);
-      } catch {
-        measure = 'unparsable'; // grafserv reports the syntax error properly
-      }
-      if (cache.size > 1000) cache.clear();
-      cache.set(query, measure);
+interface Checked {
+  document?: DocumentNode;
+  measure?: Measure;
+  /** Set when the document itself is refused (syntax or validation): the same answer every time. */
+  refusal?: { code: string; messages: string[] };
+}
+
+/**
+ * The gate in front of PostGraphile: a document must parse, stay within the
+ * depth and cost limits, validate against the schema, and its variables
+ * must fit their declared types — otherwise a 400 with a code, before any
+ * planning or database work. Results per query text are cached (bounded).
+ * GET requests are checked the same way as POST.
+ */
+export function graphqlLimits(options: ProtectionOptions, schema?: GraphQLSchema): express.RequestHandler {
+  const cache = new Map<string, Checked>();
+  const check = (query: string): Checked => {
+    let checked = cache.get(query);
+    if (checked) return checked;
+    let document: DocumentNode;
+    try {
+      document = parse(query, { maxTokens: 20_000 });
+    } catch (error) {
+      checked = { refusal: { code: 'GRAPHQL_PARSE_FAILED', messages: [(error as Error).message] } };
     }
-    if (measure === 'unparsable') return next();
+    if (!checked) {
+      const measure = measureQuery(document!, options.graphqlMaxDepth);
+      const errors = measure.depth > options.graphqlMaxDepth || measure.cost > options.graphqlMaxCost || !schema ? [] : validate(schema, document!);
+      checked = errors.length
+        ? { refusal: { code: 'GRAPHQL_VALIDATION_FAILED', messages: errors.map((e) => e.message) } }
+        : { document: document!, measure };
+    }
+    if (cache.size > 1000) cache.clear();
+    cache.set(query, checked);
+    return checked;
+  };
+  return (req, res, next) => {
+    const source = (req.method === 'GET' ? req.query : req.body) as { query?: unknown; variables?: unknown; operationName?: unknown } | undefined;
+    const query = source?.query;
+    if (typeof query !== 'string') return next(); // grafserv answers with its own error
+    const checked = check(query);
+    if (checked.refusal) {
+      req.log.warn({ code: checked.refusal.code }, 'GraphQL document refused');
+      res.status(400).json({ errors: checked.refusal.messages.map((message) => ({ message, extensions: { code: checked.refusal!.code } })) });
+      return;
+    }
+    const measure = checked.measure!;
     if (measure.depth > options.graphqlMaxDepth) {
       req.log.warn({ depth: measure.depth, max: options.graphqlMaxDepth }, 'GraphQL query too deep');
       return graphqlError(res, 400, 'QUERY_TOO_DEEP', `query depth exceeds the limit of ${options.graphqlMaxDepth}`);
@@ -135,6 +207,29 @@ export function graphqlLimits(options: ProtectionOptions): express.RequestHandle
     if (measure.cost > options.graphqlMaxCost) {
       req.log.warn({ cost: measure.cost, max: options.graphqlMaxCost }, 'GraphQL query too costly');
       return graphqlError(res, 400, 'QUERY_TOO_COMPLEX', `query cost ${measure.cost} exceeds the limit of ${options.graphqlMaxCost}; ask for smaller pages`);
+    }
+    if (schema) {
+      let variables: unknown = source?.variables ?? {};
+      if (typeof variables === 'string') {
+        try {
+          variables = JSON.parse(variables) as unknown;
+        } catch {
+          return graphqlError(res, 400, 'INVALID_VARIABLES', 'variables must be a JSON object');
+        }
+      }
+      if (variables === null || typeof variables !== 'object' || Array.isArray(variables)) {
+        return graphqlError(res, 400, 'INVALID_VARIABLES', 'variables must be a JSON object');
+      }
+      const name = typeof source?.operationName === 'string' ? source.operationName : undefined;
+      const operation = getOperationAST(checked.document!, name);
+      if (operation?.variableDefinitions?.length) {
+        const coerced = getVariableValues(schema, operation.variableDefinitions, variables as Record<string, unknown>, { maxErrors: 10 });
+        if (coerced.errors) {
+          req.log.warn({ count: coerced.errors.length }, 'GraphQL variables refused');
+          res.status(400).json({ errors: coerced.errors.map((e) => ({ message: e.message, extensions: { code: 'INVALID_VARIABLES' } })) });
+          return;
+        }
+      }
     }
     next();
   };
@@ -158,7 +253,7 @@ export function rateLimit(options: ProtectionOptions, callerOf: (req: express.Re
         req.log.warn({ caller: callerOf(req), retryAfter }, 'rate limited');
         const body = { code: 'RATE_LIMITED', message: `too many requests; retry after ${retryAfter} s` };
         if (req.originalUrl.startsWith('/graphql')) res.status(429).json({ errors: [{ message: body.message, extensions: { code: body.code } }] });
-        else res.status(429).json({ error: body });
+        else res.status(429).json({ error: { ...body, request_id: String(req.id) } });
       },
     );
   };

@@ -21,6 +21,8 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}) {
     ADMIN_EMAIL: 'admin@example.test',
     ADMIN_PASSWORD: 'correct horse battery staple',
     SESSION_SECRET: 'test-session-secret-test-session-secret',
+    // Tests set up the tenants they need; test/api/cli.test.ts covers the demo seed.
+    SEED_DEMO: 'false',
     ...env,
   });
 }

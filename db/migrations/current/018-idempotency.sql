@@ -36,6 +36,40 @@ select app_private.apply_tenant_rls('app_private.idempotency_keys');
 comment on table app_private.idempotency_keys is
   E'(tenant, key) → request fingerprint and stored result of a mutating call; expires after 24 hours.';
 
+/*
+ * Over HTTP the key usually arrives as an Idempotency-Key header (issue 5):
+ * the API puts it into the transaction setting abonement.idempotency_key, and
+ * a call that gives no key of its own uses that one. A key given both ways
+ * must agree (IDEMPOTENCY_KEY_MISMATCH).
+ */
+create function app_hidden.request_idempotency_key() returns text
+  language sql stable parallel safe
+as $$
+  select nullif(pg_catalog.current_setting('abonement.idempotency_key', true), '');
+$$;
+comment on function app_hidden.request_idempotency_key() is
+  E'The Idempotency-Key header of the current HTTP request (setting abonement.idempotency_key), or null.';
+grant execute on function app_hidden.request_idempotency_key()
+  to :ROLE_TENANT, :ROLE_CUSTOMER, :ROLE_ANONYMOUS, :ROLE_WORKER, :ROLE_OPERATOR;
+
+create function app_hidden.effective_idempotency_key(given text) returns text
+  language plpgsql stable
+as $$
+declare
+  header text := app_hidden.request_idempotency_key();
+begin
+  if nullif(given, '') is not null and header is not null and header <> given then
+    perform app_hidden.raise_error('IDEMPOTENCY_KEY_MISMATCH',
+      'the Idempotency-Key header and the idempotency_key argument differ; send one of them', 'AB400');
+  end if;
+  return coalesce(nullif(given, ''), header);
+end;
+$$;
+comment on function app_hidden.effective_idempotency_key(text) is
+  E'The idempotency key of a call: its own argument, else the request''s Idempotency-Key header; IDEMPOTENCY_KEY_MISMATCH when both are given and differ.';
+grant execute on function app_hidden.effective_idempotency_key(text)
+  to :ROLE_TENANT, :ROLE_CUSTOMER, :ROLE_ANONYMOUS, :ROLE_WORKER, :ROLE_OPERATOR;
+
 create function app_hidden.idempotency_begin(tenant uuid, key text, operation text, params jsonb) returns jsonb
   language plpgsql volatile
 as $$
@@ -45,6 +79,7 @@ declare
     operation || '|' || app_hidden.current_actor() || '|' || coalesce(params, 'null'::jsonb)::text, 'UTF8')), 'hex');
   row_ app_private.idempotency_keys;
 begin
+  key := app_hidden.effective_idempotency_key(key);
   if key is null or length(key) = 0 then
     perform app_hidden.raise_error('IDEMPOTENCY_KEY_REQUIRED', 'an idempotency key is required', 'AB400');
   end if;
@@ -84,7 +119,7 @@ create function app_hidden.idempotency_finish(tenant uuid, key text, response js
   language sql volatile
 as $$
   update app_private.idempotency_keys k set response = idempotency_finish.response
-  where k.tenant_id = tenant and k.key = idempotency_finish.key;
+  where k.tenant_id = tenant and k.key = app_hidden.effective_idempotency_key(idempotency_finish.key);
 $$;
 comment on function app_hidden.idempotency_finish(uuid, text, jsonb) is E'Stores the result of the call that claimed the key.';
 

@@ -1,0 +1,234 @@
+/**
+ * REST /v1 against its own OpenAPI document: every operation the document
+ * lists exists, and every answer validates against the document's schema.
+ * Walks a tenant's whole day through REST (fetch): customers, sessions,
+ * subscriptions, invoices, payments, price changes, pause and resume,
+ * refunds, entitlements, pagination, idempotent replays.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { RunningAbonement } from '../../server/index.ts';
+import { routes } from '../../server/rest/routes.ts';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { startTestServer } from '../support/server.ts';
+import { validate } from './json-schema.ts';
+import {
+  TEST_JWT_SECRET,
+  attachCard,
+  createCatalogue,
+  createTenantWithKey,
+  idempotencyKey,
+  payOpenInvoice,
+  rest,
+  rowCounts,
+  type Catalogue,
+  type RestResponse,
+  type TenantWithKey,
+} from './support.ts';
+
+let db: TestDatabase;
+let server: RunningAbonement;
+let tenant: TenantWithKey;
+let catalogue: Catalogue;
+let openapi: any;
+const exercised = new Set<string>();
+
+before(async () => {
+  db = await createTestDatabase();
+  server = await startTestServer(db, { WORKER: 'off', RATE_LIMIT_PER_SECOND: '0', JWT_SECRET: TEST_JWT_SECRET });
+  tenant = await createTenantWithKey(db, { name: 'REST Cinema' });
+  catalogue = await createCatalogue(server, tenant.token);
+  openapi = (await rest(server, 'GET', '/v1/openapi.json')).body;
+});
+after(async () => {
+  await server?.stop();
+  await db?.drop();
+});
+
+/** Calls an operation of the document by its operationId and checks the answer against the document. */
+async function call<T = any>(
+  operationId: string,
+  options: { path?: Record<string, string>; query?: Record<string, string>; body?: unknown; token?: string; key?: string } = {},
+): Promise<RestResponse<T>> {
+  const found = Object.entries(openapi.paths as Record<string, Record<string, any>>)
+    .flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ path, method, op })))
+    .find((o) => o.op.operationId === operationId);
+  assert.ok(found, `${operationId} is in the OpenAPI document`);
+  const path = found.path.replace(/\{(\w+)\}/g, (_: string, name: string) => encodeURIComponent(options.path?.[name] ?? ''));
+  const qs = options.query ? `?${new URLSearchParams(options.query)}` : '';
+  const res = await rest<T>(server, found.method.toUpperCase(), `${path}${qs}`, {
+    token: options.token ?? tenant.token,
+    body: options.body ?? (found.method === 'post' ? {} : undefined),
+    headers: options.key ? { 'idempotency-key': options.key } : {},
+  });
+  const documented = found.op.responses[String(res.status)] ?? found.op.responses.default;
+  assert.ok(documented, `${operationId}: status ${res.status} is documented`);
+  const errors = validate(res.body, documented.content['application/json'].schema, openapi);
+  assert.deepEqual(errors, [], `${operationId} answered ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
+  if (res.status === 200) exercised.add(operationId);
+  return res;
+}
+
+describe('the OpenAPI document', () => {
+  test('is OpenAPI 3.1 and lists exactly the routes the server has', () => {
+    assert.equal(openapi.openapi, '3.1.0');
+    const documented = Object.entries(openapi.paths as Record<string, Record<string, unknown>>)
+      .flatMap(([path, ops]) => Object.keys(ops).map((method) => `${method.toUpperCase()} ${path}`))
+      .sort();
+    const served = routes.map((r) => `${r.method.toUpperCase()} ${r.path.replace(/:(\w+)/g, '{$1}')}`).sort();
+    assert.deepEqual(documented, served);
+    const ids = Object.values(openapi.paths as Record<string, Record<string, { operationId: string }>>).flatMap((ops) => Object.values(ops).map((o) => o.operationId));
+    assert.equal(new Set(ids).size, ids.length, 'operationIds are unique');
+    const refs = JSON.stringify(openapi).match(/#\/components\/schemas\/\w+/g) ?? [];
+    for (const ref of refs) assert.ok(openapi.components.schemas[ref.split('/').pop()!], `${ref} resolves`);
+  });
+
+  test('every documented path exists on the server (no route-level 404)', async () => {
+    for (const [path, ops] of Object.entries(openapi.paths as Record<string, Record<string, unknown>>)) {
+      for (const method of Object.keys(ops)) {
+        const url = path.replace(/\{\w+\}/g, '00000000-0000-4000-8000-000000000000');
+        const res = await rest(server, method.toUpperCase(), url, { token: tenant.token, body: method === 'post' ? {} : undefined });
+        assert.notEqual(res.body?.error?.code, 'NOT_FOUND', `${method} ${path} is routed`);
+      }
+    }
+  });
+});
+
+describe('a tenant works through REST', () => {
+  let customerId: string;
+  let subscriptionId: string;
+  let paymentId: string;
+
+  test('who am I, and what can be bought', async () => {
+    const me = await call('getTenant');
+    assert.equal(me.body.name, 'REST Cinema');
+    const plans = await call('listPurchasablePlans');
+    const pro = plans.body.data.find((p: { code: string }) => p.code === 'pro');
+    assert.deepEqual(pro.prices.map((p: { currency: string; interval: string; amount_minor: number }) => [p.currency, p.interval, p.amount_minor]), [
+      ['EUR', 'month', 900], ['USD', 'month', 1000], ['USD', 'year', 10000],
+    ]);
+  });
+
+  test('customers: create (idempotent), get, list with filters', async () => {
+    const key = idempotencyKey();
+    const body = { external_id: 'rest-cust-1', email: 'rest1@example.com', name: 'Rest One', country: 'de', metadata: { plan: 'family' } };
+    const created = await call('createCustomer', { body, key });
+    customerId = created.body.id;
+    assert.equal(created.body.country, 'DE');
+    const countsBefore = await rowCounts(db);
+    const replay = await call('createCustomer', { body, key });
+    assert.deepEqual(replay.body, created.body, 'a replay returns the first response');
+    assert.deepEqual(await rowCounts(db), countsBefore, 'and writes nothing');
+    assert.deepEqual((await call('getCustomer', { path: { id: customerId } })).body, created.body);
+    const byEmail = await call('listCustomers', { query: { email: 'rest1@example.com' } });
+    assert.deepEqual(byEmail.body.data.map((c: { id: string }) => c.id), [customerId]);
+  });
+
+  test('subscriptions: create, invoice, pay, get, list', async () => {
+    await attachCard(db, tenant.tenantId, customerId);
+    const created = await call('createSubscription', { body: { customer: customerId, price: catalogue.pro.monthUsd }, key: idempotencyKey() });
+    subscriptionId = created.body.id;
+    assert.equal(created.body.status, 'incomplete');
+    const invoices = await call('listInvoices', { query: { subscription: subscriptionId } });
+    assert.equal(invoices.body.data.length, 1);
+    const invoice = await call('getInvoice', { path: { id: invoices.body.data[0].id } });
+    assert.deepEqual([invoice.body.status, invoice.body.amount_due_minor, invoice.body.lines.length], ['open', 1000, 1]);
+    ({ paymentId } = await payOpenInvoice(db, subscriptionId));
+    assert.equal((await call('getSubscription', { path: { id: subscriptionId } })).body.status, 'active');
+    const payments = await call('listPayments', { query: { customer: customerId } });
+    assert.deepEqual(payments.body.data.map((p: { id: string; status: string }) => [p.id, p.status]), [[paymentId, 'succeeded']]);
+    assert.equal((await call('getPayment', { path: { id: paymentId } })).body.amount_minor, 1000);
+    const listed = await call('listSubscriptions', { query: { customer: customerId, status: 'active' } });
+    assert.deepEqual(listed.body.data.map((s: { id: string }) => s.id), [subscriptionId]);
+  });
+
+  test('entitlements for an access token', async () => {
+    const entitlements = await call('getCustomerEntitlements', { path: { id: customerId } });
+    assert.deepEqual(entitlements.body.data.map((e: { plan_code: string }) => e.plan_code), ['pro']);
+    assert.equal(entitlements.body.claim[0][0], 'pro');
+  });
+
+  test('a customer session sees only its own subscriptions', async () => {
+    const other = await call('createCustomer', { body: { external_id: 'rest-cust-2', email: 'rest2@example.com' }, key: idempotencyKey() });
+    await call('createSubscription', { body: { customer: other.body.id, price: catalogue.trial.monthUsd }, key: idempotencyKey() });
+    const session = await call('createCustomerSession', { path: { id: customerId }, body: { expires_in_seconds: 600 } });
+    const own = await call('listSubscriptions', { token: session.body.token });
+    assert.deepEqual(own.body.data.map((s: { customer: string }) => s.customer), [customerId]);
+    const foreign = await call('listSubscriptions', { token: session.body.token, query: { customer: other.body.id } });
+    assert.deepEqual(foreign.body.data, []);
+  });
+
+  test('change price, pause, resume', async () => {
+    const upgraded = await call('changeSubscriptionPrice', { path: { id: subscriptionId }, body: { price: catalogue.max.monthUsd }, key: idempotencyKey() });
+    assert.equal(upgraded.body.price, catalogue.max.monthUsd);
+    await payOpenInvoice(db, subscriptionId); // the proration invoice
+    const paused = await call('pauseSubscription', { path: { id: subscriptionId }, key: idempotencyKey() });
+    assert.equal(paused.body.status, 'paused');
+    const refused = await call('pauseSubscription', { path: { id: subscriptionId }, key: idempotencyKey() });
+    assert.deepEqual([refused.status, refused.body.error.code], [409, 'ILLEGAL_TRANSITION']);
+    assert.equal((await call('resumeSubscription', { path: { id: subscriptionId }, key: idempotencyKey() })).body.status, 'active');
+  });
+
+  test('refund quote, refund of the subscription, refund of a payment', async () => {
+    const quote = await call('quoteSubscriptionRefund', { path: { id: subscriptionId } });
+    assert.deepEqual([quote.body.rule, quote.body.amount_minor, quote.body.payment], ['full_window', 1000, paymentId]);
+    const refund = await call('refundSubscription', { path: { id: subscriptionId }, body: { reason: 'requested_by_customer' }, key: idempotencyKey() });
+    assert.deepEqual([refund.body.amount_minor, refund.body.status, refund.body.rule], [1000, 'pending', 'full_window']);
+    assert.equal((await call('getSubscription', { path: { id: subscriptionId } })).body.status, 'canceled');
+    assert.equal((await call('getRefund', { path: { id: refund.body.id } })).body.payment, paymentId);
+
+    const second = await call('createSubscription', { body: { customer: customerId, price: catalogue.pro.monthUsd }, key: idempotencyKey() });
+    const { paymentId: secondPayment } = await payOpenInvoice(db, second.body.id);
+    const partial = await call('createRefund', { body: { payment: secondPayment, amount_minor: 250, reason: 'goodwill' }, key: idempotencyKey() });
+    assert.deepEqual([partial.body.amount_minor, partial.body.rule], [250, 'requested_amount']);
+    const tooMuch = await call('createRefund', { body: { payment: secondPayment, amount_minor: 900 }, key: idempotencyKey() });
+    assert.deepEqual([tooMuch.status, tooMuch.body.error.code], [422, 'REFUND_EXCEEDS_REMAINDER']);
+    const refunds = await call('listRefunds', { query: { customer: customerId } });
+    assert.deepEqual(refunds.body.data.map((r: { id: string }) => r.id), [partial.body.id, refund.body.id]);
+  });
+
+  test('cancel at period end', async () => {
+    const s = await call('createSubscription', { body: { customer: customerId, price: catalogue.trial.monthUsd }, key: idempotencyKey() });
+    assert.equal(s.body.status, 'trialing');
+    const canceled = await call('cancelSubscription', { path: { id: s.body.id }, body: { at_period_end: true }, key: idempotencyKey() });
+    assert.deepEqual([canceled.body.status, canceled.body.cancel_at_period_end], ['trialing', true]);
+  });
+
+  test('cursor pagination walks every customer once', async () => {
+    for (let i = 0; i < 4; i++) await call('createCustomer', { body: { external_id: `page-${i}`, email: `page${i}@example.com` }, key: idempotencyKey() });
+    const all = (await call('listCustomers', { query: { limit: '100' } })).body.data.map((c: { id: string }) => c.id);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: RestResponse = await call('listCustomers', { query: { limit: '2', ...(cursor ? { cursor } : {}) } });
+      assert.ok(page.body.data.length <= 2);
+      seen.push(...page.body.data.map((c: { id: string }) => c.id));
+      cursor = page.body.has_more ? page.body.next_cursor : null;
+    } while (cursor);
+    assert.deepEqual(seen, all);
+    assert.ok(all.length >= 6);
+  });
+
+  test('every operation in the document was exercised with a 200', () => {
+    const all = routes.map((r) => r.operationId).sort();
+    assert.deepEqual([...exercised].sort(), all);
+  });
+});
+
+describe('REST errors', () => {
+  test('no credentials: 401 AUTHENTICATION_REQUIRED; the OpenAPI document itself is public', async () => {
+    const res = await rest(server, 'GET', '/v1/subscriptions');
+    assert.deepEqual([res.status, res.body.error.code], [401, 'AUTHENTICATION_REQUIRED']);
+    assert.ok(res.body.error.request_id);
+    assert.equal((await rest(server, 'GET', '/v1/openapi.json')).status, 200);
+  });
+
+  test('business errors carry the same codes as GraphQL', async () => {
+    const missing = await rest(server, 'POST', '/v1/subscriptions/00000000-0000-4000-8000-000000000000/cancel', {
+      token: tenant.token, body: {}, headers: { 'idempotency-key': idempotencyKey() },
+    });
+    assert.deepEqual([missing.status, missing.body.error.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
+    const noKey = await rest(server, 'POST', '/v1/customers', { token: tenant.token, body: { external_id: 'k', email: 'k@example.com' } });
+    assert.deepEqual([noKey.status, noKey.body.error.code], [400, 'IDEMPOTENCY_KEY_REQUIRED']);
+  });
+});
