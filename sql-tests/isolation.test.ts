@@ -37,6 +37,13 @@ async function populate(world: World): Promise<Row> {
       `insert into app_private.provider_events (provider, provider_event_id, tenant_id, type, payload) values ('sandbox', $1, $2, 'charge', '{}')`,
       [randomUUID(), world.tenantId],
     );
+    // API tables: an API key and a customer session.
+    await c.query(`select app_private.issue_api_key($1, 'isolation')`, [world.tenantId]);
+    await c.query(
+      `insert into app_private.customer_sessions (tenant_id, customer_id, created_by, issued_at, expires_at)
+       values ($1, $2, 'test', '2026-04-01Z', '2026-04-01 00:30Z')`,
+      [world.tenantId, world.customerId],
+    );
     // Payments-layer tables: a routing rule and a reconciliation record.
     await c.query(`insert into app_public.payment_routing_rules (tenant_id, priority, provider, currency) values ($1, 10, 'sandbox', 'USD')`, [world.tenantId]);
     await c.query(
@@ -85,6 +92,7 @@ test('the matrix covers every tenant-owned table we know of', () => {
     'app_public.events', 'app_public.status_changes', 'app_public.balance_transactions', 'app_public.customer_balances',
     'app_private.idempotency_keys', 'app_private.provider_events', 'app_private.audit_log', 'app_private.test_clocks',
     'app_private.invoice_counters', 'app_public.payment_routing_rules', 'app_private.payment_reconciliations',
+    'app_private.api_keys', 'app_private.customer_sessions',
   ]) {
     assert.ok(names.includes(expected), `${expected} is in the matrix`);
   }

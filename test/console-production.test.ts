@@ -36,7 +36,7 @@ before(async () => {
   server = spawn(process.execPath, ['--import', 'tsx', 'test/support/console-server.ts'], {
     env: {
       ...childEnv,
-      CONSOLE_ENV: JSON.stringify({ NODE_ENV: 'production', SESSION_SECRET: 'a-production-session-secret-of-enough-length' }),
+      CONSOLE_ENV: JSON.stringify({ NODE_ENV: 'production', SESSION_SECRET: 'a-production-session-secret-of-enough-length', JWT_SECRET: 'a-production-jwt-secret-of-enough-length-xx' }),
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

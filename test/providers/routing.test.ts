@@ -127,9 +127,9 @@ describe('createCheckoutWithFailover', () => {
 describe('registry and configuration', () => {
   test('the sandbox is on by default outside production and off in production', () => {
     assert.equal(sandboxEnabled(parseConfig({ NODE_ENV: 'development' })), true);
-    assert.equal(sandboxEnabled(parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32) })), false);
-    assert.throws(() => parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32), SANDBOX_GATEWAY: 'on' }), /SANDBOX_SECRET/);
-    assert.throws(() => parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32), SANDBOX_ALLOW_LIVE_TENANTS: 'true' }), /SANDBOX_ALLOW_LIVE_TENANTS/);
+    assert.equal(sandboxEnabled(parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32), JWT_SECRET: 'j'.repeat(32) })), false);
+    assert.throws(() => parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32), JWT_SECRET: 'j'.repeat(32), SANDBOX_GATEWAY: 'on' }), /SANDBOX_SECRET/);
+    assert.throws(() => parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32), JWT_SECRET: 'j'.repeat(32), SANDBOX_ALLOW_LIVE_TENANTS: 'true' }), /SANDBOX_ALLOW_LIVE_TENANTS/);
   });
 
   test('adapters are built from configuration; every process derives the same sandbox credentials', () => {
