@@ -43,6 +43,27 @@ describe('API process', () => {
     assert.equal(cron.rowCount, 1, 'the heartbeat crontab entry is registered with Graphile Worker');
   });
 
+  test('the hourly cleanup task runs in the worker and deletes expired idempotency keys', async () => {
+    // Setup: an idempotency key whose 24 h window has passed.
+    const tenant = await db.asOwner((c) =>
+      c.query<{ id: string }>(`insert into app_public.tenants (name, invoice_prefix) values ('cleanup', 'CLN') returning id`),
+    );
+    await db.asOwner((c) =>
+      c.query(
+        `insert into app_private.idempotency_keys (tenant_id, key, operation, fingerprint, created_at, expires_at)
+         values ($1, 'old-key', 'create_customer', 'x', now() - interval '2 days', now() - interval '1 day')`,
+        [tenant.rows[0]!.id],
+      ),
+    );
+    // Action: queue the task as the crontab would.
+    await db.asOwner((c) => c.query(`select graphile_worker.add_job('maintenance__cleanup', '{}')`));
+    // Assertions
+    await waitFor('the expired key to be deleted', async () => {
+      const { rowCount } = await db.asOwner((c) => c.query(`select 1 from app_private.idempotency_keys where key = 'old-key'`));
+      return rowCount === 0;
+    });
+  });
+
   test('GraphQL answers a query as the anonymous role', async () => {
     const res = await fetch(server.urls.graphql, {
       method: 'POST',
