@@ -13,7 +13,7 @@ import { Logger as GraphileLogger, type LogLevel } from '@graphile/logger';
 import * as graphileMigrate from 'graphile-migrate';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import pg from 'pg';
-import { databaseName, migrationPlaceholders, quoteIdent, quoteLiteral, urlFor, type DatabaseUrls, type RoleNames } from '../lib/database.ts';
+import { createPool, databaseName, migrationPlaceholders, quoteIdent, quoteLiteral, urlFor, type DatabaseUrls, type RoleNames } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import { fromRoot } from '../lib/paths.ts';
 
@@ -79,8 +79,7 @@ export async function migrateDatabase({ urls, roles, logger, includeCurrent }: M
   const log = logger.child({ component: 'migrate' });
   // Our own pool, ended here: a pool graphile-worker made itself would stay open,
   // and its idle connections dying at shutdown would surface as unhandled errors.
-  const workerMigrationPool = new pg.Pool({ connectionString: urls.owner, max: 1 });
-  workerMigrationPool.on('error', (error) => log.warn({ err: error }, 'worker-migration connection lost'));
+  const workerMigrationPool = createPool(urls.owner, log, 'worker-migrations', 1);
   try {
     await runWorkerMigrations({ pgPool: workerMigrationPool, logger: graphileLogger(log) as never });
   } finally {
