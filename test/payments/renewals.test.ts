@@ -189,7 +189,8 @@ describe('renewals', () => {
     const failed = await attempt(invoice.id, 1);
     // Assertions
     assert.deepEqual([failed.status, failed.failure_category, failed.failure_code], ['failed', 'gateway_error', 'http_500']);
-    const open = await row(db, 'select * from app_public.invoices where id = $1', [invoice.id]);
+    // The retry is scheduled once the charge task has finished with the failed attempt.
+    const open = await until(db, 'the gateway retry to be scheduled', 'select * from app_public.invoices where id = $1', [invoice.id], (i) => i.gateway_retry_count > 0);
     assert.deepEqual([open.status, open.gateway_retry_count, open.attempt_count, iso(open.next_attempt_at)], ['open', 1, 0, plus(RENEWAL, 30_000 + 5 * MINUTE)]);
     assert.equal((await row(db, 'select status from app_public.subscriptions where id = $1', [subscriptionId])).status, 'active');
     // Action: five minutes later.
