@@ -234,6 +234,8 @@ export interface CheckoutRoutesOptions {
   /** The process's adapters and public URL; null while the process is starting. */
   deps: () => CheckoutDeps | null;
   bodyLimitBytes: number;
+  /** Also serve POST /v1/subscriptions/:id/checkout here (false when the server mounts checkoutLinkHandler behind its own authentication). */
+  linkRoute?: boolean;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -290,7 +292,7 @@ export function checkoutLinkHandler(options: Omit<CheckoutRoutesOptions, 'pool'>
  */
 export function checkoutRoutes(options: CheckoutRoutesOptions): express.Router {
   const router = express.Router();
-  router.post('/v1/subscriptions/:id/checkout', ...checkoutLinkHandler(options));
+  if (options.linkRoute !== false) router.post('/v1/subscriptions/:id/checkout', ...checkoutLinkHandler(options));
 
   router.get('/checkout/return', async (req, res, next) => {
     const paymentId = typeof req.query.payment === 'string' ? req.query.payment : '';

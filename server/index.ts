@@ -26,7 +26,7 @@ import type { Logger } from '../lib/logger.ts';
 import { startWorker } from '../jobs/worker.ts';
 import { buildProviderRegistry, createConfiguredSandboxGateway, SANDBOX_MOUNT_PATH, type ProviderRegistry } from '../providers/registry.ts';
 import type { SandboxGateway } from '../providers/sandbox/gateway.ts';
-import { checkoutRoutes, type CheckoutDeps } from './checkout.ts';
+import { checkoutLinkHandler, checkoutRoutes, type CheckoutDeps } from './checkout.ts';
 import { webhookRoutes } from './webhooks.ts';
 import { createApp, finishApp } from './app.ts';
 import { createPostGraphile, mountGraphql } from './graphql.ts';
@@ -35,7 +35,7 @@ import { healthRoutes } from './health.ts';
 import { idempotencyHeader, type IdempotencyErrorResponder } from './idempotency.ts';
 import { createMetrics } from './metrics.ts';
 import { corsFor, graphqlBody, graphqlError, graphqlLimits, rateLimit, type ProtectionOptions } from './protection.ts';
-import { restRouter } from './rest/router.ts';
+import { restError, restRouter } from './rest/router.ts';
 import { sessionKey as makeSessionKey } from './sessions.ts';
 
 export interface RunningAbonement {
@@ -112,7 +112,8 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     });
     app.use(SANDBOX_MOUNT_PATH, (req, res, next) => (sandbox ? sandbox.router(req, res, next) : next()));
     app.use(webhookRoutes({ pool: paymentsPool, providers: () => providers, metrics, bodyLimitBytes: config.BODY_LIMIT_BYTES, logger }));
-    app.use(checkoutRoutes({ pool: paymentsPool, deps: () => checkoutDeps, bodyLimitBytes: config.BODY_LIMIT_BYTES }));
+    // The checkout link route is mounted below, behind the API's authentication.
+    app.use(checkoutRoutes({ pool: paymentsPool, deps: () => checkoutDeps, bodyLimitBytes: config.BODY_LIMIT_BYTES, linkRoute: false }));
     const mountedConsole: MountedConsole = await mountConsole(app, { config, logger, roles: database.roles, operatorPool });
     cleanups.push(() => mountedConsole.close());
     const graphiql = config.GRAPHIQL ?? config.NODE_ENV !== 'production';
@@ -156,6 +157,14 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       graphqlBody(protection),
       idempotencyHeader(graphqlIdempotencyError),
       graphqlLimits(protection, graphqlSchema),
+    );
+    app.post(
+      '/v1/subscriptions/:id/checkout',
+      corsFor(protection),
+      authenticator.middleware((req, res, error) => restError(req, res, error.status, error.code, error.message)),
+      rateLimiter,
+      idempotencyHeader((req, res, status, code, message) => restError(req, res, status, code, message, 'Idempotency-Key')),
+      ...checkoutLinkHandler({ deps: () => checkoutDeps, bodyLimitBytes: config.BODY_LIMIT_BYTES }),
     );
     app.use(
       '/v1',

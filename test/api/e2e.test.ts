@@ -75,6 +75,32 @@ describe('a tenant\'s first afternoon with the GraphQL API', () => {
     state.subscription = created.createSubscription.result.rowId;
     assert.equal(created.createSubscription.result.status, 'incomplete');
     await payOpenInvoice(db, state.subscription);
+    // Another customer pays their first invoice through a checkout link (sandbox gateway of this server), asked for with the API key.
+    const other = await client.request<{ createCustomer: { result: { rowId: string } } }>(
+      gql`mutation ($input: CreateCustomerInput!) { createCustomer(input: $input) { result { rowId } } }`,
+      { input: { externalId: 'user-1000-checkout', email: 'bo@example.com', idempotencyKey: idempotencyKey() } },
+    );
+    const otherSub = await client.request<{ createSubscription: { result: { rowId: string } } }>(
+      gql`mutation ($c: UUID!, $p: UUID!, $k: String!) { createSubscription(input: { customerId: $c, priceId: $p, idempotencyKey: $k }) { result { rowId } } }`,
+      { c: other.createCustomer.result.rowId, p: state['USD-month'], k: idempotencyKey() },
+    );
+    const checkoutSub = otherSub.createSubscription.result.rowId;
+    const link = await fetch(`${server.url}/v1/subscriptions/${checkoutSub}/checkout`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' },
+      body: '{}',
+    });
+    const linkBody = (await link.json()) as { url?: string; provider?: string; amountMinor?: string; currency?: string };
+    assert.equal(link.status, 201, JSON.stringify(linkBody));
+    assert.equal(linkBody.provider, 'sandbox');
+    assert.deepEqual([linkBody.amountMinor, linkBody.currency], ['1299', 'USD']);
+    assert.match(linkBody.url ?? '', /\/sandbox\//);
+    const forged = await fetch(`${server.url}/v1/subscriptions/${checkoutSub}/checkout`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer ak_test_forged0000000000000000000000', 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(forged.status, 401);
 
     const view = await client.request<{ subscription: any }>(
       gql`query ($id: UUID!) {
@@ -112,7 +138,7 @@ describe('a tenant\'s first afternoon with the GraphQL API', () => {
       gql`query ($after: Cursor) { customers(first: 2, after: $after, orderBy: EXTERNAL_ID_ASC) { nodes { externalId } pageInfo { hasNextPage } } }`,
       { after: first.customers.pageInfo.endCursor },
     );
-    assert.deepEqual([...first.customers.nodes, ...second.customers.nodes].map((c) => c.externalId), ['user-1001', 'user-1002', 'user-1003']);
+    assert.deepEqual([...first.customers.nodes, ...second.customers.nodes].map((c) => c.externalId), ['user-1000-checkout', 'user-1001', 'user-1002', 'user-1003']);
     assert.deepEqual([first.customers.pageInfo.hasNextPage, second.customers.pageInfo.hasNextPage], [true, false]);
   });
 
