@@ -7,6 +7,7 @@
 import type { JobHelpers } from 'graphile-worker';
 import type { Logger } from '../lib/logger.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
+import type { ChargeBatcher } from './charge-batcher.ts';
 
 export interface JobContext {
   providers: ProviderRegistry;
@@ -14,6 +15,8 @@ export interface JobContext {
   batchSize: number;
   /** Payments in flight this long are settled by asking their provider. */
   reconcileAfterMinutes: number;
+  /** invoices__collect's charges, shared by the jobs running in this process (jobs/charge-batcher.ts). */
+  charges: ChargeBatcher;
   logger: Logger;
 }
 

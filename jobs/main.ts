@@ -26,9 +26,10 @@ try {
     pool,
     logger,
     concurrency: config.WORKER_CONCURRENCY,
+    localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
     context: { providers: buildProviderRegistry(config, logger), batchSize: config.BILLING_BATCH_SIZE, reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES },
   });
-  logger.info({ concurrency: config.WORKER_CONCURRENCY }, 'worker started');
+  logger.info({ concurrency: config.WORKER_CONCURRENCY, localQueue: config.WORKER_LOCAL_QUEUE_SIZE, poolSize: config.DB_POOL_SIZE }, 'worker started');
   handleShutdownSignals(
     logger,
     async () => {

@@ -16,6 +16,7 @@ import type pg from 'pg';
 import { graphileLogger } from '../db/migrate.ts';
 import type { Logger } from '../lib/logger.ts';
 import { fromRoot } from '../lib/paths.ts';
+import { ChargeBatcher } from './charge-batcher.ts';
 import type { BillingTask, JobContext } from './context.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -24,7 +25,13 @@ export interface WorkerOptions {
   pool: pg.Pool;
   logger: Logger;
   concurrency: number;
-  context: Omit<JobContext, 'logger'>;
+  context: Omit<JobContext, 'logger' | 'charges'>;
+  /**
+   * Graphile Worker's batching (https://worker.graphile.org/docs/performance#batching):
+   * jobs fetched per query into a local queue (≤ 1: one query per job), and
+   * completions written together.
+   */
+  localQueueSize?: number;
 }
 
 /** Every task of jobs/tasks/, bound to the context. */
@@ -42,13 +49,22 @@ export async function loadTasks(context: JobContext): Promise<TaskList> {
   return tasks;
 }
 
-export async function startWorker({ pool, logger, concurrency, context }: WorkerOptions): Promise<Runner> {
+export async function startWorker({ pool, logger, concurrency, context, localQueueSize = 0 }: WorkerOptions): Promise<Runner> {
+  const jobsLogger = logger.child({ component: 'jobs' });
+  const charges = new ChargeBatcher({ pool, providers: context.providers, logger: jobsLogger });
   const runner = await run({
     pgPool: pool,
     concurrency,
     noHandleSignals: true,
     pollInterval: 2000,
-    taskList: await loadTasks({ ...context, logger: logger.child({ component: 'jobs' }) }),
+    preset: {
+      worker: {
+        ...(localQueueSize > 1 ? { localQueue: { size: localQueueSize } } : {}),
+        completeJobBatchDelay: 0,
+        failJobBatchDelay: 0,
+      },
+    },
+    taskList: await loadTasks({ ...context, charges, logger: jobsLogger }),
     crontabFile: fromRoot('jobs', 'crontab'),
     logger: graphileLogger(logger.child({ component: 'worker' })) as never,
   });

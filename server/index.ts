@@ -208,6 +208,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
         pool: pool(database.urls.worker, 'worker'),
         logger,
         concurrency: config.WORKER_CONCURRENCY,
+        localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
         context: { providers, batchSize: config.BILLING_BATCH_SIZE, reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES },
       });
     }

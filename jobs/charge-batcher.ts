@@ -1,0 +1,304 @@
+/**
+ * The charge step of invoices__collect for many invoices at once. Jobs stay
+ * one per invoice (job keys, retries, sweeps unchanged); each job hands its
+ * invoice to this process's ChargeBatcher and waits for its own outcome. The
+ * invoices handed over while the previous batches are busy travel together:
+ *
+ *   begin_payments(ids)           one statement, one commit: every attempt and
+ *                                 its deterministic key committed, the
+ *                                 payments' advisory locks taken on this
+ *                                 batch's connection
+ *   adapter.chargeSaved × n       concurrently (bounded), each with its key
+ *   apply_payment_results(json)   one statement, one commit
+ *   unlock_payments(ids)          then the connection goes back to the pool
+ *
+ * Every rule stays in SQL, per invoice (db/migrations/current/300-*.sql);
+ * what a job sees is what the one-invoice task did: an invoice with nothing
+ * to charge, an attempt in flight elsewhere or a payment busy in another
+ * process completes the job; an error for that invoice fails that job alone
+ * (Graphile Worker retries it; a pending attempt is then re-sent with its
+ * key, invariant 3). Provider answers that are not answers (timeouts,
+ * refused connections, 5xx) take the one-payment path of before
+ * (invariant 8). A worker killed mid-batch leaves pending attempts with
+ * their keys committed: the jobs run again and re-send them, or
+ * reconciliation settles them; the locks die with the connection.
+ *
+ * At low volume a batch is one invoice and nothing waits: a batch starts as
+ * soon as fewer than `maxInFlight` are running.
+ */
+import type pg from 'pg';
+import type { Logger } from '../lib/logger.ts';
+import { applyPaymentResult, applyTransportFailure, failureCategory } from '../lib/payment-outcomes.ts';
+import type { ProviderRegistry } from '../providers/registry.ts';
+import type { PaymentResult, ProviderCall, ProviderName } from '../providers/types.ts';
+
+interface BeginRow {
+  invoice_id: string;
+  outcome: 'begun' | 'resend' | 'in_flight' | 'settled' | 'nothing' | 'error';
+  error_code: string | null;
+  error_message: string | null;
+  payment_id: string | null;
+  locked: boolean;
+  provider: ProviderName | null;
+  idempotency_key: string | null;
+  amount_minor: string | null;
+  currency: string | null;
+  customer_id: string | null;
+  provider_token: string | null;
+  invoice_number: string | null;
+  description: string | null;
+}
+
+interface AppliedRow {
+  payment_id: string;
+  previous_status: string | null;
+  status: string | null;
+  outcome: string;
+  error_code: string | null;
+  error_message: string | null;
+}
+
+interface Waiting {
+  invoiceId: string;
+  log: Logger;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+export interface ChargeBatcherOptions {
+  pool: pg.Pool;
+  providers: ProviderRegistry;
+  logger: Logger;
+  /** Invoices per batch. */
+  maxBatch?: number;
+  /** Batches under way at once (each holds one connection while its requests are on the wire). */
+  maxInFlight?: number;
+  /** Provider requests on the wire at once, across batches. */
+  maxRequests?: number;
+}
+
+/** One payment's answer as the element apply_payment_results takes (the JSON form of applyPaymentResult's arguments). */
+export function resultElement(paymentId: string, result: PaymentResult): Record<string, unknown> {
+  const failed = result.status === 'failed';
+  const method =
+    result.status === 'succeeded' && result.paymentMethod
+      ? {
+          token: result.paymentMethod.token,
+          brand: result.paymentMethod.brand,
+          last4: result.paymentMethod.last4,
+          exp_month: result.paymentMethod.expMonth,
+          exp_year: result.paymentMethod.expYear,
+        }
+      : null;
+  return {
+    payment_id: paymentId,
+    outcome: result.status,
+    provider_payment_id: result.providerPaymentId,
+    amount_minor: result.amount.amountMinor.toString(),
+    currency: result.amount.currency,
+    failure_category: failed ? failureCategory(result) : null,
+    failure_code: failed ? (result.failure?.code ?? 'unspecified') : null,
+    failure_message: failed ? (result.failure?.message ?? null) : null,
+    method,
+    action_url: result.status === 'requires_action' ? result.actionUrl : null,
+  };
+}
+
+class InvoiceError extends Error {
+  constructor(invoiceId: string, code: string | null, message: string | null) {
+    super(`invoice ${invoiceId}: ${code ?? 'error'}${message ? ` (${message})` : ''}`);
+    this.name = 'InvoiceError';
+  }
+}
+
+export class ChargeBatcher {
+  private queue: Waiting[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+  private requests = 0;
+  private waitingForRequest: Array<() => void> = [];
+  private readonly maxBatch: number;
+  private readonly maxInFlight: number;
+  private readonly maxRequests: number;
+
+  constructor(private readonly options: ChargeBatcherOptions) {
+    this.maxBatch = options.maxBatch ?? 200;
+    this.maxInFlight = options.maxInFlight ?? 4;
+    this.maxRequests = options.maxRequests ?? 64;
+  }
+
+  /** Charges the invoice's open amount (as invoices__collect always did); resolves when its outcome is recorded. */
+  collect(invoiceId: string, log: Logger): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ invoiceId, log, resolve, reject });
+      if (!this.scheduled) {
+        // Jobs handed out together (one local-queue fetch) arrive within a tick: let them share a batch.
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          this.pump();
+        });
+      }
+    });
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      this.inFlight++;
+      void this.run(batch).finally(() => {
+        this.inFlight--;
+        this.pump();
+      });
+    }
+  }
+
+  private async slot<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.requests >= this.maxRequests) await new Promise<void>((resolve) => this.waitingForRequest.push(resolve));
+    this.requests++;
+    try {
+      return await fn();
+    } finally {
+      this.requests--;
+      this.waitingForRequest.shift()?.();
+    }
+  }
+
+  private async run(batch: Waiting[]): Promise<void> {
+    const pending = new Map<string, Waiting[]>();
+    for (const waiting of batch) pending.set(waiting.invoiceId, [...(pending.get(waiting.invoiceId) ?? []), waiting]);
+    const settle = (invoiceId: string, error?: unknown) => {
+      for (const waiting of pending.get(invoiceId) ?? []) (error === undefined ? waiting.resolve() : waiting.reject(error));
+      pending.delete(invoiceId);
+    };
+    let client: pg.PoolClient | null = null;
+    let locked: string[] = [];
+    let lockError: unknown;
+    try {
+      client = await this.options.pool.connect();
+      const { rows } = await client.query<BeginRow>('select * from app_private.begin_payments($1::uuid[])', [[...pending.keys()]]);
+      locked = rows.filter((r) => (r.outcome === 'begun' || r.outcome === 'resend') && r.locked).map((r) => r.payment_id!);
+      const toCharge: BeginRow[] = [];
+      for (const row of rows) {
+        const log = pending.get(row.invoice_id)?.[0]?.log ?? this.options.logger;
+        switch (row.outcome) {
+          case 'begun':
+          case 'resend':
+            if (!row.locked) {
+              log.info({ paymentId: row.payment_id }, 'payment busy in another process; leaving it');
+              settle(row.invoice_id);
+            } else {
+              if (row.outcome === 'resend') log.warn({ paymentId: row.payment_id }, 're-sending an unanswered charge with its key');
+              toCharge.push(row);
+            }
+            break;
+          case 'error':
+            settle(row.invoice_id, new InvoiceError(row.invoice_id, row.error_code, row.error_message));
+            break;
+          default:
+            log.debug({ outcome: row.outcome, code: row.error_code, paymentId: row.payment_id }, 'nothing to charge');
+            settle(row.invoice_id);
+        }
+      }
+
+      // The provider calls, each with its attempt's key.
+      const answers = await Promise.all(
+        toCharge.map(async (row): Promise<{ row: BeginRow; answer: ProviderCall<PaymentResult> | null; thrown?: unknown }> => {
+          const adapter = this.options.providers.get(row.provider!);
+          if (!adapter) return { row, answer: null, thrown: new Error(`provider ${row.provider} of payment ${row.payment_id} is not configured in this process`) };
+          if (!row.provider_token) return { row, answer: null };
+          try {
+            const answer = await this.slot(() =>
+              adapter.chargeSaved({
+                idempotencyKey: row.idempotency_key!,
+                amount: { amountMinor: BigInt(row.amount_minor!), currency: row.currency! },
+                paymentMethodToken: row.provider_token!,
+                description: row.description!,
+                customerReference: row.customer_id!,
+                metadata: { invoice_number: row.invoice_number! },
+              }),
+            );
+            return { row, answer };
+          } catch (thrown) {
+            return { row, answer: null, thrown };
+          }
+        }),
+      );
+
+      // Answers in one statement; the rest (no answer, misuse) one by one as before.
+      const elements: Record<string, unknown>[] = [];
+      const byPayment = new Map<string, BeginRow>();
+      const unanswered: Array<{ row: BeginRow; answer: Extract<ProviderCall<PaymentResult>, { ok: false }> }> = [];
+      for (const { row, answer, thrown } of answers) {
+        if (thrown !== undefined) {
+          settle(row.invoice_id, thrown);
+        } else if (answer === null) {
+          // The saved method was deleted: it can never be charged again; ask the customer for a new card.
+          elements.push({ payment_id: row.payment_id, outcome: 'failed', failure_category: 'hard_decline', failure_code: 'payment_method_missing', failure_message: 'the payment method was removed' });
+          byPayment.set(row.payment_id!, row);
+        } else if (answer.ok) {
+          elements.push(resultElement(row.payment_id!, answer.value));
+          byPayment.set(row.payment_id!, row);
+        } else {
+          unanswered.push({ row, answer });
+        }
+      }
+      if (elements.length > 0) {
+        const { rows: applied } = await client.query<AppliedRow>('select * from app_private.apply_payment_results($1::jsonb)', [JSON.stringify(elements)]);
+        let succeeded = 0;
+        let failed = 0;
+        for (const result of applied) {
+          const row = byPayment.get(result.payment_id)!;
+          if (result.outcome === 'error') {
+            settle(row.invoice_id, new InvoiceError(row.invoice_id, result.error_code, result.error_message));
+            continue;
+          }
+          if (result.status === 'succeeded') succeeded++;
+          if (result.status === 'failed') failed++;
+          pending.get(row.invoice_id)?.[0]?.log.debug({ paymentId: row.payment_id, provider: row.provider, status: result.status }, 'charge answered');
+          settle(row.invoice_id);
+        }
+        this.options.logger.info({ charges: applied.length, succeeded, failed, batch: batch.length }, 'charges answered');
+      }
+      for (const { row, answer } of unanswered) {
+        try {
+          await this.unanswered(client, row, answer.failure, pending.get(row.invoice_id)?.[0]?.log ?? this.options.logger);
+          settle(row.invoice_id);
+        } catch (error) {
+          settle(row.invoice_id, error);
+        }
+      }
+    } catch (error) {
+      for (const invoiceId of [...pending.keys()]) settle(invoiceId, error);
+    } finally {
+      if (client) {
+        if (locked.length > 0) {
+          await client.query('select app_private.unlock_payments($1::uuid[])', [locked]).catch((error: unknown) => {
+            lockError = error;
+          });
+        }
+        // A connection that could not release its locks is closed: they die with it.
+        client.release(lockError instanceof Error ? lockError : undefined);
+      }
+    }
+  }
+
+  /** The provider did not answer (see invoices__collect): a 5xx is looked up by key first; a timeout stays unknown (invariant 8). */
+  private async unanswered(client: pg.PoolClient, row: BeginRow, failure: Extract<ProviderCall<PaymentResult>, { ok: false }>['failure'], log: Logger): Promise<void> {
+    const adapter = this.options.providers.get(row.provider!)!;
+    if (failure.class === 'gateway_error' && /^http_5/.test(failure.code)) {
+      // A 5xx may have been processed: ask before failing the attempt (invariant 8).
+      const lookup = await adapter.retrieve({ idempotencyKey: row.idempotency_key!, createdAfter: new Date(Date.now() - 3600_000) });
+      if (lookup.ok && lookup.value) {
+        await applyPaymentResult(client, row.payment_id!, lookup.value);
+        return;
+      }
+      const certain = lookup.ok && adapter.capabilities.retrieveByKey !== 'search_eventually_consistent';
+      await applyTransportFailure(client, row.payment_id!, certain ? failure : { ...failure, class: 'unknown' });
+      log.warn({ paymentId: row.payment_id, provider: row.provider, failure: failure.code, settled: certain }, 'provider error while charging');
+      return;
+    }
+    await applyTransportFailure(client, row.payment_id!, failure);
+    log.warn({ paymentId: row.payment_id, provider: row.provider, failure: failure.code, class: failure.class }, 'provider did not answer the charge');
+  }
+}
