@@ -218,6 +218,12 @@ try {
   await seed(db);
   await installMarks(db);
   const seededIn = Date.now() - seedStarted;
+  if (process.env.BENCH_SEED_ONLY === '1') {
+    // For looking at the SQL by hand: the seeded database is kept (drop it yourself).
+    process.stdout.write(`seeded ${databaseUrl} (kept)\n`);
+    await db.end();
+    process.exit(0);
+  }
 
   const server = await child(
     ['--import', 'tsx', 'bench/webhooks-server.ts'],
@@ -250,6 +256,29 @@ try {
   worker = started_;
   const workerSettings = JSON.parse(started_.firstLine) as { concurrency?: number; localQueue?: number; poolSize?: number };
 
+  // PostgreSQL's share: the backends serving this database (pools are warm: they stay for the run), read from /proc.
+  const backends = async () =>
+    (await db.query<{ pid: number }>(`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`)).rows.map((r) => r.pid);
+  const backendCpu = new Map<number, number>();
+  for (const pid of await backends()) backendCpu.set(pid, cpuMs(pid));
+  // Optional poor man's profile of the database: what the backends are doing, sampled.
+  const samples = new Map<string, number>();
+  let sampling = process.env.BENCH_SAMPLE === '1';
+  const sampler = (async () => {
+    const probe = new pg.Client({ connectionString: databaseUrl });
+    if (!sampling) return;
+    await probe.connect();
+    while (sampling) {
+      const { rows } = await probe.query<{ what: string }>(
+        `select coalesce(wait_event_type || ':' || wait_event, 'cpu') || ' | ' || regexp_replace(left(query, 70), '\\s+', ' ', 'g') as what
+         from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and state = 'active'`,
+      );
+      for (const r of rows) samples.set(r.what, (samples.get(r.what) ?? 0) + 1);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await probe.end();
+  })();
+
   // The subscriptions fall due: the billing clock moves past DUE and the renewal cron runs now.
   const workerCpu0 = cpuMs(worker.process.pid);
   const apiCpu0 = cpuMs(server.process.pid);
@@ -270,11 +299,19 @@ try {
     }
   }
   const wall = Date.now() - started;
+  sampling = false;
+  await sampler;
+  let pgCpu = 0;
+  for (const pid of await backends()) {
+    const now = cpuMs(pid);
+    if (Number.isFinite(now)) pgCpu += now - (backendCpu.get(pid) ?? 0);
+  }
   const workerCpu = cpuMs(worker.process.pid) - workerCpu0;
   const apiCpu = cpuMs(server.process.pid) - apiCpu0;
 
-  const { rows: span } = await db.query<{ first: Date; last: Date }>(
-    `select min(at) filter (where kind = 'invoice') as first, max(at) filter (where kind = 'answered') as last from public.bench_marks`,
+  const { rows: span } = await db.query<{ first: Date; last: Date; last_invoice: Date }>(
+    `select min(at) filter (where kind = 'invoice') as first, max(at) filter (where kind = 'answered') as last,
+            max(at) filter (where kind = 'invoice') as last_invoice from public.bench_marks`,
   );
   const seconds = (span[0]!.last.getTime() - span[0]!.first.getTime()) / 1000;
   const { rows: latencies } = await db.query<{ to_charge: number; from_due: number }>(
@@ -314,9 +351,13 @@ try {
       `renewals/s: ${rate.toFixed(0)} (${seconds.toFixed(1)} s from the first invoice to the last answer recorded${tps ? `; ${(rate / tps).toFixed(3)}× pgbench TPS` : ''})`,
       `time to charge (invoice inserted → answer recorded): p50 ${ms(percentile(toCharge, 50))} · p99 ${ms(percentile(toCharge, 99))} · max ${ms(toCharge.at(-1) ?? NaN)}`,
       `time from due (renewal run queued → answer recorded): p50 ${ms(percentile(fromDue, 50))} · p99 ${ms(percentile(fromDue, 99))}`,
-      `CPU during the run: worker ${(workerCpu / wall).toFixed(2)} cores (${(workerCpu / renewals).toFixed(2)} ms per renewal), API + sandbox ${(apiCpu / wall).toFixed(2)} cores; wall ${(wall / 1000).toFixed(1)} s`,
+      `invoicing alone: ${renewals} invoices in ${((span[0]!.last_invoice.getTime() - span[0]!.first.getTime()) / 1000).toFixed(1)} s`,
+      `CPU per renewal: worker ${(workerCpu / renewals).toFixed(2)} ms, API + sandbox ${(apiCpu / renewals).toFixed(2)} ms, PostgreSQL backends ${(pgCpu / renewals).toFixed(2)} ms (cores busy: ${(workerCpu / wall).toFixed(2)}, ${(apiCpu / wall).toFixed(2)}, ${(pgCpu / wall).toFixed(2)}); wall ${(wall / 1000).toFixed(1)} s`,
       `checks: invoices ${c.invoices} · succeeded ${c.succeeded} (ledger charges ${c.ledger_charges}, double charges ${c.double_charges}) · failed ${c.failed} (gateway errors ${c.gateway_errors}) · in flight ${c.in_flight} · events payment.succeeded ${c.succeeded_events}, subscription.renewed ${c.renewed_events} · past_due ${c.past_due} · canceled ${c.canceled} · webhooks processed ${c.webhooks_processed}/${c.webhooks_received} at the end`,
       `payments by outcome: ${codes.map((r) => `${r.code} ${r.n}`).join(' · ')}`,
+      ...(samples.size
+        ? ['database samples (wait event | query):', ...[...samples].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([what, n]) => `  ${String(n).padStart(6)}  ${what}`)]
+        : []),
       '',
     ].join('\n'),
   );

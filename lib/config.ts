@@ -49,9 +49,9 @@ export const configSchema = z.object({
   /** `on` runs Graphile Worker inside the API process; `off` when `npm run worker` runs it. */
   WORKER: z.enum(['on', 'off']).default('on'),
   /** Jobs run at once by one worker process. Charges wait on the provider, not the CPU: many in flight let them share batches. */
-  WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(5),
+  WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(50),
   /** Jobs fetched (and locked) per query into the worker's local queue; 0 or 1: one query per job. */
-  WORKER_LOCAL_QUEUE_SIZE: z.coerce.number().int().min(0).max(5000).default(0),
+  WORKER_LOCAL_QUEUE_SIZE: z.coerce.number().int().min(0).max(5000).default(50),
 
   ADMIN_EMAIL: z.email().default('admin@example.com'),
   ADMIN_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),

@@ -1,6 +1,7 @@
 /**
  * Cron, every minute: renewals, then the collection sweep.
- *   1. app_private.renew_due(batch), repeated while it finds work (bounded):
+ *   1. app_private.renew_due(batch), repeated while it finds work, for at
+ *      most RENEW_BUDGET_MS (the next minute's run takes over from there):
  *      invoices the next period of subscriptions whose period ended (or ends
  *      those canceled at period end); finalising an invoice queues its
  *      invoices__collect charge in the same transaction. Safe to run twice
@@ -12,11 +13,13 @@
  */
 import type { BillingTask } from '../context.ts';
 
-const MAX_ROUNDS = 50;
+/** A run stops invoicing after this long; the cron comes back a minute later (a day's renewals at 100/s take hours, not one job). */
+const RENEW_BUDGET_MS = 45_000;
 
 const task: BillingTask = async (_payload, helpers, context) => {
   let invoiced = 0;
-  for (let round = 0; round < MAX_ROUNDS; round++) {
+  const started = Date.now();
+  while (Date.now() - started < RENEW_BUDGET_MS) {
     const { rowCount } = await helpers.query('select id from app_private.renew_due($1)', [context.batchSize]);
     invoiced += rowCount ?? 0;
     if (!rowCount) break;

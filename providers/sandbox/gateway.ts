@@ -137,10 +137,18 @@ const paymentSelect = `
   select p.*, m.brand as pm_brand, m.last4 as pm_last4, m.exp_month as pm_exp_month, m.exp_year as pm_exp_year
   from sandbox_gateway.payments p left join sandbox_gateway.payment_methods m on m.token = p.payment_method_token`;
 
+/**
+ * The gateway's own writes commit without waiting for the WAL flush: it is a
+ * test-money emulator sharing billing's database, and billing's own commits
+ * (synchronous) flush the WAL up to and past the gateway's. A crash of the
+ * database can lose only gateway writes that no billing commit has relied
+ * on yet — a charge billing then finds missing and retries under its next key,
+ * as with a provider that never received the request.
+ */
 async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   try {
-    await client.query('begin');
+    await client.query('begin; set local synchronous_commit = off');
     const result = await fn(client);
     await client.query('commit');
     return result;

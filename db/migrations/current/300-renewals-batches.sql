@@ -198,3 +198,247 @@ $$;
 comment on function app_private.unlock_payments(uuid[]) is
   E'Worker (charge batches): releases the payments'' advisory locks taken by begin_payments on this session.';
 grant execute on function app_private.unlock_payments(uuid[]) to :ROLE_WORKER;
+
+/*
+ * The hot path's helpers, made cheaper without changing what they do
+ * (measured with track_functions on 100 renewals: emit_event 0.10 ms a call,
+ * payment_method_for 0.18 ms, app_hidden.now 0.01 ms × 29 calls per renewal).
+ * SQL-language functions that are not inlined are parsed and planned again on
+ * every call (PostgreSQL < 18); in PL/pgSQL their statements' plans are
+ * cached for the session.
+ */
+create or replace function app_hidden.emit_event(tenant uuid, event_type text, subject_type text, subject_id uuid, data jsonb)
+  returns uuid
+  language plpgsql volatile
+as $$
+declare
+  event_id uuid;
+begin
+  insert into app_public.events (tenant_id, type, subject_type, subject_id, data, occurred_at)
+  values (emit_event.tenant, emit_event.event_type, emit_event.subject_type, emit_event.subject_id, emit_event.data, app_hidden.now(emit_event.tenant))
+  returning id into event_id;
+  return event_id;
+end;
+$$;
+comment on function app_hidden.emit_event(uuid, text, text, uuid, jsonb) is E'Writes one outbox event, stamped with the tenant''s clock.';
+
+create or replace function app_hidden.payment_method_for(inv app_public.invoices) returns app_public.payment_methods
+  language plpgsql stable
+as $$
+declare
+  chosen uuid;
+  pm app_public.payment_methods;
+begin
+  if inv.subscription_id is not null then
+    select s.payment_method_id into chosen from app_public.subscriptions s
+    where s.tenant_id = inv.tenant_id and s.id = inv.subscription_id;
+  end if;
+  if chosen is not null then
+    select * into pm from app_public.payment_methods m
+    where m.tenant_id = inv.tenant_id and m.customer_id = inv.customer_id and m.id = chosen;
+    if found then
+      return pm;
+    end if;
+  end if;
+  select * into pm from app_public.payment_methods m
+  where m.tenant_id = inv.tenant_id and m.customer_id = inv.customer_id and m.is_default;
+  return pm;
+end;
+$$;
+comment on function app_hidden.payment_method_for(app_public.invoices) is
+  E'The payment method a charge of this invoice uses: the subscription''s, else the customer''s default (fields null when there is none).';
+
+create or replace function app_hidden.now(for_tenant uuid default null) returns timestamptz
+  language plpgsql stable security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  tenant uuid := coalesce(for_tenant, app_hidden.current_tenant_id());
+begin
+  return coalesce(
+    (select c.frozen_at from app_private.test_clocks c
+     join app_public.tenants t on t.id = c.tenant_id and t.test_mode
+     where tenant is not null and c.tenant_id = tenant),
+    (select o.frozen_at from app_private.clock_override o),
+    pg_catalog.transaction_timestamp());
+end;
+$$;
+comment on function app_hidden.now(uuid) is
+  E'The one clock of billing: the test clock of a test-mode tenant (for_tenant, else the tenant claim), else the database-wide test override, else the transaction time.';
+
+/*
+ * Renewals invoice in batches with one add_jobs call (one NOTIFY) per batch
+ * instead of one add_job per invoice (0.19 ms each, measured): finalising an
+ * invoice may leave queueing its collection job to its caller.
+ * finalize_invoice(uuid) and create_period_invoice(…5 arguments) keep their
+ * behaviour (they queue at once) for every other caller.
+ */
+drop function if exists app_hidden.finalize_invoice(uuid, boolean) cascade;
+create function app_hidden.finalize_invoice(invoice uuid, queue_collection boolean) returns app_public.invoices
+  language plpgsql volatile
+as $$
+declare
+  inv app_public.invoices;
+  available bigint;
+  applied bigint;
+  at_ timestamptz;
+begin
+  select * into inv from app_public.invoices i where i.id = invoice for update;
+  if inv.status <> 'draft' then
+    return inv;
+  end if;
+  at_ := app_hidden.now(inv.tenant_id);
+  select b.balance_minor into available from app_public.customer_balances b
+  where b.tenant_id = inv.tenant_id and b.customer_id = inv.customer_id and b.currency = inv.currency
+  for update;
+  applied := least(coalesce(available, 0), inv.subtotal_minor);
+  if applied > 0 then
+    perform app_hidden.add_balance_transaction(inv.tenant_id, inv.customer_id, inv.currency, -applied,
+      'invoice_applied', inv.id, null, 'Applied to invoice ' || inv.number);
+  end if;
+  if inv.subtotal_minor - applied = 0 then
+    update app_public.invoices i set balance_applied_minor = applied, status = 'paid', finalized_at = at_, paid_at = at_,
+      next_attempt_at = null
+    where i.id = inv.id returning * into inv;
+    perform app_hidden.apply_invoice_paid(inv);
+  else
+    update app_public.invoices i set balance_applied_minor = applied, status = 'open', finalized_at = at_,
+      next_attempt_at = greatest(inv.due_at, at_)
+    where i.id = inv.id returning * into inv;
+    if queue_collection and (app_hidden.payment_method_for(inv)).id is not null then
+      perform app_hidden.enqueue_job('invoices__collect', json_build_object('invoice_id', inv.id),
+        'invoices__collect:' || inv.id, app_hidden.job_run_at(inv.tenant_id, inv.next_attempt_at));
+    end if;
+  end if;
+  return inv;
+end;
+$$;
+comment on function app_hidden.finalize_invoice(uuid, boolean) is
+  E'draft → paid (balance covers it) or open. Applies the customer balance first. An open invoice with a payment method gets its invoices__collect job here when queue_collection, else the caller queues it (renew_due: one add_jobs per batch).';
+
+create or replace function app_hidden.finalize_invoice(invoice uuid) returns app_public.invoices
+  language plpgsql volatile
+as $$
+begin
+  return app_hidden.finalize_invoice(invoice, true);
+end;
+$$;
+comment on function app_hidden.finalize_invoice(uuid) is
+  E'draft → paid (balance covers it) or open (queued for collection). Applies the customer balance first.';
+
+drop function if exists app_hidden.create_period_invoice(app_public.subscriptions, app_public.prices, timestamptz, timestamptz, text, boolean);
+create function app_hidden.create_period_invoice(
+  s app_public.subscriptions, price app_public.prices, period_start timestamptz, period_end timestamptz, reason text, queue_collection boolean
+) returns app_public.invoices
+  language plpgsql volatile
+as $$
+#variable_conflict use_column
+declare
+  inv app_public.invoices;
+  at_ timestamptz := app_hidden.now(s.tenant_id);
+  plan_name text;
+begin
+  if exists (select 1 from app_public.invoices i where i.tenant_id = s.tenant_id and i.subscription_id = s.id
+             and i.is_period and i.period_start = create_period_invoice.period_start) then
+    return null;
+  end if;
+  insert into app_public.invoices (tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
+    period_start, period_end, subtotal_minor, due_at, created_at)
+  values (s.tenant_id, s.customer_id, s.id, price.id, reason, app_hidden.next_invoice_number(s.tenant_id, at_), s.currency, 'draft',
+    create_period_invoice.period_start, create_period_invoice.period_end, price.amount_minor, create_period_invoice.period_start, at_)
+  on conflict (tenant_id, subscription_id, period_start) where is_period do nothing
+  returning * into inv;
+  if inv.id is null then
+    return null;
+  end if;
+  select p.name into plan_name from app_public.plans p where p.tenant_id = price.tenant_id and p.id = price.plan_id;
+  insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
+    price_id, period_start, period_end, created_at)
+  values (s.tenant_id, inv.id, s.customer_id, format('%s (%sly)', plan_name, price.interval), 1, price.amount_minor, price.amount_minor,
+    price.id, create_period_invoice.period_start, create_period_invoice.period_end, at_);
+  return app_hidden.finalize_invoice(inv.id, queue_collection);
+end;
+$$;
+comment on function app_hidden.create_period_invoice(app_public.subscriptions, app_public.prices, timestamptz, timestamptz, text, boolean) is
+  E'Invoices one period of a subscription (null if that period is already invoiced) and finalises it; queue_collection as in finalize_invoice.';
+
+create or replace function app_hidden.create_period_invoice(
+  s app_public.subscriptions, price app_public.prices, period_start timestamptz, period_end timestamptz, reason text
+) returns app_public.invoices
+  language plpgsql volatile
+as $$
+begin
+  return app_hidden.create_period_invoice(s, price, period_start, period_end, reason, true);
+end;
+$$;
+comment on function app_hidden.create_period_invoice(app_public.subscriptions, app_public.prices, timestamptz, timestamptz, text) is
+  E'Invoices one period of a subscription (null if that period is already invoiced) and finalises it.';
+
+/*
+ * renew_due, as before (same selection, locks, period rules, one invoice per
+ * period), with two costs removed:
+ *   - the tenant clock is read per candidate row only for tenants that have
+ *     a test clock (app_hidden.now costs a query; the candidate scan passes
+ *     over every subscription whose renewal is still being charged);
+ *   - the batch's invoices__collect jobs are queued by one add_jobs call.
+ */
+create or replace function app_private.renew_due(batch_size int default 100) returns setof app_public.invoices
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  s app_public.subscriptions;
+  real_now timestamptz := app_hidden.now(null);
+  clocked uuid[] := array(select c.tenant_id from app_private.test_clocks c);
+  horizon timestamptz;
+  price app_public.prices;
+  old_interval text;
+  anchor timestamptz;
+  tz text;
+  inv app_public.invoices;
+  jobs graphile_worker.job_spec[] := '{}';
+begin
+  -- Test clocks may run ahead of real time: look that far, then filter by each tenant's own clock.
+  horizon := greatest(real_now, coalesce((select max(c.frozen_at) from app_private.test_clocks c), real_now));
+  for s in
+    select sub.* from app_public.subscriptions sub
+    where sub.status in ('active', 'trialing')
+      and sub.current_period_end <= horizon
+      and case when sub.tenant_id = any(clocked) then sub.current_period_end <= app_hidden.now(sub.tenant_id)
+               else sub.current_period_end <= real_now end
+      and not exists (
+        select 1 from app_public.invoices i
+        where i.tenant_id = sub.tenant_id and i.subscription_id = sub.id and i.is_period and i.status in ('draft', 'open'))
+    order by sub.current_period_end
+    limit batch_size
+    for update of sub skip locked
+  loop
+    if s.cancel_at_period_end then
+      perform app_hidden.cancel_now(s, 'period_end', s.current_period_end);
+      continue;
+    end if;
+    select t.time_zone into tz from app_public.tenants t where t.id = s.tenant_id;
+    select p.interval into old_interval from app_public.prices p where p.tenant_id = s.tenant_id and p.id = s.price_id;
+    select * into price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = coalesce(s.pending_price_id, s.price_id);
+    anchor := case when price.interval = old_interval and s.status <> 'trialing' then s.billing_anchor else s.current_period_end end;
+    if s.pending_price_id is not null or anchor <> s.billing_anchor then
+      update app_public.subscriptions x set price_id = price.id, pending_price_id = null, billing_anchor = anchor
+      where x.id = s.id returning * into s;
+    end if;
+    inv := app_hidden.create_period_invoice(s, price, s.current_period_end,
+      app_hidden.next_period_end(anchor, price.interval, tz, s.current_period_end), 'subscription_cycle', false);
+    if inv.id is not null then
+      if inv.status = 'open' and (app_hidden.payment_method_for(inv)).id is not null then
+        jobs := jobs || row('invoices__collect', json_build_object('invoice_id', inv.id), null,
+          app_hidden.job_run_at(inv.tenant_id, inv.next_attempt_at), null, 'invoices__collect:' || inv.id, null, null)::graphile_worker.job_spec;
+      end if;
+      return next inv;
+    end if;
+  end loop;
+  if cardinality(jobs) > 0 then
+    perform graphile_worker.add_jobs(jobs);
+  end if;
+end;
+$$;
+comment on function app_private.renew_due(int) is
+  E'Worker cron: invoices the next period of up to batch_size subscriptions whose period ended (or ends those canceled at period end), and queues their charges (one add_jobs call). Idempotent and safe to run concurrently: one invoice per period.';
