@@ -442,3 +442,96 @@ end;
 $$;
 comment on function app_private.renew_due(int) is
   E'Worker cron: invoices the next period of up to batch_size subscriptions whose period ended (or ends those canceled at period end), and queues their charges (one add_jobs call). Idempotent and safe to run concurrently: one invoice per period.';
+
+/*
+ * record_payment_result as before, with the provider's payment id written in
+ * the same row version as the move to processing (one payments update less
+ * per charge; the payment.processing event carried the id before too).
+ */
+create or replace function app_private.record_payment_result(
+  payment_id uuid, outcome text, provider_payment_id text default null,
+  failure_category text default null, failure_code text default null, failure_message text default null
+) returns app_public.payments
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  pay app_public.payments;
+  inv app_public.invoices;
+  sub_id uuid;
+  at_ timestamptz;
+begin
+  if outcome is null or outcome not in ('processing', 'requires_action', 'succeeded', 'failed', 'canceled', 'unknown') then
+    perform app_hidden.raise_error('INVALID_OUTCOME', format('unknown payment outcome %s', outcome), 'AB400');
+  end if;
+  if outcome = 'failed' and (failure_category is null or failure_category not in ('soft_decline', 'hard_decline', 'gateway_error')) then
+    perform app_hidden.raise_error('INVALID_INPUT', 'a failed payment needs failure_category soft_decline, hard_decline or gateway_error', 'AB400');
+  end if;
+  select * into pay from app_public.payments p where p.id = record_payment_result.payment_id;
+  if not found then
+    perform app_hidden.raise_error('PAYMENT_NOT_FOUND', format('payment %s not found', record_payment_result.payment_id), 'AB404');
+  end if;
+  -- Lock order: subscription, invoice, payment.
+  select i.subscription_id into sub_id from app_public.invoices i where i.tenant_id = pay.tenant_id and i.id = pay.invoice_id;
+  if sub_id is not null then
+    perform 1 from app_public.subscriptions x where x.tenant_id = pay.tenant_id and x.id = sub_id for update;
+  end if;
+  select * into inv from app_public.invoices i where i.tenant_id = pay.tenant_id and i.id = pay.invoice_id for update;
+  select * into pay from app_public.payments p where p.id = record_payment_result.payment_id for update;
+
+  -- Invariant 5: a final payment never moves again; late or repeated results are ignored.
+  if pay.status in ('succeeded', 'failed', 'canceled') then
+    return pay;
+  end if;
+  at_ := app_hidden.now(pay.tenant_id);
+  -- The provider's id and the move to processing in one row version (each version costs every index of payments).
+  if (record_payment_result.provider_payment_id is not null and pay.provider_payment_id is null)
+     or (outcome in ('processing', 'unknown', 'succeeded') and pay.status in ('pending', 'requires_action')) then
+    update app_public.payments p
+    set provider_payment_id = coalesce(p.provider_payment_id, record_payment_result.provider_payment_id),
+        status = case when outcome in ('processing', 'unknown', 'succeeded') and p.status in ('pending', 'requires_action')
+                      then 'processing' else p.status end
+    where p.id = pay.id returning * into pay;
+  end if;
+
+  if outcome = 'unknown' then
+    update app_public.payments p set outcome_unknown_since = coalesce(p.outcome_unknown_since, at_) where p.id = pay.id returning * into pay;
+    perform app_hidden.enqueue_job('payments__reconcile', json_build_object('payment_id', pay.id),
+      'payments__reconcile:' || pay.id, app_hidden.job_run_at(pay.tenant_id, at_ + interval '5 minutes'));
+  elsif outcome = 'requires_action' then
+    if pay.status = 'pending' then
+      update app_public.payments p set status = 'requires_action' where p.id = pay.id returning * into pay;
+    end if;
+  elsif outcome = 'canceled' then
+    if pay.status in ('pending', 'requires_action') then
+      update app_public.payments p set status = 'canceled' where p.id = pay.id returning * into pay;
+      update app_public.invoices i set next_attempt_at = at_ where i.id = inv.id and i.status = 'open';
+    end if;
+  elsif outcome = 'succeeded' then
+    update app_public.payments p set status = 'succeeded', succeeded_at = at_, outcome_unknown_since = null
+    where p.id = pay.id returning * into pay;
+    if inv.status in ('open', 'uncollectible') then
+      update app_public.invoices i
+      set status = 'paid', paid_at = at_, amount_paid_minor = amount_paid_minor + pay.amount_minor,
+          attempt_count = attempt_count + 1, next_attempt_at = null
+      where i.id = inv.id returning * into inv;
+      perform app_hidden.apply_invoice_paid(inv);
+    else
+      -- Money arrived for an invoice that was voided meanwhile: keep it visible for a refund.
+      update app_public.invoices i set amount_paid_minor = amount_paid_minor + pay.amount_minor where i.id = inv.id;
+      perform app_hidden.emit_event(pay.tenant_id, 'payment.needs_review', 'payment', pay.id,
+        jsonb_build_object('payment_id', pay.id, 'invoice_id', inv.id, 'invoice_status', inv.status));
+    end if;
+  elsif outcome = 'failed' then
+    update app_public.payments p
+    set status = 'failed', failed_at = at_, outcome_unknown_since = null,
+        failure_category = record_payment_result.failure_category, failure_code = record_payment_result.failure_code,
+        failure_message = record_payment_result.failure_message
+    where p.id = pay.id returning * into pay;
+    perform app_hidden.after_payment_failure(inv.id, record_payment_result.failure_category);
+  end if;
+  return pay;
+end;
+$$;
+comment on function app_private.record_payment_result(uuid, text, text, text, text, text) is
+  E'Worker: applies a provider result (processing, requires_action, succeeded, failed, canceled, unknown). Success pays the invoice and advances the period; failure runs dunning. Results for a final payment are ignored, so replays have no effect.';
