@@ -235,7 +235,8 @@ try {
       DB_POOL_SIZE: process.env.BENCH_API_POOL_SIZE ?? '20',
       ...(webhooks ? {} : { SANDBOX_WEBHOOK_URL: 'http://127.0.0.1:9/discard' }),
     },
-    (line) => line.startsWith('{'),
+    // The API logs JSON too (warnings): the line that names the URL, not the first JSON line.
+    (line) => line.startsWith('{"url"'),
   );
   api.push(server);
   const apiUrl = (JSON.parse(server.firstLine) as { url: string }).url;
