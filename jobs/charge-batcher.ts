@@ -268,6 +268,8 @@ export class ChargeBatcher {
           settle(row.invoice_id, error);
         }
       }
+      // Every invoice has its row; one that had none would otherwise wait for ever.
+      for (const invoiceId of [...pending.keys()]) settle(invoiceId, new InvoiceError(invoiceId, 'NO_OUTCOME', 'begin_payments returned no row for it'));
     } catch (error) {
       for (const invoiceId of [...pending.keys()]) settle(invoiceId, error);
     } finally {

@@ -5,7 +5,11 @@
  *      invoices the next period of subscriptions whose period ended (or ends
  *      those canceled at period end); finalising an invoice queues its
  *      invoices__collect charge in the same transaction. Safe to run twice
- *      or concurrently: one invoice per period (invariant 3).
+ *      or concurrently: one invoice per period (invariant 3). It invoices at
+ *      most RENEW_AHEAD charges ahead of the workers: renew_due's scan passes
+ *      over every subscription whose renewal invoice is still waiting for its
+ *      charge (about 10 µs each), so racing ahead of the charges by 50,000
+ *      would make each batch cost seconds.
  *   2. app_private.invoices_due_for_collection(batch): open invoices whose
  *      next attempt is due on their tenant's clock (dunning retries, gateway
  *      backoff, test clocks moved forward, jobs lost with a database restore)
@@ -13,13 +17,23 @@
  */
 import type { BillingTask } from '../context.ts';
 
-/** A run stops invoicing after this long; the cron comes back a minute later (a day's renewals at 100/s take hours, not one job). */
+/** A run stops invoicing after this long; the next minute's run takes over. */
 const RENEW_BUDGET_MS = 45_000;
+/** Charges queued and not yet done (jobs of a worker that died long ago aside) above which invoicing waits for them. */
+const RENEW_AHEAD = 2_000;
 
 const task: BillingTask = async (_payload, helpers, context) => {
   let invoiced = 0;
   const started = Date.now();
   while (Date.now() - started < RENEW_BUDGET_MS) {
+    const { rows } = await helpers.query<{ n: number }>(
+      `select count(*)::int as n from graphile_worker.jobs
+       where task_identifier = 'invoices__collect' and run_at <= now() and (locked_at is null or locked_at > now() - interval '5 minutes')`,
+    );
+    if (rows[0]!.n > RENEW_AHEAD) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      continue;
+    }
     const { rowCount } = await helpers.query('select id from app_private.renew_due($1)', [context.batchSize]);
     invoiced += rowCount ?? 0;
     if (!rowCount) break;
