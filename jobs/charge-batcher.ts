@@ -34,7 +34,7 @@ import type { PaymentResult, ProviderCall, ProviderName } from '../providers/typ
 
 interface BeginRow {
   invoice_id: string;
-  outcome: 'begun' | 'resend' | 'in_flight' | 'settled' | 'nothing' | 'error';
+  outcome: 'begun' | 'resend' | 'in_flight' | 'settled' | 'not_due' | 'nothing' | 'error';
   error_code: string | null;
   error_message: string | null;
   payment_id: string | null;

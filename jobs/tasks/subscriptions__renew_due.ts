@@ -39,8 +39,11 @@ const task: BillingTask = async (_payload, helpers, context) => {
     if (!rowCount) break;
   }
   const { rowCount: queued } = await helpers.query(
+    // Not for an invoice whose job is already due (renewals just made, or waiting in a worker's local queue, where a
+    // replacement by key adds a second job instead); a job scheduled for later (real time) is moved to now as before.
     `select app_hidden.enqueue_job('invoices__collect', json_build_object('invoice_id', i.id), 'invoices__collect:' || i.id)
-     from app_private.invoices_due_for_collection($1) i`,
+     from app_private.invoices_due_for_collection($1) i
+     where not exists (select 1 from graphile_worker._private_jobs j where j.key = 'invoices__collect:' || i.id and j.run_at <= now())`,
     [context.batchSize],
   );
   if (invoiced || queued) context.logger.info({ invoiced, queued }, 'renewals invoiced, charges queued');

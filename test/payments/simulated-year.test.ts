@@ -47,7 +47,7 @@ const MINUTE = 60_000;
 const ZONES = ['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Tokyo'] as const;
 /** When customers subscribe (UTC), in order: anchors on the 15th, 29th, 30th, 31st, and 31st/1st depending on the zone. */
 const SIGN_UPS = ['2026-01-15T06:00:00.000Z', '2026-01-29T09:00:00.000Z', '2026-01-30T15:00:00.000Z', '2026-01-31T12:00:00.000Z', '2026-01-31T23:30:00.000Z', '2026-02-01T03:00:00.000Z'];
-const PER_SIGN_UP = 10; // per tenant and sign-up moment: 4 × 6 × 10 = 240 subscriptions
+const PER_SIGN_UP = 8; // per tenant and sign-up moment: 4 × 6 × 8 = 192 subscriptions
 const CARDS_GO_BAD = '2026-05-10T00:00:00.000Z';
 const END = '2027-02-12T00:00:00.000Z'; // a year after the last sign-up, plus the last dunning retries
 
@@ -247,6 +247,6 @@ describe('a simulated year of renewals', () => {
     assert.equal(outbox.renewed, outbox.paid_renewals);
     assert.equal(outbox.canceled_events, outbox.canceled);
     const renewals: Row[] = invoices.filter((i) => i.billing_reason === 'subscription_cycle');
-    assert.ok(renewals.length > 1500, `${renewals.length} renewals in the year`);
+    assert.ok(renewals.length > 1200, `${renewals.length} renewals in the year`);
   });
 });

@@ -77,6 +77,16 @@ begin
     provider_token := null;
     invoice_number := null;
     description := null;
+    -- A job for an attempt that is not due yet (a duplicate job left by a job-key replacement while the first
+    -- was locked in a worker's local queue) starts nothing: the attempt's own job or the sweep comes back for it.
+    if exists (select 1 from app_public.invoices i
+               where i.id = id_ and i.status = 'open' and i.next_attempt_at > app_hidden.now(i.tenant_id)
+                 and not exists (select 1 from app_public.payments p where p.tenant_id = i.tenant_id and p.invoice_id = i.id
+                                 and p.status in ('pending', 'requires_action', 'processing'))) then
+      outcome := 'not_due';
+      return next;
+      continue;
+    end if;
     begin
       pay := app_private.begin_payment(id_);
       outcome := 'begun';
@@ -125,7 +135,7 @@ begin
 end;
 $$;
 comment on function app_private.begin_payments(uuid[]) is
-  E'Worker (charge batches): app_private.begin_payment for each invoice, each in its own subtransaction, in invoice-id order. One row per invoice: outcome begun (a new attempt), resend (an off-session attempt left pending by a dead worker: send again with its key), in_flight (another attempt is under way or unknown: nothing to send), settled (finished meanwhile), nothing (not open, no method), error (the invoice''s job should fail and retry). For begun and resend: the payment''s advisory lock taken on this session (locked; false = another process holds it) and what the provider call needs, token included.';
+  E'Worker (charge batches): app_private.begin_payment for each invoice, each in its own subtransaction, in invoice-id order. One row per invoice: outcome begun (a new attempt), resend (an off-session attempt left pending by a dead worker: send again with its key), in_flight (another attempt is under way or unknown: nothing to send), settled (finished meanwhile), not_due (its next attempt is scheduled later: a stale duplicate job), nothing (not open, no method), error (the invoice''s job should fail and retry). For begun and resend: the payment''s advisory lock taken on this session (locked; false = another process holds it) and what the provider call needs, token included.';
 grant execute on function app_private.begin_payments(uuid[]) to :ROLE_WORKER;
 
 drop function if exists app_private.apply_payment_results(jsonb);
