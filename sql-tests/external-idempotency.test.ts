@@ -6,20 +6,12 @@
  * the SQL mutations' keys; header and argument must agree; expiry frees it.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
-import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import { createTenant, createWorld, errorOf, key, setClock } from './support/billing.ts';
+import { beforeEach, describe, test } from 'node:test';
+import { createTenant, createWorld, errorOf, fileDatabase, key, setClock } from './support/billing.ts';
 
-let db: TestDatabase;
+const db = fileDatabase({ clock: '2026-04-01T00:00:00Z' });
 let tenantId: string;
-before(async () => {
-  db = await createTestDatabase();
-});
-after(async () => {
-  await db?.drop();
-});
 beforeEach(async () => {
-  await setClock(db, '2026-04-01T00:00:00Z');
   tenantId = await createTenant(db);
 });
 
