@@ -5,8 +5,27 @@
  * files stay one small default export each (the file name is the task name).
  */
 import type { JobHelpers } from 'graphile-worker';
+import type { Config } from '../lib/config.ts';
 import type { Logger } from '../lib/logger.ts';
+import { createMailer, type Mailer } from '../lib/mailer.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
+
+/** What the outbox tasks (webhooks, e-mail) need: docs/webhooks.md, docs/notifications.md. */
+export interface OutboxSettings {
+  /** Timeout of one webhook request. */
+  webhookTimeoutMs: number;
+  /** Seconds to wait after each failed attempt; null: the schedule in SQL. */
+  webhookRetrySchedule: number[] | null;
+  mailer: Mailer;
+}
+
+export function outboxSettings(config: Config, logger: Logger): OutboxSettings {
+  return {
+    webhookTimeoutMs: config.WEBHOOK_TIMEOUT_MS,
+    webhookRetrySchedule: config.WEBHOOK_RETRY_SCHEDULE ?? null,
+    mailer: createMailer(config, logger.child({ component: 'mail' })),
+  };
+}
 
 export interface JobContext {
   providers: ProviderRegistry;
@@ -14,6 +33,7 @@ export interface JobContext {
   batchSize: number;
   /** Payments in flight this long are settled by asking their provider. */
   reconcileAfterMinutes: number;
+  outbox: OutboxSettings;
   logger: Logger;
 }
 

@@ -9,6 +9,7 @@ import { createLogger } from '../lib/logger.ts';
 import { createPool, resolveDatabase } from '../lib/database.ts';
 import { buildProviderRegistry } from '../providers/registry.ts';
 import { handleShutdownSignals } from '../server/signals.ts';
+import { outboxSettings } from './context.ts';
 import { startWorker } from './worker.ts';
 
 const config = loadConfig();
@@ -26,7 +27,12 @@ try {
     pool,
     logger,
     concurrency: config.WORKER_CONCURRENCY,
-    context: { providers: buildProviderRegistry(config, logger), batchSize: config.BILLING_BATCH_SIZE, reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES },
+    context: {
+      providers: buildProviderRegistry(config, logger),
+      batchSize: config.BILLING_BATCH_SIZE,
+      reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES,
+      outbox: outboxSettings(config, logger),
+    },
   });
   logger.info({ concurrency: config.WORKER_CONCURRENCY }, 'worker started');
   handleShutdownSignals(

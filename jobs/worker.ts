@@ -17,6 +17,7 @@ import { graphileLogger } from '../db/migrate.ts';
 import type { Logger } from '../lib/logger.ts';
 import { fromRoot } from '../lib/paths.ts';
 import type { BillingTask, JobContext } from './context.ts';
+import { startOutboxListener } from './outbox-listener.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -59,5 +60,18 @@ export async function startWorker({ pool, logger, concurrency, context }: Worker
     await runner.stop();
     throw error;
   }
+  // Outbox events leave at once (NOTIFY → events__dispatch), not at the next cron minute.
+  const listener = startOutboxListener({
+    pool,
+    logger: logger.child({ component: 'outbox' }),
+    dispatch: async () => {
+      await runner.addJob('events__dispatch', {}, { jobKey: 'events__dispatch' });
+    },
+  });
+  const stopRunner = runner.stop.bind(runner);
+  runner.stop = async () => {
+    await listener.stop();
+    await stopRunner();
+  };
   return runner;
 }

@@ -23,6 +23,7 @@ import { migrateDatabase } from '../db/migrate.ts';
 import { publicUrl, type Config } from '../lib/config.ts';
 import { createPool, resolveDatabase, type ResolvedDatabase } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
+import { outboxSettings } from '../jobs/context.ts';
 import { startWorker } from '../jobs/worker.ts';
 import { buildProviderRegistry, createConfiguredSandboxGateway, SANDBOX_MOUNT_PATH, type ProviderRegistry } from '../providers/registry.ts';
 import type { SandboxGateway } from '../providers/sandbox/gateway.ts';
@@ -202,7 +203,12 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
         pool: pool(database.urls.worker, 'worker'),
         logger,
         concurrency: config.WORKER_CONCURRENCY,
-        context: { providers, batchSize: config.BILLING_BATCH_SIZE, reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES },
+        context: {
+          providers,
+          batchSize: config.BILLING_BATCH_SIZE,
+          reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES,
+          outbox: outboxSettings(config, logger),
+        },
       });
     }
     return {
