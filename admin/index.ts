@@ -22,6 +22,9 @@ import { stripSecrets } from './features/strip-secrets.ts';
 import { auditLogResource } from './resources/audit-log.resource.ts';
 import { jobsResource, jobsSummary } from './resources/jobs.resource.ts';
 import { operatorsResource } from './resources/operators.resource.ts';
+import { sentEmailsResource } from './resources/sent-emails.resource.ts';
+import { webhookDeliveriesResource } from './resources/webhook-deliveries.resource.ts';
+import { webhookEndpointsResource } from './resources/webhook-endpoints.resource.ts';
 import type { ResourceContext } from './resources/context.ts';
 import { knexFor } from './table-resource.ts';
 
@@ -52,6 +55,9 @@ const RESOURCE_FACTORIES: Array<(context: ResourceContext) => Promise<ResourceWi
   operatorsResource,
   jobsResource,
   auditLogResource,
+  webhookEndpointsResource,
+  webhookDeliveriesResource,
+  sentEmailsResource,
 ];
 
 /**
@@ -203,8 +209,17 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
                 welcomeMessage: 'Operator console. Sign in with your operator e-mail and password.',
               },
             },
-            labels: { operators: 'Operators', jobs: 'Jobs', audit_log: 'Audit log', Platform: 'Platform' },
-            actions: { retryNow: 'Retry now', markCompleted: 'Mark completed' },
+            labels: {
+              operators: 'Operators',
+              jobs: 'Jobs',
+              audit_log: 'Audit log',
+              Platform: 'Platform',
+              webhook_endpoints: 'Webhook endpoints',
+              webhook_deliveries: 'Webhook deliveries',
+              sent_emails: 'E-mails',
+              Outbox: 'Outbox',
+            },
+            actions: { retryNow: 'Retry now', markCompleted: 'Mark completed', resend: 'Resend' },
           },
         },
       },

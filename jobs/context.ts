@@ -12,6 +12,8 @@ import type { ProviderRegistry } from '../providers/registry.ts';
 
 /** What the outbox tasks (webhooks, e-mail) need: docs/webhooks.md, docs/notifications.md. */
 export interface OutboxSettings {
+  /** How often each worker process checks the outbox for undispatched events (0: only the every-minute cron). */
+  pollMs: number;
   /** Timeout of one webhook request. */
   webhookTimeoutMs: number;
   /** Seconds to wait after each failed attempt; null: the schedule in SQL. */
@@ -21,6 +23,7 @@ export interface OutboxSettings {
 
 export function outboxSettings(config: Config, logger: Logger): OutboxSettings {
   return {
+    pollMs: config.OUTBOX_POLL_MS,
     webhookTimeoutMs: config.WEBHOOK_TIMEOUT_MS,
     webhookRetrySchedule: config.WEBHOOK_RETRY_SCHEDULE ?? null,
     mailer: createMailer(config, logger.child({ component: 'mail' })),

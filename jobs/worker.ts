@@ -17,7 +17,7 @@ import { graphileLogger } from '../db/migrate.ts';
 import type { Logger } from '../lib/logger.ts';
 import { fromRoot } from '../lib/paths.ts';
 import type { BillingTask, JobContext } from './context.ts';
-import { startOutboxListener } from './outbox-listener.ts';
+import { startOutboxPoller } from './outbox-poller.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -60,17 +60,18 @@ export async function startWorker({ pool, logger, concurrency, context }: Worker
     await runner.stop();
     throw error;
   }
-  // Outbox events leave at once (NOTIFY → events__dispatch), not at the next cron minute.
-  const listener = startOutboxListener({
+  // Outbox events leave within OUTBOX_POLL_MS, not at the next cron minute.
+  const poller = startOutboxPoller({
     pool,
     logger: logger.child({ component: 'outbox' }),
+    intervalMs: context.outbox.pollMs,
     dispatch: async () => {
       await runner.addJob('events__dispatch', {}, { jobKey: 'events__dispatch' });
     },
   });
   const stopRunner = runner.stop.bind(runner);
   runner.stop = async () => {
-    await listener.stop();
+    await poller.stop();
     await stopRunner();
   };
   return runner;

@@ -104,6 +104,8 @@ export const configSchema = z.object({
   /** A payment left pending/processing this long is settled by asking its provider (invariant 8). */
   RECONCILE_AFTER_MINUTES: z.coerce.number().int().min(1).max(1440).default(15),
 
+  /** How often (ms) each worker checks the outbox for undispatched events; 0: only the every-minute cron. */
+  OUTBOX_POLL_MS: z.coerce.number().int().min(0).max(60_000).default(250),
   /** Timeout of one outgoing webhook request (tenants' endpoints); no answer in time is a failed attempt. */
   WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(10_000),
   /**

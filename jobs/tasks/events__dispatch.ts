@@ -1,9 +1,8 @@
 /**
  * Drains the outbox: app_private.dispatch_events turns undispatched events
  * into events__deliver jobs, a batch per transaction, until a batch comes
- * back short. Started by the every-minute cron and, within milliseconds of a
- * commit, by the outbox listener (jobs/outbox-listener.ts, NOTIFY from
- * 220-outbox-dispatch.sql). Bounded: after MAX_BATCHES it queues itself again
+ * back short. Started by the every-minute cron and, within OUTBOX_POLL_MS of
+ * a commit, by the outbox poller (jobs/outbox-poller.ts). Bounded: after MAX_BATCHES it queues itself again
  * instead of holding a worker slot. Idempotent: dispatch_events claims events
  * with SKIP LOCKED and marks them dispatched in the same transaction.
  */

@@ -2,7 +2,7 @@
  * Outbox delivery, part 2: delivering events to webhook endpoints.
  *
  * Flow (jobs/tasks/, one task per file, each idempotent):
- *   events__dispatch (cron + NOTIFY, 220-…) → app_private.dispatch_events →
+ *   events__dispatch (cron + poller, 220-…) → app_private.dispatch_events →
  *   events__deliver (per event) → app_private.fan_out_webhooks: one delivery
  *   row per (event, matching enabled endpoint), unique, inserted with
  *   ON CONFLICT DO NOTHING, and in the same transaction one webhooks__deliver
