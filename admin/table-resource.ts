@@ -274,10 +274,13 @@ export class TableResource extends Resource {
     return Number((row as { count: string | number } | undefined)?.count ?? 0);
   }
 
-  override async find(
-    filter: Filter,
-    options: { limit?: number; offset?: number; sort?: { sortBy?: string; direction?: 'asc' | 'desc' } },
-  ): Promise<BaseRecord[]> {
+  /** Whether a filter on this column is narrowed to its parent's tenant (see TableSpec.tenantScopedFilters). */
+  tenantScoped(path: string): boolean {
+    return Object.hasOwn(this.#tenantScopedFilters, path);
+  }
+
+  /** The query `find` runs, for EXPLAIN in tests (test/console-billing.test.ts: every list and filter has an index). */
+  listQuery(filter: Filter | undefined, options: { limit?: number; offset?: number; sort?: { sortBy?: string; direction?: 'asc' | 'desc' } }) {
     const query = this.#filtered(filter).select(this.#columns);
     if (options.limit) query.limit(options.limit);
     if (options.offset) query.offset(options.offset);
@@ -286,7 +289,14 @@ export class TableResource extends Resource {
     if (sortBy && this.#columns.includes(sortBy) && this.property(sortBy)?.isSortable()) {
       query.orderBy(sortBy, options.sort?.direction === 'desc' ? 'desc' : 'asc');
     }
-    const rows = (await query) as ParamsType[];
+    return query;
+  }
+
+  override async find(
+    filter: Filter,
+    options: { limit?: number; offset?: number; sort?: { sortBy?: string; direction?: 'asc' | 'desc' } },
+  ): Promise<BaseRecord[]> {
+    const rows = (await this.listQuery(filter, options)) as ParamsType[];
     return rows.map((row) => new BaseRecord(row, this));
   }
 
