@@ -53,8 +53,10 @@ export interface SqlActionForm {
 
 export interface ActionOutcome {
   message: string;
-  /** Where to go afterwards; default: the record's show page. */
-  redirect?: { resourceId: string; recordId: string };
+  /** An outcome that changed nothing (e.g. the job was locked): shown as an error, no redirect. */
+  failed?: boolean;
+  /** Where to go afterwards: a record's show page (default: this record's), or a list. */
+  redirect?: { resourceId: string; recordId?: string };
 }
 
 export interface SqlActionSpec {
@@ -71,6 +73,12 @@ export interface SqlActionSpec {
   prepare?: (client: pg.PoolClient, recordId: string) => Promise<Record<string, unknown>>;
   /** Calls the SQL function. */
   run: (client: pg.PoolClient, recordId: string, input: Record<string, string>, idempotencyKey: string) => Promise<ActionOutcome>;
+  /**
+   * `required` (default): the POST must carry the form's key, passed to SQL.
+   * `none`: for functions that are idempotent by nature and take no key
+   * (the job actions: retrying or completing a job twice is the same).
+   */
+  idempotencyKey?: 'required' | 'none';
 }
 
 export interface SqlActionDeps {
@@ -144,20 +152,26 @@ export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlAction
     const payload = (request.payload ?? {}) as Record<string, unknown>;
     const log = { event: 'console_action', action: context.action.name, resource: resourceId, recordId, operatorId: operator.id };
     const key = String(payload.idempotency_key ?? '');
-    if (!IDEMPOTENCY_KEY.test(key)) {
+    if (spec.idempotencyKey !== 'none' && !IDEMPOTENCY_KEY.test(key)) {
       return { record: current(), notice: { type: 'error', message: 'IDEMPOTENCY_KEY_REQUIRED: submit the action from its form (it carries a fresh idempotency key)' } };
     }
     const checked = validate(form.fields, payload);
     if ('error' in checked) return { record: current(), notice: { type: 'error', message: checked.error } };
     try {
       const outcome = await asOperator(pool, operator.id, (client) => spec.run(client, recordId, checked.input, key));
+      if (outcome.failed) {
+        logger.info({ ...log, reason: outcome.message }, 'console action changed nothing');
+        return { record: current(), notice: { type: 'error', message: outcome.message } };
+      }
       logger.info(log, 'console action done');
       const fresh = (await context.resource.findOne(recordId, context)) ?? record;
       const target = outcome.redirect ?? { resourceId, recordId };
       return {
         record: fresh.toJSON(context.currentAdmin),
         notice: { type: 'success', message: outcome.message },
-        redirectUrl: context.h.recordActionUrl({ ...target, actionName: 'show' }),
+        redirectUrl: target.recordId
+          ? context.h.recordActionUrl({ resourceId: target.resourceId, recordId: target.recordId, actionName: 'show' })
+          : context.h.resourceUrl({ resourceId: target.resourceId }),
       };
     } catch (error) {
       return { record: current(), notice: errorNotice(error, logger, log) };
