@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { isSecretName } from '../admin/secret-names.ts';
 import { createTestDatabase, sqlState, type Claims, type TestDatabase } from '../test/support/database.ts';
-import { beginPayment, createWorld, errorOf, getRow, key, openInvoice, recordResult, subscribe, type Row, type World } from './support/billing.ts';
+import { beginPayment, createWorld, errorOf, getRow, key, openInvoice, payInvoice, recordResult, subscribe, type Row, type World } from './support/billing.ts';
 
 let db: TestDatabase;
 let world: World;
@@ -136,5 +136,36 @@ describe('console_billing_summary', () => {
     assert.equal(rows[0].past_due_subscriptions, exact[0].past_due);
     assert.equal(rows[0].active_subscriptions_estimated, false);
     assert.equal(await sqlState(db.asTenant(world.tenantId, (c) => c.query('select * from app_private.console_billing_summary()'))), '42501');
+  });
+
+  test('on a big table, active subscriptions are the planner\'s estimate (and say so)', async () => {
+    for (let i = 0; i < 4; i++) {
+      const sub = await subscribe(db, world);
+      await payInvoice(db, (await openInvoice(db, sub.id)).id);
+    }
+    // Setup: statistics as ANALYZE leaves them, then a table the planner believes has 1M rows (all rolled back).
+    const client = await db.pools.superuser.connect();
+    try {
+      await client.query('begin');
+      await client.query('analyze app_public.subscriptions');
+      await client.query(`update pg_class set reltuples = 1000000, relpages = 10000 where oid = 'app_public.subscriptions'::regclass`);
+      const { rows: stats } = await client.query(
+        `select most_common_freqs[array_position(most_common_vals::text::text[], 'active')] as share
+           from pg_stats where schemaname = 'app_public' and tablename = 'subscriptions' and attname = 'status'`,
+      );
+      // Action: as the console does it, on the operator's login role.
+      await client.query(`set local role ${db.roles.operator}`);
+      await client.query(`select set_config('jwt.claims.operator_id', $1, true), set_config('jwt.claims.operator_role', 'viewer', true)`, [
+        operators.viewer!.operator_id,
+      ]);
+      const { rows } = await client.query('select * from app_private.console_billing_summary()');
+      // Assertions
+      assert.equal(rows[0].active_subscriptions_estimated, true);
+      const expected = 1_000_000 * stats[0].share;
+      assert.ok(Math.abs(Number(rows[0].active_subscriptions) - expected) <= expected * 0.01, `${rows[0].active_subscriptions} ≈ ${expected}`);
+    } finally {
+      await client.query('rollback');
+      client.release();
+    }
   });
 });

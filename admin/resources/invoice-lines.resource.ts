@@ -22,7 +22,7 @@ export async function invoiceLinesResource({ knex, pool }: ResourceContext): Pro
       titleProperty: 'description',
       sort: { sortBy: 'created_at', direction: 'desc' },
       listProperties: ['invoice_id', 'description', 'quantity', 'unit_amount_minor', 'amount_minor', 'period_start', 'period_end', 'created_at'],
-      filterProperties: ['invoice_id', 'customer_id', 'created_at'],
+      filterProperties: ['tenant_id', 'invoice_id', 'customer_id', 'created_at'],
     },
     features: [roleAccess(READ_ONLY)],
   };

@@ -34,6 +34,9 @@ create index if not exists invoices_created_at_idx on app_public.invoices (creat
 create index if not exists invoices_status_created_at_idx on app_public.invoices (status, created_at desc);
 create index if not exists invoices_number_idx on app_public.invoices (number);
 create index if not exists invoice_lines_created_at_idx on app_public.invoice_lines (created_at desc);
+-- With a created_at index the API's invoiceLines list defaults to newest first (server/graphql-shape.ts,
+-- NewestFirstPlugin) like every other list, which needs this one per tenant (the others had it already).
+create index if not exists invoice_lines_tenant_created_idx on app_public.invoice_lines (tenant_id, created_at desc);
 create index if not exists payments_created_at_idx on app_public.payments (created_at desc);
 create index if not exists payments_status_created_at_idx on app_public.payments (status, created_at desc);
 create index if not exists payments_failed_at_idx on app_public.payments (failed_at) where status = 'failed';
