@@ -28,7 +28,7 @@ export function sqlRecordAction(options: SqlRecordActionOptions): Partial<Action
     const record = context.record!;
     const operator = context.currentAdmin as ConsoleOperator;
     try {
-      await asOperator(options.pool, operator.id, (client) => client.query(options.sql, [String(record.id())]), operator.role);
+      await asOperator(options.pool, operator.id, (client) => client.query(options.sql, [String(record.id())]));
     } catch (error) {
       const { code, message } = error as { code?: string; message?: string };
       if (!code?.startsWith('AB')) throw error;
