@@ -79,10 +79,7 @@ begin
   set status = new_status, next_attempt_at = null, voided_at = case when new_status = 'void' then at_ else i.voided_at end
   where i.id = inv.id
   returning * into result;
-  if new_status = 'void' and inv.balance_applied_minor > 0 then
-    perform app_hidden.add_balance_transaction(inv.tenant_id, inv.customer_id, inv.currency, inv.balance_applied_minor, 'adjustment',
-      inv.id, null, 'Invoice ' || inv.number || ' voided: applied balance returned');
-  end if;
+  -- A void returns the balance the invoice used (trigger _510_return_balance_on_void, 110-void-returns-balance.sql).
   perform app_hidden.audit(case new_status when 'void' then 'void_invoice' else 'mark_invoice_uncollectible' end,
     inv.tenant_id, 'app_public.invoices', inv.id, to_jsonb(inv), to_jsonb(result));
   perform app_hidden.idempotency_finish(inv.tenant_id, idempotency_key, to_jsonb(result));
