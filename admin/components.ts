@@ -19,4 +19,8 @@ const source = (file: string) => path.join(projectRoot, 'admin', 'components', f
 
 export const Components = {
   Dashboard: componentLoader.add('Dashboard', source('dashboard.tsx')),
+  /** The form of every record action that calls a SQL function (admin/sql-actions.ts). */
+  SqlActionForm: componentLoader.add('SqlActionForm', source('sql-action-form.tsx')),
+  /** The reports page (admin/pages/reports.ts). */
+  Reports: componentLoader.add('Reports', source('reports.tsx')),
 };

@@ -19,10 +19,32 @@ import type { Logger } from '../lib/logger.ts';
 import { createConsoleAuth, type LoginLimits } from './auth.ts';
 import { Components, componentLoader } from './components.ts';
 import { stripSecrets } from './features/strip-secrets.ts';
+import type { ConsoleOperator } from './features/role-access.ts';
+import { asOperator } from './operator-claims.ts';
+import { reportsPage } from './pages/reports.ts';
 import { auditLogResource } from './resources/audit-log.resource.ts';
+import { billingAuditResource } from './resources/billing-audit.resource.ts';
+import type { ResourceContext } from './resources/context.ts';
+import { customersResource } from './resources/customers.resource.ts';
+import { eventsResource } from './resources/events.resource.ts';
+import { invoiceLinesResource } from './resources/invoice-lines.resource.ts';
+import { invoicesResource } from './resources/invoices.resource.ts';
 import { jobsResource, jobsSummary } from './resources/jobs.resource.ts';
 import { operatorsResource } from './resources/operators.resource.ts';
-import type { ResourceContext } from './resources/context.ts';
+import { paymentMethodsResource } from './resources/payment-methods.resource.ts';
+import { paymentReviewsResource } from './resources/payment-reviews.resource.ts';
+import { paymentsResource } from './resources/payments.resource.ts';
+import { plansResource } from './resources/plans.resource.ts';
+import { pricesResource } from './resources/prices.resource.ts';
+import { providerEventsResource } from './resources/provider-events.resource.ts';
+import { refundsResource } from './resources/refunds.resource.ts';
+import { routingRulesResource } from './resources/routing-rules.resource.ts';
+import { statusChangesResource } from './resources/status-changes.resource.ts';
+import { subscriptionsResource } from './resources/subscriptions.resource.ts';
+import { tenantsResource } from './resources/tenants.resource.ts';
+import { sentEmailsResource } from './resources/sent-emails.resource.ts';
+import { webhookDeliveriesResource } from './resources/webhook-deliveries.resource.ts';
+import { webhookEndpointsResource } from './resources/webhook-endpoints.resource.ts';
 import { knexFor } from './table-resource.ts';
 
 export { ensureFirstAdmin, type FirstAdmin } from './first-admin.ts';
@@ -49,10 +71,80 @@ export const CONSOLE_ROOT = '/admin';
 
 /** Every resource of the console, in navigation order. Add new resource factories here. */
 const RESOURCE_FACTORIES: Array<(context: ResourceContext) => Promise<ResourceWithOptions>> = [
+  tenantsResource,
+  plansResource,
+  pricesResource,
+  routingRulesResource,
+  customersResource,
+  paymentMethodsResource,
+  subscriptionsResource,
+  invoicesResource,
+  invoiceLinesResource,
+  paymentsResource,
+  paymentReviewsResource,
+  refundsResource,
+  eventsResource,
+  providerEventsResource,
+  statusChangesResource,
+  billingAuditResource,
   operatorsResource,
   jobsResource,
   auditLogResource,
+  webhookEndpointsResource,
+  webhookDeliveriesResource,
+  sentEmailsResource,
 ];
+
+/** Resource labels in the navigation (AdminJS shows the resource id otherwise). */
+const RESOURCE_LABELS: Record<string, string> = {
+  tenants: 'Tenants',
+  plans: 'Plans',
+  prices: 'Prices',
+  routing_rules: 'Routing rules',
+  customers: 'Customers',
+  payment_methods: 'Payment methods',
+  subscriptions: 'Subscriptions',
+  invoices: 'Invoices',
+  invoice_lines: 'Invoice lines',
+  payments: 'Payments',
+  payment_reviews: 'Payment review',
+  refunds: 'Refunds',
+  events: 'Events (outbox)',
+  provider_events: 'Provider events (inbox)',
+  status_changes: 'Status changes',
+  billing_audit: 'Billing audit',
+  operators: 'Operators',
+  jobs: 'Jobs',
+  audit_log: 'Audit log',
+  webhook_endpoints: 'Webhook endpoints',
+  webhook_deliveries: 'Webhook deliveries',
+  sent_emails: 'E-mails',
+  Outbox: 'Outbox',
+};
+
+/** The dashboard's billing figures (app_private.console_billing_summary, 520-console-actions.sql). */
+export interface BillingSummary {
+  activeSubscriptions: string;
+  activeSubscriptionsEstimated: boolean;
+  pastDueSubscriptions: string;
+  paymentsFailed24h: string;
+  refundsPending: string;
+  paymentsToReview: string;
+  jobsFailing: string;
+}
+
+async function billingSummary(pool: pg.Pool, operator: ConsoleOperator | undefined): Promise<BillingSummary | null> {
+  if (!operator) return null;
+  const { rows } = await asOperator(pool, operator.id, (client) =>
+    client.query<BillingSummary>(
+      `select active_subscriptions as "activeSubscriptions", active_subscriptions_estimated as "activeSubscriptionsEstimated",
+              past_due_subscriptions as "pastDueSubscriptions", payments_failed_24h as "paymentsFailed24h",
+              refunds_pending as "refundsPending", payments_to_review as "paymentsToReview", jobs_failing as "jobsFailing"
+         from app_private.console_billing_summary()`,
+    ),
+  );
+  return rows[0] ?? null;
+}
 
 /**
  * AdminJS options that decide what the component bundle contains. Shared with
@@ -173,7 +265,7 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
   const rootPath = CONSOLE_ROOT;
   const knex = knexFor(pool);
   try {
-    const context: ResourceContext = { knex, pool };
+    const context: ResourceContext = { knex, pool, logger };
     const resources = await Promise.all(RESOURCE_FACTORIES.map((factory) => factory(context)));
     const admin = new AdminJS({
       rootPath,
@@ -183,7 +275,8 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
       resources: resources.map((r) => ({ ...r, features: [stripSecrets(), ...(r.features ?? [])] })),
       dashboard: {
         component: Components.Dashboard,
-        handler: async () => ({
+        handler: async (_request, _response, context) => ({
+          billing: await billingSummary(pool, context?.currentAdmin as ConsoleOperator | undefined),
           operators: await pool
             .query<{ total: number; enabled: number }>(
               'select count(*)::int as total, (count(*) filter (where disabled_at is null))::int as enabled from app_private.operators',
@@ -192,6 +285,7 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
           jobs: await jobsSummary(pool),
         }),
       },
+      pages: { reports: reportsPage(pool, logger) },
       locale: {
         language: 'en',
         availableLanguages: ['en'],
@@ -203,8 +297,21 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
                 welcomeMessage: 'Operator console. Sign in with your operator e-mail and password.',
               },
             },
-            labels: { operators: 'Operators', jobs: 'Jobs', audit_log: 'Audit log', Platform: 'Platform' },
-            actions: { retryNow: 'Retry now', markCompleted: 'Mark completed' },
+            labels: { ...RESOURCE_LABELS, Platform: 'Platform' },
+            pages: { reports: 'Reports' },
+            actions: {
+              retryNow: 'Retry now',
+              markCompleted: 'Mark completed',
+              cancelNow: 'Cancel now',
+              cancelAtPeriodEnd: 'Cancel at period end',
+              pause: 'Pause',
+              resume: 'Resume',
+              refund: 'Refund',
+              reconcileNow: 'Reconcile now',
+              void: 'Void',
+              markUncollectible: 'Mark uncollectible',
+              resend: 'Resend',
+            },
           },
         },
       },

@@ -1,15 +1,29 @@
 /**
- * Runs SQL on behalf of the logged-in operator: one transaction with
- * `jwt.claims.operator_id` set locally, so SQL functions and audit triggers
- * know who acted (read through app_hidden.current_operator_id()).
+ * Runs SQL on behalf of the logged-in operator: one transaction with the
+ * claims `jwt.claims.operator_id` and `jwt.claims.operator_role` set locally,
+ * so SQL functions check the role (app_hidden.require_operator_role) and
+ * audit triggers know who acted (app_hidden.current_operator_id()).
+ *
+ * The role claim is read from app_private.operators in the same transaction,
+ * not taken from the session: SQL checks the role the operator has now, and a
+ * disabled operator gets none (every role check then refuses).
  */
 import type pg from 'pg';
 
-export async function asOperator<T>(pool: pg.Pool, operatorId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function asOperator<T>(
+  pool: pg.Pool,
+  operatorId: string,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
   const client = await pool.connect();
   try {
     await client.query('begin');
-    await client.query(`select set_config('jwt.claims.operator_id', $1, true)`, [operatorId]);
+    await client.query(
+      `select set_config('jwt.claims.operator_id', $1, true),
+              set_config('jwt.claims.operator_role',
+                coalesce((select o.role from app_private.operators o where o.id::text = $1 and o.disabled_at is null), ''), true)`,
+      [operatorId],
+    );
     const result = await fn(client);
     await client.query('commit');
     return result;

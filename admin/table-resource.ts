@@ -67,6 +67,23 @@ export interface TableSpec {
   availableValues?: Record<string, string[]>;
   /** Columns never loaded even if readable, in addition to secret-named ones. */
   hiddenColumns?: string[];
+  /** Columns that point at another console resource (column → resource id): shown as links, filtered with a picker. */
+  references?: Record<string, string>;
+  /**
+   * Columns the list may be sorted by (each backed by an index, so sorting a
+   * big table stays fast). Default: every column.
+   */
+  sortable?: string[];
+  /** Text columns filtered by equality (an index serves them) rather than `ilike '%…%'` (which scans). */
+  exactFilters?: string[];
+  /**
+   * Filters on a parent's id that also narrow by its tenant: column → the
+   * tables whose row with that id names the tenant (e.g. customer_id →
+   * ['app_public.customers']). The query gains `tenant_id in (select tenant_id
+   * from <table> where id = $value …)`, so the core's (tenant_id, parent_id, …)
+   * indexes serve a filter across all tenants.
+   */
+  tenantScopedFilters?: Record<string, string[]>;
 }
 
 interface CatalogColumn {
@@ -129,23 +146,50 @@ export async function loadTableResource(spec: TableSpec): Promise<TableResource>
   if (!idColumn || !visible.some((c) => c.name === idColumn)) {
     throw new Error(`console: ${spec.schema}.${spec.table} has no readable id column (name one with idColumn for views)`);
   }
+  for (const column of [...Object.keys(spec.references ?? {}), ...(spec.sortable ?? []), ...(spec.exactFilters ?? []), ...Object.keys(spec.tenantScopedFilters ?? {})]) {
+    if (!visible.some((c) => c.name === column)) throw new Error(`console: ${spec.schema}.${spec.table}.${column} is not a readable column`);
+  }
+  const sortable = spec.sortable ? new Set(spec.sortable) : null;
   const properties = visible.map(
     (c) =>
-      new Property({
-        name: c.name,
-        isId: c.name === idColumn,
-        position: c.position,
-        isNullable: c.nullable,
-        isEditable: c.updatable,
-        type: propertyType(c.type),
-        referencedTable: null,
-        availableValues: spec.availableValues?.[c.name] ?? null,
-      }),
+      new TableProperty(
+        {
+          name: c.name,
+          isId: c.name === idColumn,
+          position: c.position,
+          isNullable: c.nullable,
+          isEditable: c.updatable,
+          type: spec.references?.[c.name] ? 'reference' : propertyType(c.type),
+          referencedTable: spec.references?.[c.name] ?? null,
+          availableValues: spec.availableValues?.[c.name] ?? null,
+        },
+        sortable === null || sortable.has(c.name),
+      ),
   );
   const database = spec.pool.options.database ?? 'abonement';
   const metadata = new ResourceMetadata('postgresql', spec.knex, database, spec.schema, spec.table, properties);
-  return new TableResource(metadata, spec.resourceId ?? spec.table, idColumn);
+  return new TableResource(metadata, spec.resourceId ?? spec.table, idColumn, {
+    exactFilters: new Set(spec.exactFilters ?? []),
+    tenantScopedFilters: spec.tenantScopedFilters ?? {},
+  });
 }
+
+/** @adminjs/sql's Property, with sorting switched off for columns no index serves. */
+class TableProperty extends Property {
+  readonly #sortable: boolean;
+
+  constructor(column: ConstructorParameters<typeof Property>[0], sortable: boolean) {
+    super(column);
+    this.#sortable = sortable;
+  }
+
+  override isSortable(): boolean {
+    return this.#sortable;
+  }
+}
+
+/** A qualified relation name as the catalog would print it: only plain schema.table names are accepted. */
+const QUALIFIED_NAME = /^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$/;
 
 function quote(identifier: string): string {
   return `"${identifier.replace(/"/g, '""')}"`;
@@ -160,8 +204,15 @@ export class TableResource extends Resource {
   readonly #resourceId: string;
   readonly #idColumn: string;
   readonly #columns: string[];
+  readonly #exactFilters: ReadonlySet<string>;
+  readonly #tenantScopedFilters: Readonly<Record<string, string[]>>;
 
-  constructor(metadata: ResourceMetadata, resourceId: string, idColumn: string) {
+  constructor(
+    metadata: ResourceMetadata,
+    resourceId: string,
+    idColumn: string,
+    filtering: { exactFilters?: ReadonlySet<string>; tenantScopedFilters?: Record<string, string[]> } = {},
+  ) {
     super(metadata);
     this.#knex = metadata.knex;
     this.#schema = metadata.schemaName!;
@@ -169,6 +220,11 @@ export class TableResource extends Resource {
     this.#resourceId = resourceId;
     this.#idColumn = idColumn;
     this.#columns = metadata.properties.map((p) => p.path());
+    this.#exactFilters = filtering.exactFilters ?? new Set();
+    this.#tenantScopedFilters = filtering.tenantScopedFilters ?? {};
+    for (const table of Object.values(this.#tenantScopedFilters).flat()) {
+      if (!QUALIFIED_NAME.test(table)) throw new Error(`console: ${table} is not a schema.table name`);
+    }
   }
 
   override id(): string {
@@ -195,13 +251,19 @@ export class TableResource extends Resource {
         const range = value as { from?: string; to?: string };
         if (range.from) query.where(path, '>=', range.from);
         if (range.to) query.where(path, '<=', range.to);
-      } else if (type === 'string' && !property.availableValues()) {
+      } else if (type === 'string' && !property.availableValues() && !this.#exactFilters.has(path)) {
         const escaped = String(value).replace(/[\\%_]/g, (c) => `\\${c}`);
         query.whereRaw('??::text ilike ?', [path, `%${escaped}%`]);
-      } else if (type === 'uuid' && !UUID.test(String(value))) {
+      } else if ((type === 'uuid' || type === 'reference') && !UUID.test(String(value))) {
         query.whereRaw('false');
       } else {
         query.where(path, value as string);
+        const parents = this.#tenantScopedFilters[path];
+        if (parents) {
+          // The parent's tenant, found by primary key: lets the (tenant_id, parent_id, …) indexes serve this filter.
+          const lookups = parents.map((table) => `select tenant_id from ${table} where id = ?`).join(' union all ');
+          query.whereRaw(`tenant_id in (${lookups})`, parents.map(() => value as string));
+        }
       }
     }
     return query;
@@ -212,18 +274,29 @@ export class TableResource extends Resource {
     return Number((row as { count: string | number } | undefined)?.count ?? 0);
   }
 
-  override async find(
-    filter: Filter,
-    options: { limit?: number; offset?: number; sort?: { sortBy?: string; direction?: 'asc' | 'desc' } },
-  ): Promise<BaseRecord[]> {
+  /** Whether a filter on this column is narrowed to its parent's tenant (see TableSpec.tenantScopedFilters). */
+  tenantScoped(path: string): boolean {
+    return Object.hasOwn(this.#tenantScopedFilters, path);
+  }
+
+  /** The query `find` runs, for EXPLAIN in tests (test/console-billing.test.ts: every list and filter has an index). */
+  listQuery(filter: Filter | undefined, options: { limit?: number; offset?: number; sort?: { sortBy?: string; direction?: 'asc' | 'desc' } }) {
     const query = this.#filtered(filter).select(this.#columns);
     if (options.limit) query.limit(options.limit);
     if (options.offset) query.offset(options.offset);
     const sortBy = options.sort?.sortBy;
-    if (sortBy && this.#columns.includes(sortBy)) {
+    // Only by a sortable column (an index serves it): sorting a big table by anything else would scan it.
+    if (sortBy && this.#columns.includes(sortBy) && this.property(sortBy)?.isSortable()) {
       query.orderBy(sortBy, options.sort?.direction === 'desc' ? 'desc' : 'asc');
     }
-    const rows = (await query) as ParamsType[];
+    return query;
+  }
+
+  override async find(
+    filter: Filter,
+    options: { limit?: number; offset?: number; sort?: { sortBy?: string; direction?: 'asc' | 'desc' } },
+  ): Promise<BaseRecord[]> {
+    const rows = (await this.listQuery(filter, options)) as ParamsType[];
     return rows.map((row) => new BaseRecord(row, this));
   }
 

@@ -5,9 +5,31 @@
  * files stay one small default export each (the file name is the task name).
  */
 import type { JobHelpers } from 'graphile-worker';
+import type { Config } from '../lib/config.ts';
 import type { Logger } from '../lib/logger.ts';
+import { createMailer, type Mailer } from '../lib/mailer.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import type { ChargeBatcher } from './charge-batcher.ts';
+
+/** What the outbox tasks (webhooks, e-mail) need: docs/webhooks.md, docs/notifications.md. */
+export interface OutboxSettings {
+  /** How often each worker process checks the outbox for undispatched events (0: only the every-minute cron). */
+  pollMs: number;
+  /** Timeout of one webhook request. */
+  webhookTimeoutMs: number;
+  /** Seconds to wait after each failed attempt; null: the schedule in SQL. */
+  webhookRetrySchedule: number[] | null;
+  mailer: Mailer;
+}
+
+export function outboxSettings(config: Config, logger: Logger): OutboxSettings {
+  return {
+    pollMs: config.OUTBOX_POLL_MS,
+    webhookTimeoutMs: config.WEBHOOK_TIMEOUT_MS,
+    webhookRetrySchedule: config.WEBHOOK_RETRY_SCHEDULE ?? null,
+    mailer: createMailer(config, logger.child({ component: 'mail' })),
+  };
+}
 
 export interface JobContext {
   providers: ProviderRegistry;
@@ -15,6 +37,7 @@ export interface JobContext {
   batchSize: number;
   /** Payments in flight this long are settled by asking their provider. */
   reconcileAfterMinutes: number;
+  outbox: OutboxSettings;
   /** invoices__collect's charges, shared by the jobs running in this process (jobs/charge-batcher.ts). */
   charges: ChargeBatcher;
   logger: Logger;

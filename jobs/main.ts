@@ -9,6 +9,7 @@ import { createLogger } from '../lib/logger.ts';
 import { createPool, resolveDatabase } from '../lib/database.ts';
 import { buildProviderRegistry } from '../providers/registry.ts';
 import { handleShutdownSignals } from '../server/signals.ts';
+import { outboxSettings } from './context.ts';
 import { startWorker } from './worker.ts';
 
 const config = loadConfig();
@@ -27,7 +28,12 @@ try {
     logger,
     concurrency: config.WORKER_CONCURRENCY,
     localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
-    context: { providers: buildProviderRegistry(config, logger), batchSize: config.BILLING_BATCH_SIZE, reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES },
+    context: {
+      providers: buildProviderRegistry(config, logger),
+      batchSize: config.BILLING_BATCH_SIZE,
+      reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES,
+      outbox: outboxSettings(config, logger),
+    },
   });
   logger.info({ concurrency: config.WORKER_CONCURRENCY, localQueue: config.WORKER_LOCAL_QUEUE_SIZE, poolSize: config.DB_POOL_SIZE }, 'worker started');
   handleShutdownSignals(

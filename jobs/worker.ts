@@ -18,6 +18,7 @@ import type { Logger } from '../lib/logger.ts';
 import { fromRoot } from '../lib/paths.ts';
 import { ChargeBatcher } from './charge-batcher.ts';
 import type { BillingTask, JobContext } from './context.ts';
+import { startOutboxPoller } from './outbox-poller.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -75,5 +76,19 @@ export async function startWorker({ pool, logger, concurrency, context, localQue
     await runner.stop();
     throw error;
   }
+  // Outbox events leave within OUTBOX_POLL_MS, not at the next cron minute.
+  const poller = startOutboxPoller({
+    pool,
+    logger: logger.child({ component: 'outbox' }),
+    intervalMs: context.outbox.pollMs,
+    dispatch: async () => {
+      await runner.addJob('events__dispatch', {}, { jobKey: 'events__dispatch' });
+    },
+  });
+  const stopRunner = runner.stop.bind(runner);
+  runner.stop = async () => {
+    await poller.stop();
+    await stopRunner();
+  };
   return runner;
 }

@@ -107,6 +107,28 @@ export const configSchema = z.object({
   /** A payment left pending/processing this long is settled by asking its provider (invariant 8). */
   RECONCILE_AFTER_MINUTES: z.coerce.number().int().min(1).max(1440).default(15),
 
+  /** How often (ms) each worker checks the outbox for undispatched events; 0: only the every-minute cron. */
+  OUTBOX_POLL_MS: z.coerce.number().int().min(0).max(60_000).default(250),
+  /** Timeout of one outgoing webhook request (tenants' endpoints); no answer in time is a failed attempt. */
+  WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(10_000),
+  /**
+   * Seconds to wait after each failed webhook attempt, comma-separated (its
+   * length + 1 = attempts). Unset: the default in SQL (1 min … 12 h, 13
+   * attempts over about 3 days; docs/webhooks.md).
+   */
+  WEBHOOK_RETRY_SCHEDULE: z
+    .string()
+    .regex(/^\d{1,7}(,\d{1,7}){0,49}$/, 'must be comma-separated whole seconds, e.g. 60,300,1800 (at most 50)')
+    .transform((v) => v.split(',').map(Number))
+    .optional(),
+  /** Outgoing e-mail (customer notifications): smtp://user:pass@host:587 or smtps://…:465. Unset: mail is rendered and logged as not sent. */
+  SMTP_URL: z
+    .string()
+    .refine((v) => /^smtps?:\/\/[^\s]+$/.test(v), 'must be an smtp:// or smtps:// URL')
+    .optional(),
+  /** Sender address of customer e-mails (the tenant's name is shown as the sender name). Required with SMTP_URL. */
+  MAIL_FROM: z.email().optional(),
+
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOG_PRETTY: bool.optional(),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
@@ -160,6 +182,9 @@ export function parseConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (config.NODE_ENV === 'production' && config.SANDBOX_ALLOW_LIVE_TENANTS) {
     throw new ConfigError('SANDBOX_ALLOW_LIVE_TENANTS', 'must not be set in production');
+  }
+  if (config.SMTP_URL && !config.MAIL_FROM) {
+    throw new ConfigError('MAIL_FROM', 'is required when SMTP_URL is set');
   }
   if (config.NODE_ENV === 'production' && !config.SESSION_SECRET) {
     throw new ConfigError('SESSION_SECRET', 'is required when NODE_ENV=production');

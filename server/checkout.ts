@@ -3,8 +3,9 @@
  *
  *   createCheckoutLink(deps, { subscriptionId, tenantId, customerId?, returnUrl? })
  *
- * is the one implementation; the REST route here (POST
- * /v1/subscriptions/:id/checkout) and any GraphQL mutation call it. Steps:
+ * is the one implementation; the REST route (POST
+ * /v1/subscriptions/:id/checkout, server/rest/routes.ts) and the GraphQL
+ * mutation createCheckoutLink (server/graphql-checkout.ts) call it. Steps:
  *   0. checkout_context (SQL): the subscription must be the caller's; its
  *      open invoice, the amount, the customer, the payment in flight;
  *   1. an open checkout link for it is returned as is (asking twice gives the
@@ -51,6 +52,10 @@ export interface CheckoutRequest {
   customerId?: string | null;
   /** Where the tenant wants the customer to end up; shown as a link on the return page. */
   returnUrl?: string | null;
+  /** The caller's idempotency key (a mutation argument) … */
+  idempotencyKey?: string | null;
+  /** … or the request's Idempotency-Key header; both and different: IDEMPOTENCY_KEY_MISMATCH. */
+  headerIdempotencyKey?: string | null;
 }
 
 export interface CheckoutLink {
@@ -142,7 +147,45 @@ async function query<T extends pg.QueryResultRow>(pool: pg.Pool, text: string, v
   }
 }
 
+/** A link as stored with its idempotency key (JSON), and back. */
+function linkToJson(link: CheckoutLink): Record<string, unknown> {
+  return { ...link, amountMinor: link.amountMinor.toString(), expiresAt: link.expiresAt?.toISOString() ?? null };
+}
+function linkFromJson(json: Record<string, unknown>): CheckoutLink {
+  return {
+    ...(json as unknown as CheckoutLink),
+    amountMinor: BigInt(json.amountMinor as string),
+    expiresAt: json.expiresAt ? new Date(json.expiresAt as string) : null,
+  };
+}
+
+/**
+ * The payment link for a subscription's open invoice. With an idempotency
+ * key, a replay returns the first call's link (even once that link is used
+ * or expired), and the key with other parameters is IDEMPOTENCY_KEY_REUSED
+ * (app_private.claim_external_idempotency_key); without one, asking again
+ * returns the open link, if there still is one.
+ */
 export async function createCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): Promise<CheckoutLink> {
+  const actor = request.customerId ? `customer:${request.customerId}` : `tenant:${request.tenantId}`;
+  const params = { subscriptionId: request.subscriptionId, returnUrl: request.returnUrl ?? null };
+  const claim = await query<{ idempotency_key: string | null; stored_response: Record<string, unknown> | null }>(
+    deps.pool,
+    'select * from app_private.claim_external_idempotency_key($1, $2, $3, $4, $5, $6)',
+    [request.tenantId, actor, request.idempotencyKey ?? null, request.headerIdempotencyKey ?? null, 'create_checkout_link', params],
+  );
+  if (claim.stored_response) return linkFromJson(claim.stored_response);
+  const link = await openCheckoutLink(deps, request);
+  if (!claim.idempotency_key) return link;
+  const kept = await query<{ kept: Record<string, unknown> }>(deps.pool, 'select app_private.finish_external_idempotency_key($1, $2, $3) as kept', [
+    request.tenantId,
+    claim.idempotency_key,
+    linkToJson(link),
+  ]);
+  return linkFromJson(kept.kept);
+}
+
+async function openCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): Promise<CheckoutLink> {
   const { pool, providers, logger } = deps;
   const log = logger.child({ subscriptionId: request.subscriptionId });
   for (let round = 0; ; round++) {
@@ -230,69 +273,19 @@ export async function createCheckoutLink(deps: CheckoutDeps, request: CheckoutRe
 // ---------------------------------------------------------------- HTTP
 
 export interface CheckoutRoutesOptions {
+  /** A worker-role pool (the return page reads app_private.checkout_outcome). */
   pool: pg.Pool;
-  /** The process's adapters and public URL; null while the process is starting. */
-  deps: () => CheckoutDeps | null;
-  bodyLimitBytes: number;
-  /** Also serve POST /v1/subscriptions/:id/checkout here (false when the server mounts checkoutLinkHandler behind its own authentication). */
-  linkRoute?: boolean;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-function apiError(res: express.Response, status: number, code: string, message: string): void {
-  res.status(status).json({ error: { code, message } });
-}
-
 /**
- * POST …/subscriptions/:id/checkout — the handler alone, for mounting behind
- * the API's own authentication (it reads req.identity: claims tenant_id and,
- * for a customer session, customer_id). Parses its JSON body itself.
- */
-export function checkoutLinkHandler(options: Omit<CheckoutRoutesOptions, 'pool'>): express.RequestHandler[] {
-  return [express.json({ limit: options.bodyLimitBytes }), async (req, res, next) => {
-    const deps = options.deps();
-    if (!deps) return apiError(res, 503, 'STARTING', 'the server is starting');
-    const tenantId = req.identity?.claims.tenant_id;
-    if (!tenantId) return apiError(res, 401, 'UNAUTHENTICATED', 'an API key or customer session is required');
-    const subscriptionId = typeof req.params.id === 'string' ? req.params.id : '';
-    if (!UUID.test(subscriptionId)) return apiError(res, 404, 'SUBSCRIPTION_NOT_FOUND', 'no such subscription');
-    const returnUrl = (req.body as { returnUrl?: unknown } | undefined)?.returnUrl;
-    if (returnUrl !== undefined && (typeof returnUrl !== 'string' || !/^https?:\/\/\S+$/.test(returnUrl) || returnUrl.length > 2000)) {
-      return apiError(res, 400, 'INVALID_INPUT', 'returnUrl must be an http(s) URL');
-    }
-    try {
-      const link = await createCheckoutLink(deps, {
-        subscriptionId,
-        tenantId,
-        customerId: req.identity?.claims.customer_id ?? null,
-        returnUrl: returnUrl ?? null,
-      });
-      res.status(link.reused ? 200 : 201).json({
-        paymentId: link.paymentId,
-        invoiceId: link.invoiceId,
-        provider: link.provider,
-        url: link.url,
-        expiresAt: link.expiresAt?.toISOString() ?? null,
-        amountMinor: link.amountMinor.toString(),
-        currency: link.currency,
-      });
-    } catch (error) {
-      if (error instanceof CheckoutError) return apiError(res, error.status, error.code, error.message);
-      next(error);
-    }
-  }];
-}
-
-/**
- * POST /v1/subscriptions/:id/checkout and GET /checkout/return. When the
- * API's /v1 router (with its own authentication) is mounted, mount
- * checkoutLinkHandler inside it after authentication instead of the route
- * here, which would otherwise answer before the credentials are read.
+ * GET /checkout/return. (The link itself is POST /v1/subscriptions/:id/checkout
+ * in the REST route table and the createCheckoutLink mutation, both behind the
+ * API's authentication.)
  */
 export function checkoutRoutes(options: CheckoutRoutesOptions): express.Router {
   const router = express.Router();
-  if (options.linkRoute !== false) router.post('/v1/subscriptions/:id/checkout', ...checkoutLinkHandler(options));
 
   router.get('/checkout/return', async (req, res, next) => {
     const paymentId = typeof req.query.payment === 'string' ? req.query.payment : '';

@@ -36,6 +36,8 @@ export const exposedClasses: Record<string, string> = {
   events: READ,
   status_changes: READ,
   tenant_api_keys: READ,
+  webhook_endpoints: READ,
+  webhook_deliveries: READ,
 };
 
 /** Functions of app_public that the API exposes (volatile ones as mutations, stable ones as queries). */
@@ -66,6 +68,11 @@ export const exposedFunctions = new Set([
   'revoke_customer_session',
   'customer_entitlements',
   'customer_entitlements_claim',
+  // outbox delivery (db/migrations/current/200–249)
+  'create_webhook_endpoint',
+  'update_webhook_endpoint',
+  'rotate_webhook_endpoint_secret',
+  'delete_webhook_endpoint',
 ]);
 
 /** Columns that stay out of the API although their table is in it: provider secrets and plumbing. */
@@ -74,6 +81,7 @@ export const hiddenAttributes = [
   'payments.idempotency_key',
   'refunds.provider_idempotency_key',
   'events.dispatched_at',
+  'webhook_deliveries.attempt_started_at',
 ];
 
 /**
@@ -105,6 +113,8 @@ const relationNames: Array<[string, string, string, string]> = [
   ['balance_transactions', 'balance_transactions_invoice_fkey', 'invoice', 'balanceTransactions'],
   ['balance_transactions', 'balance_transactions_refund_fkey', 'refund', 'balanceTransactions'],
   ['subscriptions', 'subscriptions_tenant_id_fkey', 'tenant', 'subscriptions'],
+  ['webhook_deliveries', 'webhook_deliveries_endpoint_fkey', 'endpoint', 'deliveries'],
+  ['webhook_deliveries', 'webhook_deliveries_event_fkey', 'event', 'webhookDeliveries'],
 ];
 
 /**

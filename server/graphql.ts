@@ -27,6 +27,8 @@ import {
   SubscriptionNamesPlugin,
   customerSessionTokenPlugin,
 } from './graphql-shape.ts';
+import { CheckoutLinkMutationPlugin, type CheckoutGraphqlContext } from './graphql-checkout.ts';
+import type { CheckoutDeps } from './checkout.ts';
 
 /**
  * Our own SQL errors (SQLSTATE class AB, code in DETAIL) and a few safe
@@ -71,6 +73,8 @@ export interface GraphqlOptions {
   /** Serve Ruru (GraphiQL) at `/`; on by default outside production. */
   graphiql: boolean;
   maxRequestLength?: number;
+  /** The checkout flow's dependencies for createCheckoutLink; null while the process is starting. */
+  checkout?: () => CheckoutDeps | null;
 }
 
 /** Tags every error of an execution with its request id, for makeMaskError to quote. */
@@ -102,7 +106,7 @@ export const API_SCHEMAS = ['app_public', 'app_reports'];
 export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
   return {
     extends: [PostGraphileAmberPreset, PostGraphileConnectionFilterPreset, PgSimplifyInflectionPreset],
-    plugins: [ShapeSmartTagsPlugin, ShapeBehaviorPlugin, SubscriptionNamesPlugin, PaginationLimitsPlugin, NewestFirstPlugin, StrictBigIntPlugin, customerSessionTokenPlugin(sessionKey)],
+    plugins: [ShapeSmartTagsPlugin, ShapeBehaviorPlugin, SubscriptionNamesPlugin, PaginationLimitsPlugin, NewestFirstPlugin, StrictBigIntPlugin, customerSessionTokenPlugin(sessionKey), CheckoutLinkMutationPlugin],
     schema: {
       // Filtering (postgraphile-plugin-connection-filter): indexed columns only (Amber's index behaviours),
       // cheap operators only, no filtering through relations, computed columns, arrays or functions.
@@ -136,7 +140,8 @@ export function createPostGraphile(options: GraphqlOptions): PostGraphileInstanc
       explain: false,
       context(requestContext) {
         const req = requestContext.expressv4?.req as express.Request | undefined;
-        return { pgSettings: pgSettingsFor(req, options.anonymousRole) };
+        const ctx: CheckoutGraphqlContext = { pgSettings: pgSettingsFor(req, options.anonymousRole), checkout: options.checkout?.() ?? null };
+        return ctx;
       },
     },
   };

@@ -23,10 +23,11 @@ import { migrateDatabase } from '../db/migrate.ts';
 import { publicUrl, type Config } from '../lib/config.ts';
 import { createPool, resolveDatabase, type ResolvedDatabase } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
+import { outboxSettings } from '../jobs/context.ts';
 import { startWorker } from '../jobs/worker.ts';
 import { buildProviderRegistry, createConfiguredSandboxGateway, SANDBOX_MOUNT_PATH, type ProviderRegistry } from '../providers/registry.ts';
 import type { SandboxGateway } from '../providers/sandbox/gateway.ts';
-import { checkoutLinkHandler, checkoutRoutes, type CheckoutDeps } from './checkout.ts';
+import { checkoutRoutes, type CheckoutDeps } from './checkout.ts';
 import { webhookRoutes } from './webhooks.ts';
 import { createApp, finishApp } from './app.ts';
 import { createPostGraphile, mountGraphql } from './graphql.ts';
@@ -112,8 +113,8 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     });
     app.use(SANDBOX_MOUNT_PATH, (req, res, next) => (sandbox ? sandbox.router(req, res, next) : next()));
     app.use(webhookRoutes({ pool: paymentsPool, providers: () => providers, metrics, bodyLimitBytes: config.BODY_LIMIT_BYTES, logger }));
-    // The checkout link route is mounted below, behind the API's authentication.
-    app.use(checkoutRoutes({ pool: paymentsPool, deps: () => checkoutDeps, bodyLimitBytes: config.BODY_LIMIT_BYTES, linkRoute: false }));
+    // The return page; the checkout link itself is served by /v1 and /graphql, behind the API's authentication.
+    app.use(checkoutRoutes({ pool: paymentsPool }));
     const mountedConsole: MountedConsole = await mountConsole(app, { config, logger, roles: database.roles, operatorPool });
     cleanups.push(() => mountedConsole.close());
     const graphiql = config.GRAPHIQL ?? config.NODE_ENV !== 'production';
@@ -132,6 +133,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       graphiql,
       maxRequestLength: config.BODY_LIMIT_BYTES,
       sessionKey,
+      checkout: () => checkoutDeps,
     });
     cleanups.push(async () => {
       await pgl.release();
@@ -158,14 +160,6 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       idempotencyHeader(graphqlIdempotencyError),
       graphqlLimits(protection, graphqlSchema),
     );
-    app.post(
-      '/v1/subscriptions/:id/checkout',
-      corsFor(protection),
-      authenticator.middleware((req, res, error) => restError(req, res, error.status, error.code, error.message)),
-      rateLimiter,
-      idempotencyHeader((req, res, status, code, message) => restError(req, res, status, code, message, 'Idempotency-Key')),
-      ...checkoutLinkHandler({ deps: () => checkoutDeps, bodyLimitBytes: config.BODY_LIMIT_BYTES }),
-    );
     app.use(
       '/v1',
       restRouter({
@@ -176,6 +170,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
         protection,
         rateLimiter,
         logger: logger.child({ component: 'rest' }),
+        checkout: () => checkoutDeps,
       }),
     );
     await mountGraphql(app, server, pgl);
@@ -209,7 +204,12 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
         logger,
         concurrency: config.WORKER_CONCURRENCY,
         localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
-        context: { providers, batchSize: config.BILLING_BATCH_SIZE, reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES },
+        context: {
+          providers,
+          batchSize: config.BILLING_BATCH_SIZE,
+          reconcileAfterMinutes: config.RECONCILE_AFTER_MINUTES,
+          outbox: outboxSettings(config, logger),
+        },
       });
     }
     return {

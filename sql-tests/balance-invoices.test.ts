@@ -99,6 +99,28 @@ describe('customer balance', () => {
     assert.equal(balance[0].balance_minor, '2000');
   });
 
+  test('a voided invoice gives its applied credit back: canceling the subscription voids its open invoice', async () => {
+    // Setup: 300 of credit, then a subscription whose first invoice (price 1000) uses it and waits for payment
+    await credit(300);
+    const { rows: subs } = await db.asTenant(world.tenantId, (c) =>
+      c.query('select * from app_public.create_subscription($1, $2, null, $3)', [world.customerId, world.priceId, key()]),
+    );
+    const { rows: invoices } = await db.asOwner((c) => c.query('select * from app_public.invoices where subscription_id = $1', [subs[0].id]));
+    assert.equal(invoices[0].balance_applied_minor, '300');
+    // Action
+    await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.cancel_subscription($1, false, $2)', [subs[0].id, key()]));
+    // Assertions
+    assert.equal((await getRow(db, 'app_public.invoices', invoices[0].id)).status, 'void');
+    // (one frozen clock: the three entries share a time, so compare them as a set)
+    assert.deepEqual((await ledger(world.customerId)).map((e) => [e.kind, e.amount_minor, e.balance_after_minor]).sort(), [
+      ['adjustment', '300', '300'],
+      ['goodwill', '300', '300'],
+      ['invoice_applied', '-300', '0'],
+    ]);
+    const { rows: balance } = await db.asOwner((c) => c.query('select balance_minor from app_public.customer_balances where customer_id = $1', [world.customerId]));
+    assert.equal(balance[0].balance_minor, '300');
+  });
+
   test('invoices finalised concurrently never use more credit than there is', async () => {
     await credit(3000);
     const one = [{ description: 'A', unit_amount_minor: 2000 }];

@@ -3,20 +3,10 @@
  * and plan codes (073-catalogue-api.sql).
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
-import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import { createPlan, createTenant, errorOf, key, setClock } from './support/billing.ts';
+import { describe, test } from 'node:test';
+import { createPlan, createTenant, errorOf, key, setClock, fileDatabase } from './support/billing.ts';
 
-let db: TestDatabase;
-before(async () => {
-  db = await createTestDatabase();
-});
-after(async () => {
-  await db?.drop();
-});
-beforeEach(async () => {
-  await setClock(db, '2026-04-01T10:00:00Z');
-});
+const db = fileDatabase({ clock: '2026-04-01T10:00:00Z' });
 
 describe('create_plan and create_price', () => {
   test('a tenant creates a plan with a code and prices in two currencies', async () => {

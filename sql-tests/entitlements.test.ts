@@ -3,20 +3,10 @@
  * (074-entitlements.sql): what a customer may use, for access tokens.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
-import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import { activeSubscription, createWorld, getRow, key, setClock, subscribe } from './support/billing.ts';
+import { describe, test } from 'node:test';
+import { activeSubscription, createWorld, getRow, key, setClock, subscribe, fileDatabase } from './support/billing.ts';
 
-let db: TestDatabase;
-before(async () => {
-  db = await createTestDatabase();
-});
-after(async () => {
-  await db?.drop();
-});
-beforeEach(async () => {
-  await setClock(db, '2026-04-01T10:00:00Z');
-});
+const db = fileDatabase({ clock: '2026-04-01T10:00:00Z' });
 
 describe('customer_entitlements', () => {
   test('active and trialing subscriptions entitle; incomplete and canceled ones do not', async () => {

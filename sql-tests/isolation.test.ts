@@ -53,6 +53,24 @@ async function populate(world: World): Promise<Row> {
       [world.tenantId],
     );
   });
+  // Outbox tables: a webhook endpoint (and its secret), its deliveries, the customer's e-mails, a renewal reminder.
+  await db.asTenant(world.tenantId, (c) =>
+    c.query(`select * from app_public.create_webhook_endpoint('https://example.com/isolation', null, null, $1)`, [key()]),
+  );
+  await db.asWorker(async (c) => {
+    const { rows: events } = await c.query(
+      `select id from app_public.events where tenant_id = $1 and type = 'payment.succeeded' and data->>'customer_id' = $2`,
+      [world.tenantId, world.customerId],
+    );
+    for (const e of events) await c.query('select app_private.fan_out_webhooks($1), app_private.queue_event_emails($1)', [e.id]);
+  });
+  await db.asOwner((c) =>
+    c.query(`insert into app_private.renewal_reminders (tenant_id, subscription_id, period_end) values ($1, $2, $3) on conflict do nothing`, [
+      world.tenantId,
+      sub.id,
+      sub.current_period_end,
+    ]),
+  );
   return sub;
 }
 
@@ -93,6 +111,8 @@ test('the matrix covers every tenant-owned table we know of', () => {
     'app_private.idempotency_keys', 'app_private.provider_events', 'app_private.audit_log', 'app_private.test_clocks',
     'app_private.invoice_counters', 'app_public.payment_routing_rules', 'app_private.payment_reconciliations',
     'app_private.api_keys', 'app_private.customer_sessions',
+    'app_public.webhook_endpoints', 'app_private.webhook_endpoint_secrets', 'app_public.webhook_deliveries',
+    'app_private.sent_emails', 'app_private.renewal_reminders',
   ]) {
     assert.ok(names.includes(expected), `${expected} is in the matrix`);
   }
@@ -172,7 +192,7 @@ describe('isolation matrix', () => {
   }
 
   test('positive control: tenant A and its customer do see their own rows', async () => {
-    for (const table of ['plans', 'prices', 'customers', 'subscriptions', 'invoices', 'invoice_lines', 'payments', 'refunds', 'events', 'status_changes', 'balance_transactions', 'customer_balances']) {
+    for (const table of ['plans', 'prices', 'customers', 'subscriptions', 'invoices', 'invoice_lines', 'payments', 'refunds', 'events', 'status_changes', 'balance_transactions', 'customer_balances', 'webhook_endpoints', 'webhook_deliveries']) {
       const { rows } = await db.asTenant(a.tenantId, (c) => c.query(`select count(*)::int as n from app_public.${table}`));
       assert.ok(rows[0].n > 0, `tenant A sees its ${table}`);
     }

@@ -4,8 +4,7 @@
  * provider results, and the dunning schedule.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
-import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
+import { beforeEach, describe, test } from 'node:test';
 import {
   activeSubscription,
   backendPid,
@@ -13,6 +12,7 @@ import {
   createCustomer,
   createWorld,
   errorOf,
+  fileDatabase,
   getRow,
   iso,
   openInvoice,
@@ -27,16 +27,7 @@ import {
   type World,
 } from './support/billing.ts';
 
-let db: TestDatabase;
-before(async () => {
-  db = await createTestDatabase();
-});
-after(async () => {
-  await db?.drop();
-});
-beforeEach(async () => {
-  await setClock(db, '2026-04-01T10:00:00Z');
-});
+const db = fileDatabase({ clock: '2026-04-01T10:00:00Z' });
 
 async function paymentsOf(invoiceId: string) {
   const { rows } = await db.asOwner((c) => c.query(`select * from app_public.payments where invoice_id = $1 order by attempt`, [invoiceId]));

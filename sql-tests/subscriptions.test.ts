@@ -5,8 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, beforeEach, describe, test } from 'node:test';
-import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
+import { beforeEach, describe, test } from 'node:test';
 import {
   activeSubscription,
   createCustomer,
@@ -15,6 +14,7 @@ import {
   createPrice,
   createWorld,
   errorOf,
+  fileDatabase,
   getRow,
   iso,
   key,
@@ -27,16 +27,7 @@ import {
   type World,
 } from './support/billing.ts';
 
-let db: TestDatabase;
-before(async () => {
-  db = await createTestDatabase();
-});
-after(async () => {
-  await db?.drop();
-});
-beforeEach(async () => {
-  await setClock(db, '2026-04-01T10:00:00Z');
-});
+const db = fileDatabase({ clock: '2026-04-01T10:00:00Z' });
 
 async function operatorId(role: string): Promise<string> {
   const { rows } = await db.asOwner((c) =>

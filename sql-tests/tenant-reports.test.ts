@@ -3,20 +3,10 @@
  * (075-tenant-reports.sql): each tenant reads its own figures only.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
-import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import { activeSubscription, createWorld, errorOf, setClock, subscribe } from './support/billing.ts';
+import { describe, test } from 'node:test';
+import { activeSubscription, createWorld, errorOf, setClock, subscribe, fileDatabase } from './support/billing.ts';
 
-let db: TestDatabase;
-before(async () => {
-  db = await createTestDatabase();
-});
-after(async () => {
-  await db?.drop();
-});
-beforeEach(async () => {
-  await setClock(db, '2026-04-01T10:00:00Z');
-});
+const db = fileDatabase({ clock: '2026-04-01T10:00:00Z' });
 
 describe('tenant report views', () => {
   test('counts and revenue cover the reading tenant only', async () => {

@@ -73,6 +73,17 @@ test('an admin retries a job now; a viewer may not', async () => {
   assert.ok(after!.run_at.getTime() <= Date.now() + 1000, 'it runs now');
 });
 
+test('a GET of a job action (a link from anywhere) changes nothing: the actions act on POST only', async () => {
+  const id = await addJob('linked_task');
+  await running.db.pools.owner.query('select graphile_worker.reschedule_jobs(array[$1::bigint], attempts := 2)', [id]);
+  for (const action of ['retryNow', 'markCompleted']) {
+    const response = await admin.get(`/admin/api/resources/jobs/records/${id}/${action}`);
+    assert.equal(response.status, 200);
+    assert.equal(notice(response.text), undefined, `${action}: GET shows the form, nothing more`);
+  }
+  assert.equal((await job(id))!.attempts, 2, 'neither retried nor removed');
+});
+
 test('an admin marks a job completed, which removes it', async () => {
   const id = await addJob('stuck_task');
   const response = await admin.post(`/admin/api/resources/jobs/records/${id}/markCompleted`, {});

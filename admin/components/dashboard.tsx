@@ -6,19 +6,34 @@ import React, { useEffect, useState } from 'react';
 import { Box, H2, H5, Text } from '@adminjs/design-system';
 import { ApiClient, useCurrentAdmin } from 'adminjs';
 
+interface BillingSummary {
+  activeSubscriptions: string;
+  activeSubscriptionsEstimated: boolean;
+  pastDueSubscriptions: string;
+  paymentsFailed24h: string;
+  refundsPending: string;
+  paymentsToReview: string;
+  jobsFailing: string;
+}
+
 interface DashboardData {
+  billing?: BillingSummary | null;
   operators?: { total: number; enabled: number };
   jobs?: { queued: number; locked: number; failing: number; permanentlyFailed: number } | null;
 }
 
 const api = new ApiClient();
 
-const Figure: React.FC<{ label: string; value: number | string | undefined; testId: string }> = ({ label, value, testId }) => (
+const Figure: React.FC<{ label: string; value: number | string | undefined; testId: string; href?: string }> = ({ label, value, testId, href }) => (
   <Box variant="card" mr="lg" mb="lg" p="lg" style={{ minWidth: 180 }}>
-    <Text color="grey60">{label}</Text>
+    <Text color="grey60">{href ? <a href={href}>{label}</a> : label}</Text>
     <H2 data-testid={testId}>{value ?? '…'}</H2>
   </Box>
 );
+
+/** Links into lists, filtered as AdminJS's own filter drawer would. */
+const list = (resource: string, filters: Record<string, string> = {}) =>
+  `/admin/resources/${resource}${Object.keys(filters).length ? `?${new URLSearchParams(Object.fromEntries(Object.entries(filters).map(([k, v]) => [`filters.${k}`, v]))).toString()}` : ''}`;
 
 const Dashboard: React.FC = () => {
   const [currentAdmin] = useCurrentAdmin();
@@ -42,6 +57,24 @@ const Dashboard: React.FC = () => {
         </Text>
       </Box>
       {failed ? <Text>The dashboard figures could not be loaded.</Text> : null}
+      {data?.billing ? (
+        <>
+          <H5 mb="default">Billing</H5>
+          <Box flex flexDirection="row" flexWrap="wrap" data-testid="billing-figures">
+            <Figure
+              label={data.billing.activeSubscriptionsEstimated ? 'Active subscriptions (≈, from statistics)' : 'Active subscriptions'}
+              value={data.billing.activeSubscriptions}
+              testId="billing-active"
+              href={list('subscriptions', { status: 'active' })}
+            />
+            <Figure label="Past due" value={data.billing.pastDueSubscriptions} testId="billing-past-due" href={list('subscriptions', { status: 'past_due' })} />
+            <Figure label="Payments failed (24 h)" value={data.billing.paymentsFailed24h} testId="billing-failed-24h" href={list('payments', { status: 'failed' })} />
+            <Figure label="Refunds pending" value={data.billing.refundsPending} testId="billing-refunds-pending" href={list('refunds', { status: 'pending' })} />
+            <Figure label="Payments to review" value={data.billing.paymentsToReview} testId="billing-to-review" href={list('payment_reviews')} />
+            <Figure label="Jobs failing" value={data.billing.jobsFailing} testId="billing-jobs-failing" href={list('jobs')} />
+          </Box>
+        </>
+      ) : null}
       <H5 mb="default">Operators</H5>
       <Box flex flexDirection="row" flexWrap="wrap">
         <Figure label="Operators" value={data?.operators?.total} testId="operators-total" />

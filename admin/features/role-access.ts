@@ -48,6 +48,9 @@ const DEFAULT_RULES: Record<string, readonly OperatorRole[]> = {
   bulkDelete: ['admin'],
 };
 
+/** Rules for a resource everyone reads and nobody changes through AdminJS's generic actions (changes go through SQL functions). */
+export const READ_ONLY: Record<string, readonly OperatorRole[]> = { new: [], edit: [], delete: [], bulkDelete: [] };
+
 export function roleAccess(rules: Record<string, readonly OperatorRole[]> = {}): FeatureType {
   const merged = { ...DEFAULT_RULES, ...rules };
   return buildFeature({

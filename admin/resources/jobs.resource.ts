@@ -7,14 +7,16 @@
  * Everyone may read; admins may retry a job now or mark it completed (which
  * removes it). Both call SQL functions (090-console.sql) that wrap Graphile
  * Worker's own and write the audit log; nothing here writes its tables.
+ * Both are forms acting on POST only (admin/sql-actions.ts): they used to run
+ * on GET, which a link from another site could trigger with the session
+ * cookie (SameSite=Lax allows top-level GETs).
  * (Graphile Worker enables row level security on its tables without
  * policies, so only their owner can change them.)
  */
-import type { ActionContext, ActionRequest, ActionResponse, RecordActionResponse, ResourceWithOptions } from 'adminjs';
+import type { ResourceWithOptions } from 'adminjs';
 import type pg from 'pg';
-import { allowRoles, roleAccess, type ConsoleOperator } from '../features/role-access.ts';
-import { asOperator } from '../operator-claims.ts';
-import { stripSecretsAfter } from '../features/strip-secrets.ts';
+import { roleAccess } from '../features/role-access.ts';
+import { sqlRecordAction } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
 
@@ -36,32 +38,16 @@ export async function jobsSummary(pool: pg.Pool): Promise<JobsSummary | undefine
   return rows[0];
 }
 
-function jobAction(
-  pool: pg.Pool,
-  sql: string,
-  notice: string,
-  gone: boolean,
-): (request: ActionRequest, response: unknown, context: ActionContext) => Promise<RecordActionResponse> {
-  return async (_request, _response, context) => {
-    const record = context.record!;
-    const operator = context.currentAdmin as ConsoleOperator;
-    const { rows } = await asOperator(pool, operator.id, (client) => client.query<{ changed: number }>(sql, [[String(record.id())]]));
-    if (!rows[0]?.changed) {
-      return {
-        record: record.toJSON(context.currentAdmin),
-        notice: { message: 'The job is running (locked by a worker) or gone; nothing was changed.', type: 'error' },
-      };
-    }
-    const fresh = gone ? null : await context.resource.findOne(String(record.id()));
-    return {
-      record: (fresh ?? record).toJSON(context.currentAdmin),
-      notice: { message: notice, type: 'success' },
-      ...(gone ? { redirectUrl: context.h.resourceUrl({ resourceId: context.resource.id() }) } : {}),
-    };
-  };
-}
+const NOT_CHANGED = 'The job is running (locked by a worker) or gone; nothing was changed.';
+const JOB_SUMMARY = [
+  { label: 'Task', param: 'task_identifier' },
+  { label: 'Attempts', param: 'attempts' },
+  { label: 'Runs at', param: 'run_at' },
+  { label: 'Last error', param: 'last_error' },
+];
 
-export async function jobsResource({ knex, pool }: ResourceContext): Promise<ResourceWithOptions> {
+export async function jobsResource(context: ResourceContext): Promise<ResourceWithOptions> {
+  const { knex, pool } = context;
   const resource = await loadTableResource({
     knex,
     pool,
@@ -69,7 +55,6 @@ export async function jobsResource({ knex, pool }: ResourceContext): Promise<Res
     table: 'jobs',
     idColumn: 'id',
   });
-  const adminOnly = allowRoles(['admin']);
   return {
     resource,
     options: {
@@ -82,30 +67,33 @@ export async function jobsResource({ knex, pool }: ResourceContext): Promise<Res
         last_error: { type: 'textarea' },
       },
       actions: {
-        retryNow: {
-          actionType: 'record',
+        retryNow: sqlRecordAction(context, {
+          roles: ['admin'],
           icon: 'RefreshCw',
-          guard: 'Run this job now, with its attempts reset?',
-          component: false,
-          isAccessible: adminOnly,
-          handler: jobAction(
-            pool,
-            'select app_private.console_retry_jobs($1::bigint[]) as changed',
-            'The job runs again at the next poll.',
-            false,
-          ),
-          after: stripSecretsAfter as (response: ActionResponse) => ActionResponse,
-        },
-        markCompleted: {
-          actionType: 'record',
+          description: 'Runs this job at the next poll, with its attempts reset. A job a worker holds right now is left alone.',
+          submitLabel: 'Retry now',
+          idempotencyKey: 'none',
+          summary: JOB_SUMMARY,
+          run: async (client, id) => {
+            const { rows } = await client.query<{ changed: number }>('select app_private.console_retry_jobs($1::bigint[]) as changed', [[id]]);
+            return rows[0]?.changed ? { message: 'The job runs again at the next poll.' } : { message: NOT_CHANGED, failed: true };
+          },
+        }),
+        markCompleted: sqlRecordAction(context, {
+          roles: ['admin'],
           icon: 'CheckCircle',
           variant: 'danger',
-          guard: 'Mark this job completed? It is removed from the queue and will not run.',
-          component: false,
-          isAccessible: adminOnly,
-          handler: jobAction(pool, 'select app_private.console_complete_jobs($1::bigint[]) as changed', 'The job was removed from the queue.', true),
-          after: stripSecretsAfter as (response: ActionResponse) => ActionResponse,
-        },
+          description: 'Marks this job completed: it is removed from the queue and will not run.',
+          submitLabel: 'Mark completed',
+          idempotencyKey: 'none',
+          summary: JOB_SUMMARY,
+          run: async (client, id) => {
+            const { rows } = await client.query<{ changed: number }>('select app_private.console_complete_jobs($1::bigint[]) as changed', [[id]]);
+            return rows[0]?.changed
+              ? { message: 'The job was removed from the queue.', redirect: { resourceId: 'jobs' } }
+              : { message: NOT_CHANGED, failed: true };
+          },
+        }),
       },
     },
     features: [roleAccess({ new: [], edit: [], delete: [], bulkDelete: [] })],

@@ -81,6 +81,12 @@ export function openApiDocument(): JsonSchema {
         '409': errorResponse('Conflicts with the current state (ILLEGAL_TRANSITION, IDEMPOTENCY_KEY_REUSED, …)'),
         '422': errorResponse('Refused by a billing rule (PLAN_NOT_ON_SALE, CURRENCY_MISMATCH, …)'),
         '429': errorResponse('Rate limited; see Retry-After'),
+        ...(route.external
+          ? {
+              '502': errorResponse('The payment provider refused the request (PROVIDER_REFUSED)'),
+              '503': errorResponse('No payment provider answered (PROVIDERS_UNAVAILABLE), or the server is starting; retry'),
+            }
+          : {}),
         default: errorResponse('Internal error; quote request_id'),
       },
     };

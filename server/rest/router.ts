@@ -10,6 +10,7 @@ import type pg from 'pg';
 import type { z } from 'zod';
 import type { Logger } from '../../lib/logger.ts';
 import { pgSettingsFor, type AuthErrorResponder, type Authenticator } from '../auth.ts';
+import { CheckoutError, type CheckoutDeps } from '../checkout.ts';
 import { databaseApiError, internalErrorMessage } from '../errors.ts';
 import { idempotencyHeader } from '../idempotency.ts';
 import { corsFor, type ProtectionOptions } from '../protection.ts';
@@ -25,6 +26,8 @@ export interface RestOptions {
   /** The per-credential limiter shared with /graphql, so a key has one budget across both doors. */
   rateLimiter: express.RequestHandler;
   logger: Logger;
+  /** The checkout flow's dependencies (POST /v1/subscriptions/:id/checkout); null while the process is starting. */
+  checkout?: () => CheckoutDeps | null;
 }
 
 export function restError(req: express.Request, res: express.Response, status: number, code: string, message: string, param?: string): void {
@@ -94,9 +97,11 @@ function handler(route: RouteSpec, options: RestOptions): express.RequestHandler
         query: check(route.query, req.query, 'query'),
         body: check(route.body, req.body, 'body'),
       };
-      const result = await asCaller(options.pool, pgSettingsFor(req, options.anonymousRole), route.readOnly, (client) =>
-        route.run({ client, identity: req.identity, sessionKey: options.sessionKey }, input),
-      );
+      const result = route.external
+        ? await route.external({ identity: req.identity, idempotencyKey: req.idempotencyKey, checkout: options.checkout?.() ?? null }, input)
+        : await asCaller(options.pool, pgSettingsFor(req, options.anonymousRole), route.readOnly, (client) =>
+            route.run!({ client, identity: req.identity, sessionKey: options.sessionKey }, input),
+          );
       if (result === null || result === undefined) {
         const thing = route.notFound ?? 'RESOURCE';
         return restError(req, res, 404, `${thing}_NOT_FOUND`, `${thing.toLowerCase()} not found`);
@@ -104,6 +109,10 @@ function handler(route: RouteSpec, options: RestOptions): express.RequestHandler
       res.status(200).type('application/json').send(jsonText(result));
     } catch (error) {
       if (error instanceof InvalidRequest) return restError(req, res, 400, 'INVALID_REQUEST', error.message, error.param);
+      if (error instanceof CheckoutError) {
+        req.log.info({ code: error.code }, 'checkout refused');
+        return restError(req, res, error.status, error.code, error.message);
+      }
       if (error instanceof InvalidCursorError) return restError(req, res, 400, 'INVALID_CURSOR', error.message, 'cursor');
       const known = databaseApiError(error);
       if (known) {

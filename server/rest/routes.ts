@@ -7,6 +7,7 @@
 import type pg from 'pg';
 import type { z } from 'zod';
 import type { RequestIdentity } from '../auth.ts';
+import { CheckoutError, createCheckoutLink, type CheckoutDeps } from '../checkout.ts';
 import { signCustomerSession, type CustomerSessionRow } from '../sessions.ts';
 import * as s from './schemas.ts';
 
@@ -14,6 +15,15 @@ export interface RouteContext {
   client: pg.PoolClient;
   identity: RequestIdentity | undefined;
   sessionKey: Uint8Array;
+}
+
+/** For a route that calls out (a payment provider) and so runs no transaction of its own. */
+export interface ExternalRouteContext {
+  identity: RequestIdentity;
+  /** The request's Idempotency-Key header. */
+  idempotencyKey: string | undefined;
+  /** The checkout flow's dependencies; null while the process is starting. */
+  checkout: CheckoutDeps | null;
 }
 
 export interface Page {
@@ -36,7 +46,10 @@ export interface RouteSpec {
   readOnly: boolean;
   /** Name of the single thing fetched, for its *_NOT_FOUND code when RLS hides it or it does not exist. */
   notFound?: string;
-  run(ctx: RouteContext, input: { params: any; query: any; body: any }): Promise<unknown>;
+  /** The route's statement, in one transaction as the caller (every route but the external ones). */
+  run?(ctx: RouteContext, input: { params: any; query: any; body: any }): Promise<unknown>;
+  /** A route that calls a provider between its SQL steps; it throws CheckoutError for refusals. */
+  external?(ctx: ExternalRouteContext, input: { params: any; query: any; body: any }): Promise<unknown>;
 }
 
 /* Column lists: the API's names for each table's public columns. */
@@ -228,6 +241,27 @@ export const routes: RouteSpec[] = [
     method: 'get', path: '/v1/subscriptions/:id', operationId: 'getSubscription', tag: 'Subscriptions', readOnly: true,
     summary: 'Get a subscription', params: s.idParams, query: s.NoQuery, response: s.Subscription, notFound: 'SUBSCRIPTION',
     run: ({ client }, { params }) => getSubscription(client, params.id),
+  },
+  {
+    method: 'post', path: '/v1/subscriptions/:id/checkout', operationId: 'createCheckoutLink', tag: 'Subscriptions', readOnly: false,
+    summary: 'The payment link for the open invoice (server/checkout.ts); asking again returns the open link',
+    params: s.idParams, body: s.CheckoutBody, response: s.CheckoutLink,
+    external: async ({ identity, idempotencyKey, checkout }, { params, body }) => {
+      if (!checkout) throw new CheckoutError(503, 'STARTING', 'the server is starting');
+      const tenantId = identity.claims.tenant_id;
+      if (!tenantId) throw new CheckoutError(403, 'TENANT_REQUIRED', 'an API key or customer session of a tenant is required');
+      const link = await createCheckoutLink(checkout, {
+        subscriptionId: params.id,
+        tenantId,
+        customerId: identity.claims.customer_id ?? null,
+        returnUrl: body.return_url ?? null,
+        headerIdempotencyKey: idempotencyKey ?? null,
+      });
+      return {
+        object: 'checkout_link', payment: link.paymentId, invoice: link.invoiceId, provider: link.provider, url: link.url,
+        expires_at: link.expiresAt?.toISOString() ?? null, amount_minor: link.amountMinor.toString(), currency: link.currency, reused: link.reused,
+      };
+    },
   },
   {
     method: 'post', path: '/v1/subscriptions/:id/cancel', operationId: 'cancelSubscription', tag: 'Subscriptions', readOnly: false,

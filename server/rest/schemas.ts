@@ -204,6 +204,18 @@ export const Entitlements = component('Entitlements', z.object({
   claim: z.array(z.tuple([z.string(), z.int()])).describe('The compact form for an access token: [plan code, period end in Unix seconds].'),
 }), 'What a customer may use now: its trialing and active subscriptions.');
 
+export const CheckoutLink = component('CheckoutLink', z.object({
+  object: z.literal('checkout_link'),
+  payment: id.describe('The payment attempt this link pays (pending until the customer pays).'),
+  invoice: id,
+  provider: z.enum(['sandbox', 'stripe', 'yookassa']).describe('The provider that hosts the payment page, chosen by the tenant\'s routing rules.'),
+  url: z.string().describe('Send the customer here.'),
+  expires_at: nullable(timestamp).describe('When the provider stops accepting payment on this page; ask again for a new link after that.'),
+  amount_minor: money,
+  currency,
+  reused: z.boolean().describe('True when an open link made by an earlier request was returned instead of a new one.'),
+}), 'A hosted payment page for a subscription\'s open invoice.');
+
 export const ErrorBody = component('Error', z.object({
   error: z.object({
     code: z.string().describe('Machine-readable, e.g. PLAN_NOT_ON_SALE, ILLEGAL_TRANSITION, INVALID_REQUEST.'),
@@ -255,6 +267,11 @@ export const CancelBody = z.object({
 }).strict();
 
 export const EmptyBody = z.object({}).strict();
+
+export const CheckoutBody = z.object({
+  return_url: z.string().max(2000).regex(/^https?:\/\/\S+$/, 'an http(s) URL').optional()
+    .describe('Where the customer should end up afterwards; shown as a link on our return page.'),
+}).strict();
 
 export const ChangePriceBody = z.object({
   price: id,

@@ -5,13 +5,38 @@
  * two real connections.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import { after, before, beforeEach } from 'node:test';
 import type pg from 'pg';
-import type { TestDatabase } from '../../test/support/database.ts';
+import { createTestDatabase, type TestDatabase } from '../../test/support/database.ts';
 
 export type Row = Record<string, any>;
 
 export function key(prefix = 'k'): string {
   return `${prefix}-${randomUUID()}`;
+}
+
+/**
+ * The database of one test file, declared at module level: created before
+ * the file's tests, dropped after them and, given `clock`, its clock set to
+ * that time before each test. Usable inside tests only.
+ */
+export function fileDatabase(options: { clock?: string } = {}): TestDatabase {
+  let real: TestDatabase | undefined;
+  const db = new Proxy({} as TestDatabase, {
+    get(_target, property) {
+      if (!real) throw new Error('the file\'s test database exists only while its tests run');
+      const value = (real as unknown as Record<string | symbol, unknown>)[property];
+      return typeof value === 'function' ? value.bind(real) : value;
+    },
+  });
+  before(async () => {
+    real = await createTestDatabase();
+  });
+  after(async () => {
+    await real?.drop();
+  });
+  if (options.clock) beforeEach(() => setClock(db, options.clock!));
+  return db;
 }
 
 /** Freezes app_hidden.now() for every tenant without a test clock (null: real time again). */

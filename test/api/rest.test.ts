@@ -142,6 +142,15 @@ describe('a tenant works through REST', () => {
     assert.deepEqual(listed.body.data.map((s: { id: string }) => s.id), [subscriptionId]);
   });
 
+  test('a checkout link for the first invoice of a subscription without a card', async () => {
+    const buyer = await call('createCustomer', { body: { external_id: 'rest-checkout', email: 'checkout@example.com' }, key: idempotencyKey() });
+    const s = await call('createSubscription', { body: { customer: buyer.body.id, price: catalogue.pro.monthUsd }, key: idempotencyKey() });
+    const link = await call('createCheckoutLink', { path: { id: s.body.id }, body: { return_url: 'https://cinema.example.com/welcome' }, key: idempotencyKey() });
+    assert.deepEqual([link.status, link.body.provider, link.body.amount_minor, link.body.currency], [200, 'sandbox', 1000, 'USD']);
+    const payment = await call('getPayment', { path: { id: link.body.payment } });
+    assert.deepEqual([payment.body.status, payment.body.invoice], ['pending', link.body.invoice]);
+  });
+
   test('entitlements for an access token', async () => {
     const entitlements = await call('getCustomerEntitlements', { path: { id: customerId } });
     assert.deepEqual(entitlements.body.data.map((e: { plan_code: string }) => e.plan_code), ['pro']);

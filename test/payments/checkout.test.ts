@@ -1,26 +1,21 @@
 /**
- * createCheckoutLink and its HTTP surface: POST /v1/subscriptions/:id/checkout
- * (caller scoping, one link per open attempt), routing by the tenant's rules
+ * createCheckoutLink, the checkout flow (caller scoping, one link per open
+ * attempt), routing by the tenant's rules
  * with failover on a provider outage (5xx, timeout) and never otherwise, an
  * expired link settled and replaced, and the /checkout/return page.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import express from 'express';
 import type { RunningAbonement } from '../../server/index.ts';
-import { CheckoutError, checkoutRoutes } from '../../server/checkout.ts';
+import { CheckoutError, createCheckoutLink, type CheckoutLink } from '../../server/checkout.ts';
 import { createCustomer } from '../../sql-tests/support/billing.ts';
 import { startFakeStripeServer, type FakeStripeServer } from '../providers/fake-stripe-server.ts';
-import { listen, type Listening } from '../providers/sandbox-stack.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { checkoutFor, createShop, row, rows, startPaymentsServer, subscribeWithoutCard } from './support.ts';
 
 let db: TestDatabase;
 let stripe: FakeStripeServer;
 let server: RunningAbonement;
-let api: Listening;
-/** The identity the test's auth stand-in puts on the next requests (the API issue's API keys will do this). */
-let identity: { tenant_id?: string; customer_id?: string } = {};
 
 before(async () => {
   db = await createTestDatabase();
@@ -31,29 +26,21 @@ before(async () => {
     STRIPE_API_BASE: `http://${stripe.api.host}:${stripe.api.port}`,
     PROVIDER_TIMEOUT_MS: '1000',
   });
-  // The checkout routes behind a stand-in for the API-key middleware.
-  const app = express();
-  app.use((req, _res, next) => {
-    if (identity.tenant_id) req.identity = { role: db.roles.tenant, claims: identity as Record<string, string> };
-    next();
-  });
-  app.use(checkoutRoutes({ pool: server.checkout.pool, deps: () => server.checkout, bodyLimitBytes: 100_000 }));
-  api = await listen(app);
 });
 after(async () => {
-  await api?.close();
   await server?.stop();
   await stripe?.close();
   await db?.drop();
 });
 
-async function postCheckout(base: string, subscriptionId: string, body: unknown = {}): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${base}/v1/subscriptions/${subscriptionId}/checkout`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  return { status: res.status, body: await res.json() };
+/** The flow itself, as the API calls it for a caller (test/payments/checkout-api.test.ts covers REST and GraphQL). */
+async function attempt(caller: { tenantId: string; customerId?: string }, subscriptionId: string, returnUrl?: string): Promise<CheckoutLink | CheckoutError> {
+  try {
+    return await createCheckoutLink(server.checkout, { ...caller, subscriptionId, returnUrl: returnUrl ?? null });
+  } catch (error) {
+    if (error instanceof CheckoutError) return error;
+    throw error;
+  }
 }
 
 async function addRule(tenantId: string, priority: number, provider: string, currency: string | null = null, country: string | null = null) {
@@ -62,48 +49,40 @@ async function addRule(tenantId: string, priority: number, provider: string, cur
   );
 }
 
-describe('POST /v1/subscriptions/:id/checkout', () => {
-  test('without an API key or customer session: 401', async () => {
-    const shop = await createShop(db);
-    const sub = await subscribeWithoutCard(db, shop);
-    const res = await postCheckout(server.url, sub.id);
-    assert.equal(res.status, 401);
-    assert.equal(res.body.error.code, 'UNAUTHENTICATED');
-  });
-
+describe('the link for a subscription\'s open invoice', () => {
   test('the link for the open invoice; asking again gives the same link', async () => {
     // Setup
     const shop = await createShop(db);
     const sub = await subscribeWithoutCard(db, shop);
-    identity = { tenant_id: shop.tenantId };
     // Action
-    const first = await postCheckout(api.url, sub.id, { returnUrl: 'https://shop.example.com/account' });
-    const second = await postCheckout(api.url, sub.id);
+    const first = (await attempt({ tenantId: shop.tenantId }, sub.id, 'https://shop.example.com/account')) as CheckoutLink;
+    const second = (await attempt({ tenantId: shop.tenantId }, sub.id)) as CheckoutLink;
     // Assertions
-    assert.equal(first.status, 201);
-    assert.equal(first.body.provider, 'sandbox');
-    assert.match(first.body.url, /\/sandbox\/checkout\/chk_/);
-    assert.deepEqual([first.body.amountMinor, first.body.currency], ['1990', 'EUR']);
-    assert.equal(second.status, 200);
-    assert.deepEqual([second.body.paymentId, second.body.url], [first.body.paymentId, first.body.url]);
-    const payments = await rows(db, 'select * from app_public.payments where invoice_id = $1', [first.body.invoiceId]);
+    assert.equal(first.reused, false);
+    assert.equal(first.provider, 'sandbox');
+    assert.match(first.url, /\/sandbox\/checkout\/chk_/);
+    assert.deepEqual([first.amountMinor, first.currency], [1990n, 'EUR']);
+    assert.equal(second.reused, true);
+    assert.deepEqual([second.paymentId, second.url], [first.paymentId, first.url]);
+    const payments = await rows(db, 'select * from app_public.payments where invoice_id = $1', [first.invoiceId]);
     assert.equal(payments.length, 1);
     assert.deepEqual([payments[0]!.status, payments[0]!.flow, payments[0]!.return_url], ['pending', 'checkout', 'https://shop.example.com/account']);
-    assert.equal(payments[0]!.idempotency_key, `abonement-${first.body.invoiceId}-1`);
+    assert.equal(payments[0]!.idempotency_key, `abonement-${first.invoiceId}-1`);
   });
 
   test('another tenant\'s subscription, or another customer\'s, is not found', async () => {
     const shop = await createShop(db);
     const other = await createShop(db);
     const sub = await subscribeWithoutCard(db, shop);
-    identity = { tenant_id: other.tenantId };
-    const foreignTenant = await postCheckout(api.url, sub.id);
-    assert.deepEqual([foreignTenant.status, foreignTenant.body.error.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
-    identity = { tenant_id: shop.tenantId, customer_id: await createCustomer(db, shop.tenantId) };
-    const foreignCustomer = await postCheckout(api.url, sub.id);
-    assert.deepEqual([foreignCustomer.status, foreignCustomer.body.error.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
-    identity = { tenant_id: shop.tenantId, customer_id: sub.customer_id };
-    assert.equal((await postCheckout(api.url, sub.id)).status, 201, 'the customer\'s own subscription');
+    const foreignTenant = await attempt({ tenantId: other.tenantId }, sub.id);
+    assert.ok(foreignTenant instanceof CheckoutError);
+    assert.deepEqual([foreignTenant.status, foreignTenant.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
+    const foreignCustomer = await attempt({ tenantId: shop.tenantId, customerId: await createCustomer(db, shop.tenantId) }, sub.id);
+    assert.ok(foreignCustomer instanceof CheckoutError);
+    assert.deepEqual([foreignCustomer.status, foreignCustomer.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
+    const own = await attempt({ tenantId: shop.tenantId, customerId: sub.customer_id }, sub.id);
+    assert.ok(!(own instanceof CheckoutError), 'the customer\'s own subscription');
+    assert.equal(own.reused, false);
   });
 
   test('nothing to pay once the invoice is paid: 409 NOTHING_TO_PAY', async () => {
@@ -111,9 +90,9 @@ describe('POST /v1/subscriptions/:id/checkout', () => {
     const sub = await subscribeWithoutCard(db, shop);
     const link = await checkoutFor(server, shop.tenantId, sub.id);
     await db.asWorker((c) => c.query(`select app_private.apply_payment_result($1, 'succeeded', 'pay_direct')`, [link.paymentId]));
-    identity = { tenant_id: shop.tenantId };
-    const res = await postCheckout(api.url, sub.id);
-    assert.deepEqual([res.status, res.body.error.code], [409, 'NOTHING_TO_PAY']);
+    const res = await attempt({ tenantId: shop.tenantId }, sub.id);
+    assert.ok(res instanceof CheckoutError);
+    assert.deepEqual([res.status, res.code], [409, 'NOTHING_TO_PAY']);
   });
 });
 

@@ -1,0 +1,156 @@
+/**
+ * The form of every record action that calls a SQL function
+ * (admin/sql-actions.ts): what will happen, the record it acts on, its
+ * fields, and one submit button. The form makes one idempotency key when it
+ * opens and sends it with every submission, so a double click or a retry
+ * after a lost answer has one effect. SQL's refusal ("CODE: message") is
+ * shown on the form and as a notice.
+ */
+import React, { useState } from 'react';
+import { Box, Button, FormGroup, Input, Label, MessageBox, Text } from '@adminjs/design-system';
+import { ApiClient, useActionResponseHandler, type ActionProps } from 'adminjs';
+
+interface FormField {
+  name: string;
+  label: string;
+  type: 'text' | 'amount' | 'select';
+  options?: Array<{ value: string; label: string }>;
+  defaultParam?: string;
+  help?: string;
+  required?: boolean;
+}
+
+interface SqlActionForm {
+  description: string;
+  submitLabel: string;
+  variant: 'primary' | 'danger';
+  fields: FormField[];
+  summary: Array<{ label: string; param: string }>;
+}
+
+const api = new ApiClient();
+
+/** 128 random bits; getRandomValues works on plain HTTP too (randomUUID needs a secure context). */
+function newIdempotencyKey(): string {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return `console-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+/** 1050 minor units of a 2-digit currency → "10.50". Exact: string arithmetic, no floats. */
+function majorUnits(minor: string, exponent: number): string {
+  if (!/^[0-9]+$/.test(minor)) return '';
+  if (exponent === 0) return minor;
+  const padded = minor.padStart(exponent + 1, '0');
+  return `${padded.slice(0, -exponent)}.${padded.slice(-exponent)}`;
+}
+
+const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, record }) => {
+  const form = action.custom as SqlActionForm;
+  const params = (record?.params ?? {}) as Record<string, unknown>;
+  const [idempotencyKey] = useState(newIdempotencyKey);
+  const [values, setValues] = useState<Record<string, string>>(() =>
+    Object.fromEntries(
+      form.fields.map((field) => [
+        field.name,
+        field.defaultParam ? String(params[field.defaultParam] ?? '') : field.type === 'select' ? (field.options?.[0]?.value ?? '') : '',
+      ]),
+    ),
+  );
+  const [submitting, setSubmitting] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const handleResponse = useActionResponseHandler();
+
+  const submit = (event: React.FormEvent) => {
+    event.preventDefault();
+    if (submitting || !record) return;
+    setSubmitting(true);
+    setError(null);
+    api
+      .recordAction({ resourceId: resource.id, recordId: record.id, actionName: action.name, data: { ...values, idempotency_key: idempotencyKey } })
+      .then((response) => {
+        const notice = response.data.notice;
+        if (notice?.type === 'error') {
+          setError(notice.message);
+          setSubmitting(false);
+        }
+        handleResponse(response);
+      })
+      .catch(() => {
+        // Same key on the retry: if the first request did arrive, the retry answers with its result.
+        setError('The request failed; submitting again is safe.');
+        setSubmitting(false);
+      });
+  };
+
+  const currency = typeof params.currency === 'string' ? params.currency : null;
+  const exponent = typeof params.currency_exponent === 'number' ? params.currency_exponent : Number(params.currency_exponent ?? NaN);
+
+  return (
+    <Box as="form" onSubmit={submit} data-testid="sql-action-form">
+      <Text mb="lg">{form.description}</Text>
+      {form.summary.length > 0 ? (
+        <Box mb="lg" as="dl">
+          {form.summary.map((item) => (
+            <Box key={item.param} flex flexDirection="row" mb="sm">
+              <Text as="dt" mr="default" style={{ minWidth: 180 }} color="grey60">
+                {item.label}
+              </Text>
+              <Text as="dd" data-testid={`summary-${item.param}`}>
+                {String(params[item.param] ?? '—')}
+              </Text>
+            </Box>
+          ))}
+        </Box>
+      ) : null}
+      {form.fields.map((field) => (
+        <FormGroup key={field.name}>
+          <Label htmlFor={`field-${field.name}`} required={field.required}>
+            {field.label}
+          </Label>
+          {field.type === 'select' ? (
+            <select
+              id={`field-${field.name}`}
+              data-testid={`field-${field.name}`}
+              value={values[field.name]}
+              onChange={(e) => setValues({ ...values, [field.name]: e.target.value })}
+              style={{ padding: 8, minWidth: 240 }}
+            >
+              {field.options?.map((option) => (
+                <option key={option.value} value={option.value}>
+                  {option.label}
+                </option>
+              ))}
+            </select>
+          ) : (
+            <Input
+              id={`field-${field.name}`}
+              data-testid={`field-${field.name}`}
+              inputMode={field.type === 'amount' ? 'numeric' : undefined}
+              value={values[field.name]}
+              onChange={(e: React.ChangeEvent<HTMLInputElement>) => setValues({ ...values, [field.name]: e.target.value })}
+            />
+          )}
+          {field.type === 'amount' && currency && Number.isInteger(exponent) ? (
+            <Text variant="sm" color="grey60">
+              = {majorUnits(values[field.name] ?? '', exponent)} {currency}
+            </Text>
+          ) : null}
+          {field.help ? (
+            <Text variant="sm" color="grey60">
+              {field.help}
+            </Text>
+          ) : null}
+        </FormGroup>
+      ))}
+      {error ? (
+        <MessageBox mb="lg" variant="danger" message={error} data-testid="sql-action-error" />
+      ) : null}
+      <Button type="submit" variant={form.variant === 'danger' ? 'danger' : 'contained'} disabled={submitting} data-testid="sql-action-submit">
+        {form.submitLabel}
+      </Button>
+    </Box>
+  );
+};
+
+export default SqlActionFormComponent;

@@ -1,0 +1,58 @@
+/**
+ * Customer e-mails (app_private.sent_emails): one per event and template,
+ * with recipient, status and the SMTP server's message id. Read only, with
+ * "Resend" for support and admin (design-brief section 1), which calls
+ * app_private.console_resend_email: it checks the role, queues the e-mail
+ * again to the customer's current address, and writes the audit log.
+ */
+import type { ResourceWithOptions } from 'adminjs';
+import { roleAccess } from '../features/role-access.ts';
+import { sqlRecordAction } from '../features/sql-record-action.ts';
+import { loadTableResource } from '../table-resource.ts';
+import type { ResourceContext } from './context.ts';
+
+const TEMPLATES = [
+  'subscription_created',
+  'subscription_activated',
+  'subscription_renewed',
+  'subscription_canceled',
+  'payment_succeeded',
+  'payment_failed',
+  'refund_succeeded',
+  'renewal_reminder',
+];
+
+export async function sentEmailsResource({ knex, pool }: ResourceContext): Promise<ResourceWithOptions> {
+  const resource = await loadTableResource({
+    knex,
+    pool,
+    schema: 'app_private',
+    table: 'sent_emails',
+    availableValues: { status: ['queued', 'sent', 'skipped', 'failed'], template: TEMPLATES },
+    hiddenColumns: ['sending_since'],
+  });
+  return {
+    resource,
+    options: {
+      navigation: { name: 'Outbox', icon: 'Mail' },
+      titleProperty: 'template',
+      sort: { sortBy: 'created_at', direction: 'desc' },
+      listProperties: ['template', 'to_address', 'status', 'send_count', 'sent_at', 'created_at'],
+      filterProperties: ['tenant_id', 'customer_id', 'event_id', 'template', 'to_address', 'status', 'sent_at', 'created_at'],
+      properties: {
+        last_error: { type: 'textarea' },
+      },
+      actions: {
+        resend: sqlRecordAction({
+          pool,
+          sql: 'select id from app_private.console_resend_email($1)',
+          roles: ['admin', 'support'],
+          notice: 'The e-mail is queued again, to the customer’s current address.',
+          guard: 'Send this e-mail again to the customer’s current address?',
+          icon: 'Send',
+        }),
+      },
+    },
+    features: [roleAccess({ new: [], edit: [], delete: [], bulkDelete: [] })],
+  };
+}

@@ -1,0 +1,192 @@
+/**
+ * Record actions that call one SQL function on behalf of the operator
+ * (style: "record actions call a handler that calls a SQL function; the
+ * handler never writes tables itself").
+ *
+ * Every such action:
+ *   - shows a form (components/sql-action-form.tsx) on GET and acts only on
+ *     POST: AdminJS calls form-less actions with GET, and the session cookie
+ *     (SameSite=Lax) rides along on a top-level GET from another site, so a
+ *     link must never change anything;
+ *   - needs an idempotency key in the POST, generated once per form by the
+ *     browser and passed to the SQL function, so a double submission has one
+ *     effect (the second answers with the first's result);
+ *   - runs through asOperator(): the SQL function checks the operator's role
+ *     itself (app_hidden.require_operator_role) and writes the audit log;
+ *     AdminJS's isAccessible only decides what the UI offers, and refuses
+ *     early;
+ *   - turns a business error of SQL (SQLSTATE class AB, code in DETAIL) into
+ *     an error notice "CODE: message"; anything else is logged and shown as
+ *     INTERNAL_ERROR without details;
+ *   - strips secrets from the record it returns.
+ */
+import type { Action, ActionContext, ActionRequest, ActionResponse, NoticeMessage, RecordActionResponse, RecordJSON } from 'adminjs';
+import type pg from 'pg';
+import type { Logger } from '../lib/logger.ts';
+import { Components } from './components.ts';
+import { allowRoles, type ConsoleOperator, type OperatorRole } from './features/role-access.ts';
+import { stripSecretsAfter } from './features/strip-secrets.ts';
+import { asOperator } from './operator-claims.ts';
+
+/** One input of an action's form. Values reach `run` as trimmed strings. */
+export interface FormField {
+  name: string;
+  label: string;
+  /** `amount`: a non-negative integer of minor units (bigint), checked before SQL sees it. */
+  type: 'text' | 'amount' | 'select';
+  options?: ReadonlyArray<{ value: string; label: string }>;
+  /** A record param whose value pre-fills the field (e.g. refundable_minor from `prepare`). */
+  defaultParam?: string;
+  help?: string;
+  required?: boolean;
+}
+
+/** What the form component reads from the action's `custom`. */
+export interface SqlActionForm {
+  description: string;
+  submitLabel: string;
+  variant: 'primary' | 'danger';
+  fields: FormField[];
+  /** Record params shown above the form, as label → param. */
+  summary: ReadonlyArray<{ label: string; param: string }>;
+}
+
+export interface ActionOutcome {
+  message: string;
+  /** An outcome that changed nothing (e.g. the job was locked): shown as an error, no redirect. */
+  failed?: boolean;
+  /** Where to go afterwards: a record's show page (default: this record's), or a list. */
+  redirect?: { resourceId: string; recordId?: string };
+}
+
+export interface SqlActionSpec {
+  roles: readonly OperatorRole[];
+  icon: string;
+  variant?: 'primary' | 'danger';
+  description: string;
+  submitLabel: string;
+  fields?: FormField[];
+  summary?: SqlActionForm['summary'];
+  /** Whether the UI offers the action for this record (display only: SQL decides). */
+  offeredFor?: (params: Record<string, unknown>) => boolean;
+  /** Extra params for the form, read as the operator (e.g. the refundable remainder). */
+  prepare?: (client: pg.PoolClient, recordId: string) => Promise<Record<string, unknown>>;
+  /** Calls the SQL function. */
+  run: (client: pg.PoolClient, recordId: string, input: Record<string, string>, idempotencyKey: string) => Promise<ActionOutcome>;
+  /**
+   * `required` (default): the POST must carry the form's key, passed to SQL.
+   * `none`: for functions that are idempotent by nature and take no key
+   * (the job actions: retrying or completing a job twice is the same).
+   */
+  idempotencyKey?: 'required' | 'none';
+}
+
+export interface SqlActionDeps {
+  pool: pg.Pool;
+  logger: Logger;
+}
+
+/** Keys the form makes (see sql-action-form.tsx); anything else is refused before SQL. */
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9_.:-]{16,200}$/;
+const AMOUNT = /^[0-9]{1,18}$/;
+
+interface DatabaseError {
+  code?: string;
+  detail?: string;
+  message?: string;
+}
+
+/**
+ * The notice for an error of an action's SQL: business errors (class AB) and
+ * integrity violations (class 23) as "CODE: message"; anything else as
+ * INTERNAL_ERROR, with the details only in the log.
+ */
+export function errorNotice(error: unknown, logger: Logger, context: Record<string, unknown>): NoticeMessage {
+  const { code, detail, message } = error as DatabaseError;
+  if (code?.startsWith('AB') || code?.startsWith('23')) {
+    logger.warn({ ...context, sqlstate: code, code: detail ?? code, reason: message }, 'console action refused by the database');
+    return { type: 'error', message: `${detail ?? code}: ${message ?? 'refused by the database'}` };
+  }
+  logger.error({ ...context, err: error }, 'console action failed');
+  return { type: 'error', message: 'INTERNAL_ERROR: the action failed; the server log has the details' };
+}
+
+function validate(fields: readonly FormField[], payload: Record<string, unknown>): { input: Record<string, string> } | { error: string } {
+  const input: Record<string, string> = {};
+  for (const field of fields) {
+    const value = String(payload[field.name] ?? '').trim();
+    if (field.required && value === '') return { error: `INVALID_INPUT: ${field.label} is required` };
+    if (field.type === 'amount' && value !== '' && !AMOUNT.test(value)) {
+      return { error: `INVALID_INPUT: ${field.label} must be a whole number of minor units (e.g. 1050 for 10.50)` };
+    }
+    if (field.type === 'select' && value !== '' && !field.options?.some((o) => o.value === value)) {
+      return { error: `INVALID_INPUT: ${field.label} must be one of ${field.options?.map((o) => o.value).join(', ')}` };
+    }
+    input[field.name] = value;
+  }
+  return { input };
+}
+
+export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlActionSpec): Partial<Action<ActionResponse>> {
+  const allowed = allowRoles(spec.roles);
+  const form: SqlActionForm = {
+    description: spec.description,
+    submitLabel: spec.submitLabel,
+    variant: spec.variant ?? 'primary',
+    fields: spec.fields ?? [],
+    summary: spec.summary ?? [],
+  };
+
+  const handler = async (request: ActionRequest, _response: unknown, context: ActionContext): Promise<RecordActionResponse> => {
+    const record = context.record!;
+    const operator = context.currentAdmin as ConsoleOperator;
+    const recordId = String(record.id());
+    const resourceId = context.resource.id();
+    const current = (): RecordJSON => record.toJSON(context.currentAdmin);
+    if (request.method !== 'post') {
+      // The form: the record, and whatever it needs from SQL. Nothing changes on GET.
+      const json = current();
+      if (spec.prepare) Object.assign(json.params, await asOperator(pool, operator.id, (client) => spec.prepare!(client, recordId)));
+      return { record: json };
+    }
+    const payload = (request.payload ?? {}) as Record<string, unknown>;
+    const log = { event: 'console_action', action: context.action.name, resource: resourceId, recordId, operatorId: operator.id };
+    const key = String(payload.idempotency_key ?? '');
+    if (spec.idempotencyKey !== 'none' && !IDEMPOTENCY_KEY.test(key)) {
+      return { record: current(), notice: { type: 'error', message: 'IDEMPOTENCY_KEY_REQUIRED: submit the action from its form (it carries a fresh idempotency key)' } };
+    }
+    const checked = validate(form.fields, payload);
+    if ('error' in checked) return { record: current(), notice: { type: 'error', message: checked.error } };
+    try {
+      const outcome = await asOperator(pool, operator.id, (client) => spec.run(client, recordId, checked.input, key));
+      if (outcome.failed) {
+        logger.info({ ...log, reason: outcome.message }, 'console action changed nothing');
+        return { record: current(), notice: { type: 'error', message: outcome.message } };
+      }
+      logger.info(log, 'console action done');
+      const fresh = (await context.resource.findOne(recordId, context)) ?? record;
+      const target = outcome.redirect ?? { resourceId, recordId };
+      return {
+        record: fresh.toJSON(context.currentAdmin),
+        notice: { type: 'success', message: outcome.message },
+        redirectUrl: target.recordId
+          ? context.h.recordActionUrl({ resourceId: target.resourceId, recordId: target.recordId, actionName: 'show' })
+          : context.h.resourceUrl({ resourceId: target.resourceId }),
+      };
+    } catch (error) {
+      return { record: current(), notice: errorNotice(error, logger, log) };
+    }
+  };
+
+  return {
+    actionType: 'record',
+    icon: spec.icon,
+    component: Components.SqlActionForm,
+    isAccessible: allowed,
+    isVisible: (context: ActionContext) =>
+      allowed(context) && (!spec.offeredFor || !context.record || spec.offeredFor(context.record.params)),
+    custom: form,
+    handler,
+    after: stripSecretsAfter as (response: ActionResponse) => ActionResponse,
+  };
+}
