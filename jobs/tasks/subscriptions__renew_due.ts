@@ -3,8 +3,8 @@
  *   1. app_private.renew_due(batch), repeated while it finds work, for at
  *      most RENEW_BUDGET_MS (the next minute's run takes over from there):
  *      invoices the next period of subscriptions whose period ended (or ends
- *      those canceled at period end); finalising an invoice queues its
- *      invoices__collect charge in the same transaction. Safe to run twice
+ *      those canceled at period end) and queues their invoices__collect
+ *      charges in the same transaction (one add_jobs call). Safe to run twice
  *      or concurrently: one invoice per period (invariant 3). It invoices at
  *      most RENEW_AHEAD charges ahead of the workers: renew_due's scan passes
  *      over every subscription whose renewal invoice is still waiting for its
