@@ -97,8 +97,12 @@ async function startServer(): Promise<{ url: string; stop(): Promise<void> }> {
     let buffer = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       buffer += chunk.toString();
-      const line = buffer.split('\n').find((l) => l.startsWith('{'));
-      if (line) resolve((JSON.parse(line) as { url: string }).url);
+      // The server's own line is {"url": …}; pino's log lines (warnings at start) are JSON too.
+      for (const line of buffer.split('\n')) {
+        if (!line.startsWith('{"url"')) continue;
+        resolve((JSON.parse(line) as { url: string }).url);
+        return;
+      }
     });
     child.once('exit', (code) => reject(new Error(`the bench server exited with ${code}`)));
   });
