@@ -63,7 +63,11 @@ async function signedIn(role: string): Promise<{ context: BrowserContext; page: 
   page.on('response', (response) => {
     if (response.status() >= 400) seen.failed.push(`${response.url()} ${response.status()}`);
   });
-  page.on('requestfailed', (request) => seen.failed.push(`${request.url()} ${request.failure()?.errorText ?? ''}`));
+  page.on('requestfailed', (request) => {
+    // A same-origin fetch cut short because the page navigated on (net::ERR_ABORTED) is the browser's doing, not a failure.
+    if (request.failure()?.errorText === 'net::ERR_ABORTED' && new URL(request.url()).origin === new URL(page.url()).origin) return;
+    seen.failed.push(`${request.url()} ${request.failure()?.errorText ?? ''}`);
+  });
   page.on('pageerror', (error) => seen.errors.push(error.message));
   page.on('console', (message) => {
     if (message.type() === 'error' && !message.text().startsWith('Warning: ')) seen.errors.push(message.text());

@@ -53,7 +53,11 @@ function watch(page: Page, origin: string) {
   page.on('response', (response) => {
     if (response.status() >= 400) failed.push(`${response.url()} ${response.status()}`);
   });
-  page.on('requestfailed', (request) => failed.push(`${request.url()} ${request.failure()?.errorText ?? ''}`));
+  page.on('requestfailed', (request) => {
+    // A same-origin fetch cut short because the page navigated on (net::ERR_ABORTED) is the browser's doing, not a failure.
+    if (request.failure()?.errorText === 'net::ERR_ABORTED' && new URL(request.url()).origin === new URL(page.url()).origin) return;
+    failed.push(`${request.url()} ${request.failure()?.errorText ?? ''}`);
+  });
   page.on('pageerror', (error) => errors.push(error.message));
   const reactWarnings: string[] = [];
   page.on('console', (message) => {

@@ -101,7 +101,7 @@ test('retry now: admin and support send a given-up delivery again, logged; viewe
   const { rows: jobs } = await running.db.pools.owner.query(`select run_at from graphile_worker.jobs where key = $1`, [`webhooks__deliver:${deliveryId}`]);
   assert.equal(jobs.length, 1);
   const again = await admin.post(`/admin/api/resources/webhook_deliveries/records/${deliveryId}/retryNow`, {});
-  assert.deepEqual(notice(again.text), { message: 'only failed or given-up deliveries are sent again; this one is pending', type: 'error' });
+  assert.deepEqual(notice(again.text), { message: 'ILLEGAL_TRANSITION: only failed or given-up deliveries are sent again; this one is pending', type: 'error' });
   const { rows: log } = await running.db.pools.owner.query(
     `select operator_id from app_private.console_audit_log where resource = 'webhook_deliveries' and action = 'retry_now' and record_id = $1`,
     [deliveryId],

@@ -7,7 +7,7 @@
  */
 import type { ResourceWithOptions } from 'adminjs';
 import { roleAccess } from '../features/role-access.ts';
-import { sqlRecordAction } from '../features/sql-record-action.ts';
+import { sqlRecordAction } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
 
@@ -22,7 +22,7 @@ const TEMPLATES = [
   'renewal_reminder',
 ];
 
-export async function sentEmailsResource({ knex, pool }: ResourceContext): Promise<ResourceWithOptions> {
+export async function sentEmailsResource({ knex, pool, logger }: ResourceContext): Promise<ResourceWithOptions> {
   const resource = await loadTableResource({
     knex,
     pool,
@@ -43,13 +43,18 @@ export async function sentEmailsResource({ knex, pool }: ResourceContext): Promi
         last_error: { type: 'textarea' },
       },
       actions: {
-        resend: sqlRecordAction({
-          pool,
-          sql: 'select id from app_private.console_resend_email($1)',
+        resend: sqlRecordAction({ pool, logger }, {
           roles: ['admin', 'support'],
-          notice: 'The e-mail is queued again, to the customer’s current address.',
-          guard: 'Send this e-mail again to the customer’s current address?',
           icon: 'Send',
+          description: 'Sends this e-mail again, to the customer’s current address. An e-mail already queued is left alone (EMAIL_QUEUED).',
+          submitLabel: 'Resend',
+          // console_resend_email takes no key: a second submission finds the e-mail queued and is refused.
+          idempotencyKey: 'none',
+          summary: [{ label: 'Template', param: 'template' }, { label: 'Sent to', param: 'to_address' }, { label: 'Status', param: 'status' }],
+          run: async (client, id) => {
+            await client.query('select id from app_private.console_resend_email($1)', [id]);
+            return { message: 'The e-mail is queued again, to the customer’s current address.' };
+          },
         }),
       },
     },

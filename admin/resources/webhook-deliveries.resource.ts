@@ -7,11 +7,11 @@
  */
 import type { ResourceWithOptions } from 'adminjs';
 import { roleAccess } from '../features/role-access.ts';
-import { sqlRecordAction } from '../features/sql-record-action.ts';
+import { sqlRecordAction } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
 
-export async function webhookDeliveriesResource({ knex, pool }: ResourceContext): Promise<ResourceWithOptions> {
+export async function webhookDeliveriesResource({ knex, pool, logger }: ResourceContext): Promise<ResourceWithOptions> {
   const resource = await loadTableResource({
     knex,
     pool,
@@ -33,13 +33,18 @@ export async function webhookDeliveriesResource({ knex, pool }: ResourceContext)
         last_error: { type: 'textarea' },
       },
       actions: {
-        retryNow: sqlRecordAction({
-          pool,
-          sql: 'select id from app_private.console_retry_webhook_delivery($1)',
+        retryNow: sqlRecordAction({ pool, logger }, {
           roles: ['admin', 'support'],
-          notice: 'The delivery is sent again now.',
-          guard: 'Send this delivery again now?',
           icon: 'RefreshCw',
+          description: 'Sends this delivery again now (a failed or given-up one; the receiver de-duplicates by event id).',
+          submitLabel: 'Retry now',
+          // Retrying a delivery twice is the same as once: the function takes no key.
+          idempotencyKey: 'none',
+          summary: [{ label: 'Status', param: 'status' }, { label: 'Attempts', param: 'attempt_count' }],
+          run: async (client, id) => {
+            await client.query('select id from app_private.console_retry_webhook_delivery($1)', [id]);
+            return { message: 'The delivery is sent again now.' };
+          },
         }),
       },
     },
