@@ -20,6 +20,7 @@ import { createConsoleAuth, type LoginLimits } from './auth.ts';
 import { Components, componentLoader } from './components.ts';
 import { stripSecrets } from './features/strip-secrets.ts';
 import { auditLogResource } from './resources/audit-log.resource.ts';
+import { billingResources } from './resources/billing.resource.ts';
 import { jobsResource, jobsSummary } from './resources/jobs.resource.ts';
 import { operatorsResource } from './resources/operators.resource.ts';
 import type { ResourceContext } from './resources/context.ts';
@@ -52,6 +53,7 @@ const RESOURCE_FACTORIES: Array<(context: ResourceContext) => Promise<ResourceWi
   operatorsResource,
   jobsResource,
   auditLogResource,
+  ...billingResources,
 ];
 
 /**
@@ -203,7 +205,21 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
                 welcomeMessage: 'Operator console. Sign in with your operator e-mail and password.',
               },
             },
-            labels: { operators: 'Operators', jobs: 'Jobs', audit_log: 'Audit log', Platform: 'Platform' },
+            labels: {
+              operators: 'Operators',
+              jobs: 'Jobs',
+              audit_log: 'Audit log',
+              Platform: 'Platform',
+              Billing: 'Billing',
+              tenants: 'Tenants',
+              customers: 'Customers',
+              subscriptions: 'Subscriptions',
+              invoices: 'Invoices',
+              payments: 'Payments',
+              refunds: 'Refunds',
+              events: 'Events (outbox)',
+              status_changes: 'Status changes',
+            },
             actions: { retryNow: 'Retry now', markCompleted: 'Mark completed' },
           },
         },
