@@ -20,7 +20,6 @@ import { createConsoleAuth, type LoginLimits } from './auth.ts';
 import { Components, componentLoader } from './components.ts';
 import { stripSecrets } from './features/strip-secrets.ts';
 import { auditLogResource } from './resources/audit-log.resource.ts';
-import { billingResources } from './resources/billing.resource.ts';
 import { jobsResource, jobsSummary } from './resources/jobs.resource.ts';
 import { operatorsResource } from './resources/operators.resource.ts';
 import type { ResourceContext } from './resources/context.ts';
@@ -53,7 +52,6 @@ const RESOURCE_FACTORIES: Array<(context: ResourceContext) => Promise<ResourceWi
   operatorsResource,
   jobsResource,
   auditLogResource,
-  ...billingResources,
 ];
 
 /**
@@ -205,21 +203,7 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
                 welcomeMessage: 'Operator console. Sign in with your operator e-mail and password.',
               },
             },
-            labels: {
-              operators: 'Operators',
-              jobs: 'Jobs',
-              audit_log: 'Audit log',
-              Platform: 'Platform',
-              Billing: 'Billing',
-              tenants: 'Tenants',
-              customers: 'Customers',
-              subscriptions: 'Subscriptions',
-              invoices: 'Invoices',
-              payments: 'Payments',
-              refunds: 'Refunds',
-              events: 'Events (outbox)',
-              status_changes: 'Status changes',
-            },
+            labels: { operators: 'Operators', jobs: 'Jobs', audit_log: 'Audit log', Platform: 'Platform' },
             actions: { retryNow: 'Retry now', markCompleted: 'Mark completed' },
           },
         },

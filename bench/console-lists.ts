@@ -4,12 +4,16 @@
  * design brief's size (section 7: every console list and report < 1 s):
  *
  * 1. every console list page through the real console over HTTP (AdminJS's
- *    list API, as the browser calls it after login): the first page in the
- *    default sort with the count under the pagination, filtered by the
- *    largest and the smallest tenant, by a status, page 100; the SQL the
- *    console sent is captured by wrapping pg's Client.query in this process
- *    (the console's knex pool and the operator pool both go through it) and
- *    printed with BENCH_SQL=true;
+ *    list API, as the browser calls it after login; the resources are read
+ *    from the console page's own state, so new ones are measured too): the
+ *    first page in the default sort with the count under the pagination,
+ *    filtered by the largest and the smallest tenant, by a status, page 100;
+ *    the SQL the console sent is captured by wrapping pg's Client.query in
+ *    this process (the console's knex pool and the operator pool both go
+ *    through it) and printed with BENCH_SQL=true;
+ *    and the console's adapter (TableResource: count, then the page, newest
+ *    first) on every big billing table, with the same filters, whether or
+ *    not the console lists that table yet;
  * 2. every report view as the console reads it (operator: all tenants) and
  *    as the largest tenant through row-level security;
  * 3. every GraphQL list's first page (first: 20, newest first, with and
@@ -28,7 +32,8 @@ import { migrateDatabase } from '../db/migrate.ts';
 import { parseConfig } from '../lib/config.ts';
 import { createLogger } from '../lib/logger.ts';
 import { startAbonement } from '../server/index.ts';
-import { BILLING_LISTS } from '../admin/resources/billing.resource.ts';
+import { Filter } from 'adminjs';
+import { knexFor, loadTableResource } from '../admin/table-resource.ts';
 import { LARGE_DB_NAME, LARGE_ROLE_PREFIX, LARGE_ROLE_SECRET, openLargeDatabase } from './large-db.ts';
 
 /** The report views as 000001.sql defined them (aggregating the base tables), for BENCH_BEFORE. */
@@ -217,33 +222,61 @@ try {
     const body = (await response.json()) as { records: unknown[]; meta: { total: number } };
     return `${body.records.length} rows, total ${body.meta.total.toLocaleString('en-US')}`;
   };
-  for (const resource of ['operators', 'jobs', 'audit_log']) {
-    await measure('console', `${resource}: first page`, () => list(resource));
-  }
-  for (const l of BILLING_LISTS) {
-    const r = l.table;
+  // The console's resources as its pages see them (AdminJS puts them in the page's state).
+  const page = await (await fetch(`${base}/admin`, { headers: { cookie } })).text();
+  const state = JSON.parse(/window\.REDUX_STATE = (\{.*?\});\s*\n/s.exec(page)?.[1] ?? '{"resources":[]}') as {
+    resources: Array<{ id: string; filterProperties: Array<{ propertyPath: string; availableValues: Array<{ value: string }> | null }> }>;
+  };
+  const tenantIds = new Map<string, string>([['largest tenant', largest.id], ['smallest tenant', smallest.id]]);
+  for (const resource of state.resources) {
+    const r = resource.id;
+    const filters = new Map(resource.filterProperties.map((f) => [f.propertyPath, f]));
     await measure('console', `${r}: first page`, () => list(r));
     await measure('console', `${r}: page 100`, () => list(r, { page: '100' }));
-    if (l.filterProperties.includes('tenant_id')) {
-      await measure('console', `${r}: largest tenant`, () => list(r, { 'filters.tenant_id': largest.id }));
+    if (filters.has('tenant_id')) {
+      for (const [name, id] of tenantIds) await measure('console', `${r}: ${name}`, () => list(r, { 'filters.tenant_id': id }));
       await measure('console', `${r}: largest tenant, page 100`, () => list(r, { 'filters.tenant_id': largest.id, page: '100' }));
-      await measure('console', `${r}: smallest tenant`, () => list(r, { 'filters.tenant_id': smallest.id }));
     }
-    const statuses = l.availableValues?.status;
-    if (statuses && l.filterProperties.includes('status')) {
-      const rare = statuses.includes('past_due') ? 'past_due' : statuses.includes('failed') ? 'failed' : statuses.includes('uncollectible') ? 'uncollectible' : statuses[0]!;
+    const statuses = filters.get('status')?.availableValues?.map((v) => v.value);
+    if (statuses?.length) {
+      const rare = ['past_due', 'failed', 'uncollectible'].find((s) => statuses.includes(s)) ?? statuses[0]!;
       await measure('console', `${r}: status ${rare}`, () => list(r, { 'filters.status': rare }));
-      if (l.filterProperties.includes('tenant_id')) {
+      if (filters.has('tenant_id')) {
         await measure('console', `${r}: largest tenant, status ${rare}`, () => list(r, { 'filters.tenant_id': largest.id, 'filters.status': rare }));
       }
     }
-    if (l.filterProperties.includes('customer_id')) {
-      const customer = (await owner.query<{ customer_id: string }>(`select customer_id from app_public.${r} where tenant_id = $1 limit 1`, [largest.id])).rows[0];
-      if (customer) {
-        await measure('console', `${r}: one customer (with its tenant)`, () => list(r, { 'filters.tenant_id': largest.id, 'filters.customer_id': customer.customer_id }));
-      }
+  }
+
+  // --- The console's adapter on the big tables: what AdminJS's list action runs (count, then the page), through
+  // TableResource, without HTTP. Measured whether or not the console lists these tables yet.
+  const operatorPool = new pg.Pool({ connectionString: db.urls.operator, max: 2 });
+  const knex = knexFor(operatorPool, 2);
+  for (const table of ['customers', 'subscriptions', 'invoices', 'payments', 'refunds', 'events', 'status_changes']) {
+    const resource = await loadTableResource({ knex, pool: operatorPool, schema: 'app_public', table });
+    const sortBy = table === 'events' ? 'occurred_at' : table === 'status_changes' ? 'changed_at' : 'created_at';
+    const run = (filters: Record<string, string>, pageNo = 1) => async () => {
+      const filter = new Filter(filters, resource);
+      const total = await resource.count(filter);
+      const rows = await resource.find(filter, { limit: 10, offset: (pageNo - 1) * 10, sort: { sortBy, direction: 'desc' } });
+      return `${rows.length} rows, total ${total.toLocaleString('en-US')}`;
+    };
+    await measure('adapter', `${table}: first page, newest first`, run({}));
+    await measure('adapter', `${table}: page 100`, run({}, 100));
+    await measure('adapter', `${table}: largest tenant`, run({ tenant_id: largest.id }));
+    await measure('adapter', `${table}: largest tenant, page 100`, run({ tenant_id: largest.id }, 100));
+    await measure('adapter', `${table}: smallest tenant`, run({ tenant_id: smallest.id }));
+    const status = { subscriptions: 'past_due', invoices: 'uncollectible', payments: 'failed', refunds: 'failed' }[table];
+    if (status) {
+      await measure('adapter', `${table}: status ${status}`, run({ status }));
+      await measure('adapter', `${table}: largest tenant, status ${status}`, run({ tenant_id: largest.id, status }));
+    }
+    if (['subscriptions', 'invoices', 'payments', 'refunds'].includes(table)) {
+      const customer = (await owner.query<{ customer_id: string }>(`select customer_id from app_public.${table} where tenant_id = $1 limit 1`, [largest.id])).rows[0];
+      if (customer) await measure('adapter', `${table}: one customer, with its tenant`, run({ tenant_id: largest.id, customer_id: customer.customer_id }));
     }
   }
+  await knex.destroy();
+  await operatorPool.end();
 
   // --- Reports: as the console (operator, all tenants) and as the largest tenant ------------------
   const operator = new pg.Client({ connectionString: db.urls.operator });
@@ -260,8 +293,9 @@ try {
     for (const [view, sql] of Object.entries(ORIGINAL_REPORTS)) {
       await measure('before', `${view} (original view): operator`, async () => `${(await operator.query(sql)).rowCount} rows`);
     }
-    for (const l of BILLING_LISTS) {
-      await measure('before', `${l.table}: exact count(*)`, async () => `${(await operator.query(`select count(*) from app_public.${l.table}`)).rows[0].count} rows`);
+    for (const table of ['customers', 'subscriptions', 'invoices', 'payments', 'refunds', 'events', 'status_changes']) {
+      await measure('before', `${table}: exact count(*)`, async () => `${(await operator.query(`select count(*) from app_public.${table}`)).rows[0].count} rows`);
+      await measure('before', `${table}: largest tenant, exact count(*)`, async () => `${(await operator.query(`select count(*) from app_public.${table} where tenant_id = $1`, [largest.id])).rows[0].count} rows`);
     }
   }
   await operator.end();

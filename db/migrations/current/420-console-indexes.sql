@@ -1,6 +1,8 @@
 /*
  * Indexes for the console's billing lists at the design brief's size
- * (admin/resources/billing.resource.ts; figures in docs/benchmarks.md).
+ * (figures in docs/benchmarks.md, "Data at size"). The console-billing work
+ * creates the same indexes under the same names (500-console-indexes.sql);
+ * `if not exists` makes whichever file runs second a no-op.
  *
  * The console opens a list newest first across every tenant:
  *   select … from app_public.<table> order by created_at desc limit 10
@@ -15,10 +17,10 @@
  * writes (`create index concurrently if not exists …`, same names): this file
  * then finds them.
  */
-create index if not exists customers_created_idx on app_public.customers (created_at desc);
-create index if not exists subscriptions_created_idx on app_public.subscriptions (created_at desc);
-create index if not exists invoices_created_idx on app_public.invoices (created_at desc);
-create index if not exists payments_created_idx on app_public.payments (created_at desc);
-create index if not exists refunds_created_idx on app_public.refunds (created_at desc);
-create index if not exists events_occurred_idx on app_public.events (occurred_at desc);
-create index if not exists status_changes_changed_idx on app_public.status_changes (changed_at desc);
+create index if not exists customers_created_at_idx on app_public.customers (created_at desc);
+create index if not exists subscriptions_created_at_idx on app_public.subscriptions (created_at desc);
+create index if not exists invoices_created_at_idx on app_public.invoices (created_at desc);
+create index if not exists payments_created_at_idx on app_public.payments (created_at desc);
+create index if not exists refunds_created_at_idx on app_public.refunds (created_at desc);
+create index if not exists events_occurred_at_idx on app_public.events (occurred_at desc);
+create index if not exists status_changes_changed_at_idx on app_public.status_changes (changed_at desc);
