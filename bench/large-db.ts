@@ -7,7 +7,7 @@
  * - BENCH_DATABASE_URL: a superuser URL of a server you provide; the
  *   database BENCH_DB_NAME (default abonement_large) is created there;
  * - otherwise an embedded PostgreSQL in `.bench-data/large/` on port
- *   BENCH_PG_PORT (default 54329), kept between runs so the console bench
+ *   BENCH_PG_PORT (default 54339; the app's own embedded PostgreSQL uses 54329), kept between runs so the console bench
  *   finds what the seed wrote. Its settings (below) are set once with
  *   ALTER SYSTEM: a database of this size wants more than the 128 MB of
  *   shared buffers PostgreSQL starts with.
@@ -59,7 +59,7 @@ async function run(url: string, sql: string, params: unknown[] = []): Promise<pg
 
 async function startEmbedded(logger: Logger): Promise<{ url: string; stop: () => Promise<void> }> {
   const dataDir = path.resolve('.bench-data', 'large', 'pg');
-  const port = Number(process.env.BENCH_PG_PORT ?? 54329);
+  const port = Number(process.env.BENCH_PG_PORT ?? 54339);
   let handle = await startEmbeddedPostgres({ dataDir, port, database: 'postgres' }, logger);
   const { rows } = await run(
     handle.url,

@@ -100,8 +100,9 @@ comment on table app_hidden.rollup_mrr is
 
 create table app_hidden.rollup_money (
   tenant_id uuid not null references app_public.tenants (id) on delete cascade,
-  month date not null,
-  local_month date not null,
+  -- null when a succeeded row carries no succeeded_at (only rows written by hand): counted, as the base tables would be
+  month date,
+  local_month date,
   currency char(3) not null,
   provider text not null,
   reason text,
