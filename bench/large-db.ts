@@ -30,7 +30,7 @@ export const EMBEDDED_SETTINGS: Record<string, string> = {
   effective_cache_size: '12GB',
   maintenance_work_mem: '1GB',
   work_mem: '32MB',
-  max_wal_size: '16GB',
+  max_wal_size: '2GB',
   checkpoint_timeout: '30min',
   random_page_cost: '1.1',
   max_parallel_workers_per_gather: '2',

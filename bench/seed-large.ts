@@ -4,7 +4,7 @@
  * for demos at size.
  *
  *   SCALE=1            fraction of the brief's size (0.01 ≈ 60k subscriptions, a minute; 1 = full size)
- *   HISTORY_DAYS=30    status_changes and events are written for moves in the last N days (see below)
+ *   HISTORY_DAYS=7     status_changes and events are written for moves in the last N days (see below)
  *   BENCH_DATABASE_URL superuser URL of a server to use (else an embedded PostgreSQL, bench/large-db.ts)
  *
  * What it writes (every figure scales with SCALE; the smallest tenant keeps 12 subscriptions):
@@ -21,9 +21,9 @@
  *   line; payments (first attempts that fail and are retried, dunning
  *   attempts); refunds (refunded subscriptions, goodwill part-refunds);
  * - status_changes and outbox events for the moves of the last HISTORY_DAYS
- *   days (full history would be ~70M rows each: a production database keeps
- *   it, but it does not change what the console lists and reports read,
- *   which are sorted by time and filtered by tenant), all dispatched.
+ *   days, all dispatched (a year of history would be ~70M rows and ~25 GB
+ *   each at full size; the console reads them newest first or by tenant
+ *   through indexes, so their length changes little but the disk).
  *
  * How, and why it is honest about invariants. Set-based SQL (generate_series
  * into unlogged staging tables, then one insert … select per table) as the
@@ -52,7 +52,7 @@ import { createLogger } from '../lib/logger.ts';
 import { openLargeDatabase, LARGE_DB_NAME } from './large-db.ts';
 
 const SCALE = Number(process.env.SCALE ?? 1);
-const HISTORY_DAYS = Number(process.env.HISTORY_DAYS ?? 30);
+const HISTORY_DAYS = Number(process.env.HISTORY_DAYS ?? 7);
 const TENANTS = 50;
 const FULL_SUBSCRIPTIONS = 6_000_000;
 if (!(SCALE > 0 && SCALE <= 2)) throw new Error('SCALE must be in (0, 2]');
@@ -295,6 +295,7 @@ try {
     return r.rowCount ?? 0;
   });
 
+  await client.query('drop table bench_seed.subs');
   await timed(client, 'customers', () =>
     bulkInsert(client, 'app_public.customers', `
       insert into app_public.customers (id, tenant_id, external_id, email, name, country, locale, currency, metadata, created_at, updated_at)
@@ -365,6 +366,7 @@ try {
            i.period_start + (array[0, 1, 3, 5, 7])[greatest(i.attempts, 1)] * interval '1 day' + interval '3 seconds' as settled_at
       from (select i.*, row_number() over (partition by t_idx, number_year order by period_start, id) as rn from bench_seed.invoices i) i
       join bench_seed.tenants t on t.idx = i.t_idx`);
+  await client.query('drop table bench_seed.invoices');
   await timed(client, 'invoices', () =>
     bulkInsert(client, 'app_public.invoices', `
       insert into app_public.invoices (id, tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
@@ -389,6 +391,12 @@ try {
              price_id, period_start, period_end, period_start
         from bench_seed.invoices2`));
 
+  await timed(client, 'invoice counters', async () => {
+    const r = await client.query(`
+      insert into app_private.invoice_counters (tenant_id, year, last_number)
+      select tenant_id, number_year, max(rn) from bench_seed.invoices2 group by tenant_id, number_year`);
+    return r.rowCount ?? 0;
+  });
   await timed(client, 'staging: payments', async () => {
     const r = await client.query(
       `create unlogged table bench_seed.payments as
@@ -494,6 +502,14 @@ try {
     );
     return r.rowCount ?? 0;
   });
+  await client.query(
+    `create unlogged table bench_seed.renewed as
+     select i.tenant_id, i.subscription_id, i.id, i.period_start, i.period_end, i.settled_at
+       from bench_seed.invoices2 i
+      where i.status = 'paid' and i.i > 0 and i.settled_at >= $1::timestamptz - $2 * interval '1 day'`,
+    [T, HISTORY_DAYS],
+  );
+  await client.query('drop table bench_seed.subs2, bench_seed.invoices2, bench_seed.payments, bench_seed.refunds');
   await timed(client, 'status changes', () =>
     bulkInsert(client, 'app_public.status_changes', `
       insert into app_public.status_changes (id, tenant_id, entity, entity_id, from_status, to_status, changed_at)
@@ -513,16 +529,9 @@ try {
           select i.tenant_id, 'subscription.renewed', 'subscription', i.subscription_id,
                  jsonb_build_object('subscription_id', i.subscription_id, 'invoice_id', i.id, 'period_start', i.period_start, 'period_end', i.period_end),
                  i.settled_at
-            from bench_seed.invoices2 i
-           where i.status = 'paid' and i.i > 0 and i.settled_at >= $1::timestamptz - $2 * interval '1 day'
+            from bench_seed.renewed i
         ) e
-       order by e.at`, [T, HISTORY_DAYS]));
-  await timed(client, 'invoice counters', async () => {
-    const r = await client.query(`
-      insert into app_private.invoice_counters (tenant_id, year, last_number)
-      select tenant_id, number_year, max(rn) from bench_seed.invoices2 group by tenant_id, number_year`);
-    return r.rowCount ?? 0;
-  });
+       order by e.at`));
   await client.query(`drop schema bench_seed cascade`);
 
   await timed(client, 'vacuum analyze', async () => {
