@@ -143,12 +143,12 @@ interface Measured {
 }
 const results: Measured[] = [];
 
-async function measure(group: string, name: string, run: () => Promise<string | void>): Promise<void> {
+async function measure(group: string, name: string, run: () => Promise<string | void>, runs = RUNS): Promise<void> {
   const times: number[] = [];
   let note: string | void = undefined;
   captured.delete(name);
-  for (let i = 0; i < RUNS; i++) {
-    tag = i === RUNS - 1 ? name : null;
+  for (let i = 0; i < runs; i++) {
+    tag = i === runs - 1 ? name : null;
     const started = performance.now();
     note = await run();
     times.push(performance.now() - started);
@@ -290,12 +290,45 @@ try {
     await measure('report', `${view}: largest tenant (RLS)`, async () => `${(await asTenant.query(`select * from app_reports.${view}`)).rowCount} rows`);
   }
   if (BEFORE) {
+    // Once each, with a 10-minute limit: at full size the original views take minutes.
+    await operator.query(`set statement_timeout = '10min'`);
+    const once = async (sql: string, params: unknown[] = []) => {
+      try {
+        const r = await operator.query(sql, params);
+        return `${r.rows.length === 1 && r.rows[0].count !== undefined ? `${r.rows[0].count} counted` : `${r.rowCount} rows`}`;
+      } catch (error) {
+        if ((error as { code?: string }).code === '57014') return 'stopped after 10 minutes';
+        throw error;
+      }
+    };
     for (const [view, sql] of Object.entries(ORIGINAL_REPORTS)) {
-      await measure('before', `${view} (original view): operator`, async () => `${(await operator.query(sql)).rowCount} rows`);
+      await measure('before', `${view} (original view): operator`, () => once(sql), 1);
     }
     for (const table of ['customers', 'subscriptions', 'invoices', 'payments', 'refunds', 'events', 'status_changes']) {
-      await measure('before', `${table}: exact count(*)`, async () => `${(await operator.query(`select count(*) from app_public.${table}`)).rows[0].count} rows`);
-      await measure('before', `${table}: largest tenant, exact count(*)`, async () => `${(await operator.query(`select count(*) from app_public.${table} where tenant_id = $1`, [largest.id])).rows[0].count} rows`);
+      await measure('before', `${table}: exact count(*)`, () => once(`select count(*) from app_public.${table}`), 1);
+      await measure('before', `${table}: largest tenant, exact count(*)`, () => once(`select count(*) from app_public.${table} where tenant_id = $1`, [largest.id]), 1);
+    }
+    await operator.query(`reset statement_timeout`);
+    // The first page newest first without 420-console-indexes.sql: the index dropped inside a transaction that is rolled back.
+    const sortIndex: Record<string, [string, string]> = {
+      customers: ['customers_created_at_idx', 'created_at'], subscriptions: ['subscriptions_created_at_idx', 'created_at'],
+      invoices: ['invoices_created_at_idx', 'created_at'], payments: ['payments_created_at_idx', 'created_at'],
+      refunds: ['refunds_created_at_idx', 'created_at'], events: ['events_occurred_at_idx', 'occurred_at'],
+      status_changes: ['status_changes_changed_at_idx', 'changed_at'],
+    };
+    for (const [table, [index, column]] of Object.entries(sortIndex)) {
+      await measure('before', `${table}: first page newest first, without its sort index`, async () => {
+        await owner.query('begin');
+        try {
+          await owner.query(`set local statement_timeout = '10min'`);
+          await owner.query(`drop index if exists app_public.${index}`);
+          const started = performance.now();
+          await owner.query(`select * from app_public.${table} order by ${column} desc limit 10`);
+          return `${(performance.now() - started).toFixed(0)} ms for the query alone`;
+        } finally {
+          await owner.query('rollback');
+        }
+      }, 1);
     }
   }
   await operator.end();
