@@ -128,7 +128,10 @@ describe('charge batches', () => {
       assert.deepEqual(keys.sort(), payments.map((p) => p.idempotency_key).sort());
       const active = await rows(db, `select id from app_public.subscriptions where id = any($1) and status = 'active'`, [subscriptions]);
       assert.equal(active.length, 6);
-      assert.doesNotMatch(second.output(), /"level":50/, 'the second worker logged no error');
+      // The killed worker may also have held leases on customer e-mails (emails__send): those jobs fail and retry until
+      // the lease expires, which is the outbox's business, not the charges'. No charge-side error is allowed.
+      const errors = second.output().split('\n').filter((line) => line.includes('"level":50') && !line.includes('(emails__send,'));
+      assert.deepEqual(errors, [], 'the second worker logged no error about charges');
 
       // The held webhooks arrive after all: nothing changes.
       sandbox.webhooks.resume();
