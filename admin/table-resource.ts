@@ -295,7 +295,7 @@ export class TableResource extends Resource {
     return Object.hasOwn(this.#tenantScopedFilters, path);
   }
 
-  /** The query `find` runs, for EXPLAIN in tests (test/console-billing.test.ts: every list and filter has an index). */
+  /** The query `find` runs, for EXPLAIN in tests (test/console/billing.test.ts: every list and filter has an index). */
   listQuery(filter: Filter | undefined, options: { limit?: number; offset?: number; sort?: { sortBy?: string; direction?: 'asc' | 'desc' } }) {
     const query = this.#filtered(filter).select(this.#columns);
     if (options.limit) query.limit(options.limit);

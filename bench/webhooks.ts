@@ -24,8 +24,8 @@ import { bootstrapRoles, deriveUrls, quoteIdent, roleNames, urlFor } from '../li
 import { createLogger } from '../lib/logger.ts';
 import { migrateDatabase } from '../db/migrate.ts';
 import { parseConfig } from '../lib/config.ts';
-import { sandboxCredentials } from '../providers/registry.ts';
-import { signSandboxPayload } from '../providers/sandbox/signature.ts';
+import { sandboxCredentials } from '../lib/sandbox-settings.ts';
+import { signWebhook } from '../lib/webhook-signature.ts';
 import { startTestCluster } from '../test/support/cluster.ts';
 import { expressBaseline, formatRow, load } from './baseline.ts';
 
@@ -127,7 +127,7 @@ try {
     // Signed before the clock starts (a provider signs on its own machines): the generator only sends.
     const signed = Array.from({ length: Number(process.env.BENCH_EVENTS ?? 120_000) }, () => {
       const body = event();
-      return { body, headers: { 'content-type': 'application/json', 'sandbox-signature': signSandboxPayload(body, webhookSecret) } };
+      return { body, headers: { 'content-type': 'application/json', 'sandbox-signature': signWebhook(body, [webhookSecret]) } };
     });
     let next = 0;
     const request: autocannon.Request = {

@@ -28,7 +28,7 @@
  */
 import type pg from 'pg';
 import type { Logger } from '../lib/logger.ts';
-import { applyPaymentResult, applyTransportFailure, failureCategory } from '../lib/payment-outcomes.ts';
+import { applyPaymentResult, applyTransportFailure, failureCategory } from '../billing/payment-outcomes.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import type { PaymentResult, ProviderCall, ProviderName } from '../providers/types.ts';
 

@@ -8,7 +8,7 @@ import { loadConfig } from '../lib/config.ts';
 import { createLogger } from '../lib/logger.ts';
 import { createPool, resolveDatabase } from '../lib/database.ts';
 import { buildProviderRegistry } from '../providers/registry.ts';
-import { handleShutdownSignals } from '../server/signals.ts';
+import { handleShutdownSignals } from '../lib/signals.ts';
 import { outboxSettings } from './context.ts';
 import { startWorker } from './worker.ts';
 

@@ -1,5 +1,5 @@
 /**
- * Adapter for the built-in sandbox gateway (providers/sandbox/gateway.ts). It
+ * Adapter for the built-in sandbox gateway (sandbox/, a provider emulator). It
  * talks to the gateway over HTTP like any other provider, so timeouts,
  * refused connections and 5xx answers behave exactly as they would with a
  * real one. Test mode only: capabilities.livemode is false, and the registry
@@ -8,8 +8,8 @@
 import type { Logger } from '../lib/logger.ts';
 import { classify, classifyHttpStatus, type FailureTable } from './failures.ts';
 import { headerValue, requestJson, type FetchLike, type JsonResponse } from './http.ts';
-import { assertChargeable, integerToMinor } from './money.ts';
-import { SANDBOX_SIGNATURE_HEADER, checkSandboxSignature } from './sandbox/signature.ts';
+import { assertChargeable, integerToMinor } from '../lib/money.ts';
+import { SANDBOX_SIGNATURE_HEADER, verifyWebhookSignature } from '../lib/webhook-signature.ts';
 import {
   METADATA_CUSTOMER,
   METADATA_KEY,
@@ -228,11 +228,7 @@ export class SandboxAdapter implements PaymentProvider {
 
   async verifyWebhook(request: WebhookRequest): Promise<WebhookVerification> {
     const header = headerValue(request.headers, SANDBOX_SIGNATURE_HEADER);
-    let verdict: ReturnType<typeof checkSandboxSignature> = 'missing_signature';
-    for (const secret of this.options.webhookSecrets) {
-      verdict = checkSandboxSignature(request.rawBody, header, secret, { toleranceSeconds: this.options.toleranceSeconds });
-      if (verdict === 'ok' || verdict === 'missing_signature' || verdict === 'stale_timestamp') break;
-    }
+    const verdict = verifyWebhookSignature(request.rawBody, header, this.options.webhookSecrets, { toleranceSeconds: this.options.toleranceSeconds });
     if (verdict !== 'ok') {
       return { ok: false, rejection: { reason: verdict, message: `sandbox webhook rejected: ${verdict.replace(/_/g, ' ')}`, retryable: false } };
     }

@@ -21,7 +21,7 @@ import Stripe from 'stripe';
 import type { Logger } from '../lib/logger.ts';
 import { classify, classifyHttpStatus, classifyNetworkError, type FailureTable } from './failures.ts';
 import { headerValue } from './http.ts';
-import { assertChargeable, integerToMinor, minorToSafeNumber } from './money.ts';
+import { assertChargeable, integerToMinor, minorToSafeNumber } from '../lib/money.ts';
 import {
   METADATA_CUSTOMER,
   METADATA_FLOW,

@@ -17,14 +17,12 @@
  * Money is integer minor units in a `bigint` with an ISO-4217 currency; card
  * data is a provider token plus brand/last4/expiry, never a PAN or CVC.
  */
+import type { Money } from '../lib/money.ts';
 
 export type ProviderName = 'sandbox' | 'stripe' | 'yookassa';
 
 /** Integer minor units (cents, kopecks) of an upper-case ISO-4217 currency. Never a float. */
-export interface Money {
-  amountMinor: bigint;
-  currency: string;
-}
+export type { Money };
 
 /** Normalized payment status (design-brief section 3, minus our own `pending`). */
 export type PaymentStatus = 'succeeded' | 'failed' | 'processing' | 'requires_action' | 'canceled';

@@ -9,7 +9,7 @@
  * - Renewals: POST /v3/payments with `payment_method_id` (the saved method's id
  *   is our token) under `Idempotence-Key: <our key>`.
  * - Amounts are decimal strings ("100.00"): converted exactly by the currency's
- *   ISO-4217 exponent (providers/money.ts), never through floats.
+ *   ISO-4217 exponent (lib/money.ts), never through floats.
  * - Notifications are unsigned: an event is trusted only after GET of the
  *   object confirms the status the notification claims, and the event is built
  *   from the fetched object, never from the posted one.
@@ -22,7 +22,7 @@
 import type { Logger } from '../lib/logger.ts';
 import { classify, classifyHttpStatus, type FailureTable } from './failures.ts';
 import { requestJson, type FetchLike, type JsonResponse } from './http.ts';
-import { assertChargeable, decimalToMinor, minorToDecimal } from './money.ts';
+import { assertChargeable, decimalToMinor, minorToDecimal } from '../lib/money.ts';
 import {
   METADATA_CUSTOMER,
   METADATA_FLOW,

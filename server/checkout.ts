@@ -28,11 +28,11 @@
 import express from 'express';
 import type pg from 'pg';
 import type { Logger } from '../lib/logger.ts';
-import { reconcilePayment } from '../lib/reconcile.ts';
-import { minorToDecimal } from '../providers/money.ts';
+import { reconcilePayment } from '../billing/reconcile.ts';
+import { minorToDecimal } from '../lib/money.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import { createCheckoutWithFailover, type RoutingRules } from '../providers/routing.ts';
-import { escapeHtml } from '../providers/sandbox/pages.ts';
+import { escapeHtml } from '../lib/html.ts';
 import { ProviderError, type ProviderName } from '../providers/types.ts';
 
 export interface CheckoutDeps {

@@ -25,8 +25,9 @@ import { createPool, resolveDatabase, type ResolvedDatabase } from '../lib/datab
 import type { Logger } from '../lib/logger.ts';
 import { outboxSettings } from '../jobs/context.ts';
 import { startWorker } from '../jobs/worker.ts';
-import { buildProviderRegistry, createConfiguredSandboxGateway, SANDBOX_MOUNT_PATH, type ProviderRegistry } from '../providers/registry.ts';
-import type { SandboxGateway } from '../providers/sandbox/gateway.ts';
+import { SANDBOX_MOUNT_PATH } from '../lib/sandbox-settings.ts';
+import { buildProviderRegistry, type ProviderRegistry } from '../providers/registry.ts';
+import { createConfiguredSandboxGateway, type SandboxGateway } from '../sandbox/gateway.ts';
 import { checkoutRoutes, type CheckoutDeps } from './checkout.ts';
 import { webhookRoutes } from './webhooks.ts';
 import { createApp, finishApp } from './app.ts';

@@ -7,7 +7,7 @@ import '../lib/graphile-env.ts';
 import { loadConfig } from '../lib/config.ts';
 import { createLogger } from '../lib/logger.ts';
 import { startAbonement } from './index.ts';
-import { handleShutdownSignals } from './signals.ts';
+import { handleShutdownSignals } from '../lib/signals.ts';
 
 const config = loadConfig();
 const logger = createLogger(config);

@@ -31,7 +31,7 @@
 import express from 'express';
 import type pg from 'pg';
 import { Counter, Histogram } from 'prom-client';
-import { eventToJson } from '../lib/payment-outcomes.ts';
+import { eventToJson } from '../billing/payment-outcomes.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import type { ProviderName } from '../providers/types.ts';

@@ -4,7 +4,7 @@
  * provider_token column (025-customers.sql), so it cannot even see it in
  * the catalogue; table-resource.ts would not load a column named like a
  * secret anyway, and strip-secrets removes such params from every response.
- * test/console-billing.test.ts proves it on the raw JSON.
+ * test/console/billing.test.ts proves it on the raw JSON.
  */
 import type { ResourceWithOptions } from 'adminjs';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';

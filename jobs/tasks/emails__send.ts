@@ -4,7 +4,7 @@
  *   1. app_private.begin_email_send leases the queued row and returns what
  *      the template shows (null: sent, skipped or failed already, so a
  *      replayed job sends nothing);
- *   2. render it (lib/email-templates.ts) and send it over SMTP with a
+ *   2. render it (billing/email-templates.ts) and send it over SMTP with a
  *      Message-ID derived from the row, so a copy re-sent after a crash
  *      carries the same id;
  *   3. app_private.record_email_result: sent with the server's message id;
@@ -13,7 +13,7 @@
  *      (failed after 8 attempts).
  * The recipient's address is not logged.
  */
-import { renderEmail, type EmailContext } from '../../lib/email-templates.ts';
+import { renderEmail, type EmailContext } from '../../billing/email-templates.ts';
 import { assertIdPayload, type BillingTask } from '../context.ts';
 
 const task: BillingTask = async (payload, helpers, context) => {

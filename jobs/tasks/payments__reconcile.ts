@@ -1,13 +1,13 @@
 /**
- * Settles one in-flight payment by asking its provider (lib/reconcile.ts):
+ * Settles one in-flight payment by asking its provider (billing/reconcile.ts):
  * queued by billing when an outcome is unknown (5 minutes later), by the
  * payments__reconcile_due cron for payments stuck 15 minutes, and by the
  * checkout return page. Idempotent: a final payment is left alone; a payment
  * another process is charging or reconciling right now is skipped (its
  * advisory lock), the cron comes back to it.
  */
-import { withPaymentLock } from '../../lib/payment-outcomes.ts';
-import { reconcilePayment } from '../../lib/reconcile.ts';
+import { withPaymentLock } from '../../billing/payment-outcomes.ts';
+import { reconcilePayment } from '../../billing/reconcile.ts';
 import { assertIdPayload, type BillingTask } from '../context.ts';
 
 const task: BillingTask = async (payload, helpers, context) => {

@@ -13,7 +13,7 @@
  * are not about our payments are marked `unmatched`. An error is recorded on
  * the inbox row and rethrown, so Graphile Worker retries with backoff.
  */
-import { applyPaymentResult, applyRefundResult, eventFromJson, findPayment, withPaymentMethod, type Db } from '../../lib/payment-outcomes.ts';
+import { applyPaymentResult, applyRefundResult, eventFromJson, findPayment, withPaymentMethod, type Db } from '../../billing/payment-outcomes.ts';
 import type { ProviderEvent, ProviderName } from '../../providers/types.ts';
 import { assertIdPayload, type BillingTask, type JobContext } from '../context.ts';
 

@@ -10,7 +10,7 @@
  * holds) fails the refund, so it stops counting against the refundable
  * remainder; other misuse (credentials, key conflicts) fails the job loudly.
  */
-import { applyRefundResult } from '../../lib/payment-outcomes.ts';
+import { applyRefundResult } from '../../billing/payment-outcomes.ts';
 import { ProviderError, type ProviderName } from '../../providers/types.ts';
 import { assertIdPayload, type BillingTask } from '../context.ts';
 

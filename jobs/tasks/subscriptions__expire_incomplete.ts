@@ -6,8 +6,8 @@
  * first (reconciliation: paid after all → applied; otherwise canceled).
  */
 import type { PoolClient } from 'pg';
-import { withPaymentLock } from '../../lib/payment-outcomes.ts';
-import { reconcilePayment } from '../../lib/reconcile.ts';
+import { withPaymentLock } from '../../billing/payment-outcomes.ts';
+import { reconcilePayment } from '../../billing/reconcile.ts';
 import type { BillingTask } from '../context.ts';
 
 const MAX_ROUNDS = 50;

@@ -15,7 +15,7 @@
  * logged; the URL is logged by host only (its path or query may carry a
  * tenant's token).
  */
-import { signWebhook } from '../../server/webhook-signature.ts';
+import { signWebhook } from '../../lib/webhook-signature.ts';
 import { assertIdPayload, type BillingTask } from '../context.ts';
 
 interface Attempt {

@@ -1,12 +1,12 @@
 /**
- * The outgoing webhook signature (server/webhook-signature.ts), and the
+ * The outgoing webhook signature (lib/webhook-signature.ts), and the
  * recipe docs/api.md gives tenants: verified here with nothing but
  * node:crypto, exactly as written there.
  */
 import assert from 'node:assert/strict';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { signWebhook, verifyWebhookSignature } from '../../server/webhook-signature.ts';
+import { signWebhook, verifyWebhookSignature } from '../../lib/webhook-signature.ts';
 
 const body = JSON.stringify({ id: 'evt_1', type: 'subscription.canceled', data: { subscription_id: 's1' } });
 

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { gql } from 'graphql-request';
 import type { RunningAbonement } from '../../server/index.ts';
-import { verifyWebhookSignature } from '../../server/webhook-signature.ts';
+import { verifyWebhookSignature } from '../../lib/webhook-signature.ts';
 import { createCustomer, createPlan, createPrice, key, type Row } from '../../sql-tests/support/billing.ts';
 import { createTenantWithKey, gqlClient, gqlFailure, type TenantWithKey } from '../api/support.ts';
 import { captureLogs, jobsDone, rows, until, type CapturedLogs } from '../payments/support.ts';

@@ -11,8 +11,8 @@ import { pino } from 'pino';
 import { chromium, type Browser } from 'playwright-core';
 import { parseConfig } from '../../lib/config.ts';
 import { redactedPaths, type Logger } from '../../lib/logger.ts';
-import { sandboxCredentials } from '../../providers/registry.ts';
-import { signSandboxPayload } from '../../providers/sandbox/signature.ts';
+import { sandboxCredentials } from '../../lib/sandbox-settings.ts';
+import { signWebhook } from '../../lib/webhook-signature.ts';
 import type { RunningAbonement } from '../../server/index.ts';
 import { createCheckoutLink, type CheckoutLink } from '../../server/checkout.ts';
 import { createCustomer, createPlan, createPrice, createTenant, key, type Row } from '../../sql-tests/support/billing.ts';
@@ -96,7 +96,7 @@ export async function postSandboxEvent(
 ): Promise<Response> {
   const body = JSON.stringify(event);
   const secret = options.secret ?? sandboxWebhookSecret();
-  const header = options.header === undefined ? signSandboxPayload(body, secret, options.timestamp) : options.header;
+  const header = options.header === undefined ? signWebhook(body, [secret], options.timestamp) : options.header;
   return fetch(`${server.url}/webhooks/sandbox`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(header === null ? {} : { 'sandbox-signature': header }) },
@@ -169,7 +169,7 @@ export async function payOnSandboxPage(url: string, number: string): Promise<Res
   });
 }
 
-/** A sandbox payment method row for a customer: one of the ledger's well-known saved tokens (providers/sandbox/cards.ts). */
+/** A sandbox payment method row for a customer: one of the ledger's well-known saved tokens (sandbox/cards.ts). */
 export async function saveSandboxToken(db: TestDatabase, tenantId: string, customerId: string, token: string): Promise<string> {
   const { rows: [pm] } = await db.asOwner((c) =>
     c.query(

@@ -21,7 +21,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import type net from 'node:net';
 import express, { type Request, type Response } from 'express';
-import { decimalToMinor, minorToDecimal } from '../../providers/money.ts';
+import { decimalToMinor, minorToDecimal } from '../../lib/money.ts';
 import type { WebhookRequest } from '../../providers/types.ts';
 
 export type YooBehaviour = 'succeed' | 'insufficient_funds' | 'card_expired' | 'needs_confirmation' | 'decline_after_save' | 'issuer_unavailable';

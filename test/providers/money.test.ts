@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { classify, classifyNetworkError } from '../../providers/failures.ts';
-import { assertChargeable, currencyExponent, decimalToMinor, integerToMinor, minorToDecimal, minorToSafeNumber } from '../../providers/money.ts';
+import { assertChargeable, currencyExponent, decimalToMinor, integerToMinor, minorToDecimal, minorToSafeNumber } from '../../lib/money.ts';
 
 describe('money', () => {
   test('minor units to decimal strings by the ISO-4217 exponent', () => {

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../lib/config.ts';
-import { buildProviderRegistry, sandboxCredentials, sandboxEnabled } from '../../providers/registry.ts';
+import { sandboxCredentials, sandboxEnabled } from '../../lib/sandbox-settings.ts';
+import { buildProviderRegistry } from '../../providers/registry.ts';
 import { chooseProviders, createCheckoutWithFailover, type RoutingRules } from '../../providers/routing.ts';
 import {
   ProviderError,

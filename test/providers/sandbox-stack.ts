@@ -10,7 +10,7 @@ import express from 'express';
 import type pg from 'pg';
 import { createLogger } from '../../lib/logger.ts';
 import { SandboxAdapter } from '../../providers/sandbox.ts';
-import { createSandboxGateway, type SandboxGateway } from '../../providers/sandbox/gateway.ts';
+import { createSandboxGateway, type SandboxGateway } from '../../sandbox/gateway.ts';
 import type { WebhookRequest } from '../../providers/types.ts';
 import { freePort } from '../support/cluster.ts';
 

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { sandboxTestTokens, type SandboxBehaviour } from '../../providers/sandbox/cards.ts';
-import { signSandboxPayload } from '../../providers/sandbox/signature.ts';
+import { sandboxTestTokens, type SandboxBehaviour } from '../../sandbox/cards.ts';
+import { signWebhook } from '../../lib/webhook-signature.ts';
 import type { Checkout, ProviderEvent } from '../../providers/types.ts';
 import { createTestDatabase, sqlState, type TestDatabase } from '../support/database.ts';
 import { providerContract, type TestBehaviour } from './contract.ts';
@@ -61,7 +61,7 @@ providerContract('sandbox', async () => ({
   },
   async forgedWebhooks() {
     const body = JSON.stringify({ id: 'evt_sbx_forged', type: 'payment.succeeded', created: Math.floor(Date.now() / 1000), data: { object: { id: 'pay_x' } } });
-    const header = (payload: string, secret = stack.webhookSecret, t?: number) => ({ 'sandbox-signature': signSandboxPayload(payload, secret, t) });
+    const header = (payload: string, secret = stack.webhookSecret, t?: number) => ({ 'sandbox-signature': signWebhook(payload, [secret], t) });
     return [
       { name: 'no signature', request: { rawBody: body, headers: {} }, reason: 'missing_signature' },
       { name: 'tampered body', request: { rawBody: body.replace('pay_x', 'pay_y'), headers: header(body) }, reason: 'bad_signature' },

@@ -11,8 +11,8 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Filter } from 'adminjs';
-import type { TableResource } from '../admin/table-resource.ts';
-import { isSecretName, isSecretPath } from '../admin/secret-names.ts';
+import type { TableResource } from '../../admin/table-resource.ts';
+import { isSecretName, isSecretPath } from '../../admin/secret-names.ts';
 import {
   activeSubscription,
   beginPayment,
@@ -26,8 +26,8 @@ import {
   subscribe,
   type Row,
   type World,
-} from '../sql-tests/support/billing.ts';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, startConsole, type ConsoleClient, type RunningConsole } from './support/console.ts';
+} from '../../sql-tests/support/billing.ts';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, startConsole, type ConsoleClient, type RunningConsole } from '../support/console.ts';
 
 let running: RunningConsole;
 let world: World;
@@ -376,7 +376,7 @@ describe('subscriptions: cancel, pause, resume (support and admin)', () => {
   test('the role is checked in SQL as well: the console role claim comes from the operators table', async () => {
     const sub = await activeSubscription(running.db, world);
     const viewer = await operatorId('viewer@example.com');
-    const { asOperator } = await import('../admin/operator-claims.ts');
+    const { asOperator } = await import('../../admin/operator-claims.ts');
     await assert.rejects(
       asOperator(running.db.pools.operator, viewer, (c) => c.query('select app_public.pause_subscription($1, $2)', [sub.id, key()])),
       (error: { code?: string; detail?: string }) => error.code === 'AB403' && error.detail === 'FORBIDDEN',

@@ -14,8 +14,8 @@
  * an event that still fails is logged and dropped, as providers eventually do
  * (reconciliation covers it).
  */
-import type { Logger } from '../../lib/logger.ts';
-import { signSandboxPayload } from './signature.ts';
+import type { Logger } from '../lib/logger.ts';
+import { SANDBOX_SIGNATURE_HEADER, signWebhook } from '../lib/webhook-signature.ts';
 
 export interface SandboxEvent {
   id: string;
@@ -169,15 +169,12 @@ export class SandboxWebhookDispatcher {
   private async deliver(pending: Pending): Promise<void> {
     if (this.closed || !this.url) return;
     const timestamp = Math.floor(Date.now() / 1000);
-    const header = this.secrets
-      .map((secret) => signSandboxPayload(pending.body, secret, timestamp))
-      .map((signed, index) => (index === 0 ? signed : signed.replace(/^t=\d+,/, '')))
-      .join(',');
+    const header = signWebhook(pending.body, this.secrets, timestamp);
     let status: number | null = null;
     try {
       const response = await this.doFetch(this.url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'sandbox-signature': header, 'user-agent': 'abonement-sandbox-gateway/1' },
+        headers: { 'content-type': 'application/json', [SANDBOX_SIGNATURE_HEADER]: header, 'user-agent': 'abonement-sandbox-gateway/1' },
         body: pending.body,
         signal: AbortSignal.timeout(this.timeoutMs),
       });

@@ -4,12 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ensureFirstAdmin } from '../admin/index.ts';
-import { SESSION_COOKIE } from '../admin/auth.ts';
-import { parseConfig } from '../lib/config.ts';
-import { generatePassword, hashPassword, needsRehash, verifyPassword } from '../lib/passwords.ts';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, startConsole, type ConsoleClient, type RunningConsole } from './support/console.ts';
-import { createTestDatabase } from './support/database.ts';
+import { ensureFirstAdmin } from '../../admin/index.ts';
+import { SESSION_COOKIE } from '../../admin/auth.ts';
+import { parseConfig } from '../../lib/config.ts';
+import { generatePassword, hashPassword, needsRehash, verifyPassword } from '../../lib/passwords.ts';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, startConsole, type ConsoleClient, type RunningConsole } from '../support/console.ts';
+import { createTestDatabase } from '../support/database.ts';
 
 /** Anything that looks like a stored scrypt hash, or a column that holds one. */
 const SECRET_IN_TEXT = /scrypt\$|password_hash|"password"/;
@@ -283,7 +283,7 @@ describe('no secret reaches the console JSON', () => {
   });
 
   test('the strip-secrets feature removes secret-named params even if a resource loaded them', async () => {
-    const { stripSecretsFromResponse } = await import('../admin/features/strip-secrets.ts');
+    const { stripSecretsFromResponse } = await import('../../admin/features/strip-secrets.ts');
     const response = stripSecretsFromResponse({
       records: [{ params: { id: '1', password_hash: 'scrypt$…', 'payload.card.token': 't', 'payload.amount': 5, apiKey: 'k' } }],
       record: { params: { webhook_secret: 's', name: 'n' }, populated: { owner: { params: { password: 'p', email: 'e' } } } },

@@ -1,10 +1,14 @@
 /**
- * Exact money conversions for the adapters: integer minor units (bigint) to
+ * Exact money conversions (adapters, e-mails, pages): integer minor units (bigint) to
  * and from the decimal strings some providers use ("100.00"), by string
  * arithmetic on the ISO-4217 exponent. No floating point anywhere: 0.1 + 0.2
  * must never reach a ledger.
  */
-import type { Money } from './types.ts';
+/** An amount: integer minor units of an ISO-4217 currency. */
+export interface Money {
+  amountMinor: bigint;
+  currency: string;
+}
 
 /** ISO-4217 minor-unit exponents that differ from 2. Everything else we accept has 2. */
 const exponents: Record<string, number> = {

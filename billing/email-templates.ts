@@ -10,7 +10,8 @@
  * the currency's number of fraction digits: 1990 EUR → €19.90, 500 JPY → ¥500,
  * 1234 BHD → BHD 1.234. Dates are shown in the tenant's time zone.
  */
-import { currencyExponent, minorToDecimal } from '../providers/money.ts';
+import { escapeHtml } from '../lib/html.ts';
+import { currencyExponent, minorToDecimal } from '../lib/money.ts';
 
 export type EmailTemplate =
   | 'subscription_created'
@@ -190,10 +191,6 @@ const copy: Record<Lang, {
     },
   },
 };
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
-}
 
 export function renderEmail(context: EmailContext): RenderedEmail {
   const lang = languageOf(context.locale);

@@ -15,7 +15,7 @@
  * - A checkout's declined attempt is not its outcome (the customer may try
  *   another card on the page) until the checkout is abandoned.
  */
-import type { Logger } from './logger.ts';
+import type { Logger } from '../lib/logger.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import type { ProviderName } from '../providers/types.ts';
 import { applyPaymentResult, settleUnpaidPayment, withPaymentMethod, type AppliedResult, type Db } from './payment-outcomes.ts';

@@ -1,19 +1,20 @@
 /**
- * The signature on webhooks abonement sends to tenants (events from the
- * outbox, app_public.events), in Stripe's scheme with our header name, the
- * same scheme the built-in sandbox gateway uses for its own webhooks:
+ * The one webhook signature scheme abonement speaks, Stripe's scheme under our
+ * own header names: on the webhooks abonement sends to tenants (events from
+ * the outbox) and on the ones the built-in sandbox gateway sends to us.
  *
  *   Abonement-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>[,v1=…]
+ *   Sandbox-Signature:   the same, with the sandbox's webhook secret
  *
  * During a secret rotation the sender signs with every active secret (one v1
  * each); a receiver accepts when any v1 matches one of its secrets and the
  * timestamp is within the tolerance (5 minutes), which bounds replays.
- * docs/api.md shows how to check it without this module. The delivery job
- * (events__deliver) signs with signWebhook.
+ * docs/webhooks.md shows how to check it without this module.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 export const WEBHOOK_SIGNATURE_HEADER = 'abonement-signature';
+export const SANDBOX_SIGNATURE_HEADER = 'sandbox-signature';
 export const WEBHOOK_TOLERANCE_SECONDS = 300;
 
 export function signWebhook(payload: string, secrets: readonly string[], timestamp = Math.floor(Date.now() / 1000)): string {

@@ -2,12 +2,9 @@
  * The sandbox gateway's hosted pages: plain HTML forms, inline CSS, no script
  * and no external asset, so they work offline and in any test browser.
  */
-import { minorToDecimal } from '../money.ts';
+import { escapeHtml } from '../lib/html.ts';
+import { minorToDecimal } from '../lib/money.ts';
 import { sandboxTestCards } from './cards.ts';
-
-export function escapeHtml(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
 
 const style = `
   body { font: 16px/1.45 system-ui, sans-serif; background: #f4f5f7; color: #1d2330; margin: 0; }

@@ -26,7 +26,9 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type pg from 'pg';
-import type { Logger } from '../../lib/logger.ts';
+import { publicUrl, type Config } from '../lib/config.ts';
+import type { Logger } from '../lib/logger.ts';
+import { SANDBOX_MOUNT_PATH, sandboxCredentials, sandboxEnabled } from '../lib/sandbox-settings.ts';
 import { cardBrand, declineFor, digitsOnly, findTestCard, isExpired, parseExpiry, type SandboxBehaviour } from './cards.ts';
 import { challengePage, checkoutPage, messagePage } from './pages.ts';
 import { SandboxWebhookDispatcher, type SandboxEvent } from './webhooks.ts';
@@ -780,4 +782,17 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
       await webhooks.close();
     },
   };
+}
+
+/** The emulator for the API process, or null when the sandbox is off. `pool` must be a worker-role pool. */
+export function createConfiguredSandboxGateway(config: Config, logger: Logger, pool: pg.Pool): SandboxGateway | null {
+  if (!sandboxEnabled(config)) return null;
+  const { apiKey, webhookSecret } = sandboxCredentials(config);
+  return createSandboxGateway({
+    pool,
+    apiKey,
+    webhook: { url: config.SANDBOX_WEBHOOK_URL ?? `${publicUrl(config)}/webhooks/sandbox`, secrets: [webhookSecret] },
+    logger,
+    publicUrl: `${publicUrl(config)}${SANDBOX_MOUNT_PATH}`,
+  });
 }

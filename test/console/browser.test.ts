@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, startConsole, type RunningConsole } from './support/console.ts';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, startConsole, type RunningConsole } from '../support/console.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [

@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { EXACT_COUNT_LIMIT } from '../admin/table-resource.ts';
-import { startConsole, type ConsoleClient, type RunningConsole } from './support/console.ts';
+import { EXACT_COUNT_LIMIT } from '../../admin/table-resource.ts';
+import { startConsole, type ConsoleClient, type RunningConsole } from '../support/console.ts';
 
 let running: RunningConsole;
 let viewer: ConsoleClient;

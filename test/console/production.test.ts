@@ -14,8 +14,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
-import { SESSION_COOKIE } from '../admin/auth.ts';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, ConsoleClient } from './support/console.ts';
+import { SESSION_COOKIE } from '../../admin/auth.ts';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, ConsoleClient } from '../support/console.ts';
 
 const bundleDir = mkdtempSync(path.join(tmpdir(), 'abonement-console-bundle-'));
 const bundleFile = path.join(bundleDir, 'bundle.js');

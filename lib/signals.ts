@@ -4,7 +4,7 @@
  * margin, exits at once. Signals arriving together are one: a terminal's
  * Ctrl-C reaches the whole process group, and tsx or `timeout` relay it again.
  */
-import type { Logger } from '../lib/logger.ts';
+import type { Logger } from './logger.ts';
 
 export function handleShutdownSignals(logger: Logger, stop: (reason: string) => Promise<void>, timeoutMs: number): void {
   let stoppingSince: number | undefined;

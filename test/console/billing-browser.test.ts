@@ -11,8 +11,8 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { activeSubscription, createWorld, getRow, type Row, type World } from '../sql-tests/support/billing.ts';
-import { startConsole, type RunningConsole } from './support/console.ts';
+import { activeSubscription, createWorld, getRow, type Row, type World } from '../../sql-tests/support/billing.ts';
+import { startConsole, type RunningConsole } from '../support/console.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];

@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { createTenant, key } from '../sql-tests/support/billing.ts';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, startConsole, type ConsoleClient, type RunningConsole } from './support/console.ts';
+import { createTenant, key } from '../../sql-tests/support/billing.ts';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, startConsole, type ConsoleClient, type RunningConsole } from '../support/console.ts';
 
 let running: RunningConsole;
 let admin: ConsoleClient;
