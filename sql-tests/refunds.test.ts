@@ -242,6 +242,42 @@ describe('invariant 2: refunds never exceed the payment', () => {
     assert.equal(fail.detail, 'REFUND_EXCEEDS_REMAINDER');
   });
 
+  test('one remainder everywhere: the quote, the console form and create_refund count pending and succeeded refunds, not failed ones', async () => {
+    // Setup: 3000 paid; refunds of 500 succeeded, 700 pending, 400 failed → 1800 left.
+    const world = await createWorld(db, { amount: 3000 });
+    const paymentId = await paidPayment(world);
+    const { rows: subs } = await db.asOwner((c) =>
+      c.query(`select i.subscription_id as id from app_public.payments p join app_public.invoices i on i.id = p.invoice_id where p.id = $1`, [paymentId]),
+    );
+    const subscriptionId = subs[0].id as string;
+    const refund = async (amount: number) => (await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.refund_payment($1, $2, $3)', [paymentId, amount, key()]))).rows[0];
+    const succeeded = await refund(500);
+    await refund(700);
+    const failed = await refund(400);
+    await db.asWorker(async (c) => {
+      await c.query(`select app_private.record_refund_result($1, 'succeeded', 're_ok')`, [succeeded.id]);
+      await c.query(`select app_private.record_refund_result($1, 'failed', null, 'provider_error')`, [failed.id]);
+    });
+    const finance = await operator('finance');
+    const remainders = async () => ({
+      function: (await db.asOwner((c) => c.query('select app_hidden.payment_refundable_minor(p) as n from app_public.payments p where p.id = $1', [paymentId]))).rows[0].n,
+      quote: (await quote(world, subscriptionId)).refundable_minor,
+      console: (await db.asOperator((c) => c.query('select app_private.console_refundable_minor($1) as n', [paymentId]), finance)).rows[0].n,
+    });
+    // Assertions
+    assert.deepEqual(await remainders(), { function: '1800', quote: '1800', console: '1800' });
+    assert.equal((await quote(world, subscriptionId)).amount_minor, '1800', 'the full-window quote is capped at the remainder');
+    const { rows: unpaid } = await db.asOwner((c) =>
+      c.query(`select app_hidden.payment_refundable_minor(jsonb_populate_record(p, '{"status": "failed"}')) as n
+               from app_public.payments p where p.id = $1`, [paymentId]),
+    );
+    assert.equal(unpaid[0].n, '0', 'only a succeeded payment has anything to refund, whatever its refunds');
+    const over = await errorOf(refund(1801));
+    assert.deepEqual([over.detail, over.message], ['REFUND_EXCEEDS_REMAINDER', `refund of 1801 exceeds the refundable remainder 1800 of payment ${paymentId}`]);
+    assert.equal((await refund(1800)).amount_minor, '1800');
+    assert.deepEqual(await remainders(), { function: '0', quote: '0', console: '0' });
+  });
+
   test('even the owner cannot record more refunded money than the payment', async () => {
     const world = await createWorld(db, { amount: 1000 });
     const paymentId = await paidPayment(world);

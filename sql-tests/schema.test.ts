@@ -3,7 +3,10 @@
  * Later sections add their tables; these checks hold for every one of them.
  */
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { migrationsFolder } from '../db/migrate.ts';
 import { createTestDatabase, sqlState, type TestDatabase } from '../test/support/database.ts';
 
 let db: TestDatabase;
@@ -131,6 +134,47 @@ describe('billing schema conventions', () => {
         where p.pronamespace = 'app_public'::regnamespace and obj_description(p.oid, 'pg_proc') is null`),
     );
     assert.deepEqual(rows.map((r) => r.name), []);
+  });
+
+  test('every function of our schemas is commented', async () => {
+    const { rows } = await db.asOwner((c) =>
+      c.query<{ name: string }>(`
+        select p.oid::regprocedure::text as name from pg_proc p
+        where p.pronamespace::regnamespace::text in ('app_public', 'app_hidden', 'app_private', 'app_reports', 'sandbox_gateway')
+          and obj_description(p.oid, 'pg_proc') is null
+        order by 1`),
+    );
+    assert.deepEqual(rows.map((r) => r.name), [], 'add a `comment on function` in db/migrations/current/');
+  });
+
+  test('every live function states its volatility where it is defined (the default, volatile, is never implied)', async () => {
+    // The catalog cannot tell a stated volatile from the default, so this reads the migrations: for each
+    // function (name and argument list), its last definition in committed order, then current/.
+    const files = [
+      ...readdirSync(path.join(migrationsFolder, 'committed')).filter((f) => f.endsWith('.sql')).sort().map((f) => path.join('committed', f)),
+      ...readdirSync(path.join(migrationsFolder, 'current')).filter((f) => f.endsWith('.sql')).sort().map((f) => path.join('current', f)),
+    ];
+    const last = new Map<string, { where: string; states: boolean }>();
+    for (const file of files) {
+      const text = readFileSync(path.join(migrationsFolder, file), 'utf8');
+      for (const m of text.matchAll(/create\s+(?:or\s+replace\s+)?function\s+([a-z_]+\.[a-z_0-9]+)\s*\(([^$]*?)\bas\s+\$/gi)) {
+        const [, name, rest] = m as unknown as [string, string, string];
+        const args = rest.slice(0, rest.search(/\)\s*returns\b/i)).replace(/\s+/g, ' ').trim().toLowerCase();
+        last.set(`${name.toLowerCase()}(${args})`, {
+          where: `${file}:${text.slice(0, m.index).split('\n').length}`,
+          states: /\b(volatile|stable|immutable)\b/i.test(rest.slice(rest.search(/\)\s*returns\b/i))),
+        });
+      }
+    }
+    const { rows } = await db.asOwner((c) =>
+      c.query<{ name: string }>(`
+        select distinct p.pronamespace::regnamespace || '.' || p.proname as name from pg_proc p
+        where p.pronamespace::regnamespace::text in ('app_public', 'app_hidden', 'app_private', 'app_reports', 'sandbox_gateway')`),
+    );
+    const live = new Set(rows.map((r) => r.name));
+    assert.ok(last.size >= live.size, `found ${last.size} definitions for ${live.size} live functions`);
+    const unstated = [...last].filter(([key, d]) => live.has(key.slice(0, key.indexOf('('))) && !d.states).map(([key, d]) => `${key} at ${d.where}`);
+    assert.deepEqual(unstated, []);
   });
 
   test('tenant_id is never nullable on tables exposed to request roles', async () => {

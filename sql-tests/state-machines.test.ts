@@ -156,6 +156,75 @@ for (const machine of [
   });
 }
 
+/**
+ * Webhook deliveries use the same rows and guard (docs/data-model.md, "State
+ * machines"), without history rows or outbox events: the moves are checked
+ * here pair by pair as the owner, with the same error as the other machines.
+ */
+const DELIVERY_STATUSES = ['pending', 'succeeded', 'failed', 'gave_up'];
+const DELIVERY_LEGAL = ['pending>succeeded', 'pending>failed', 'pending>gave_up', 'failed>succeeded', 'failed>gave_up', 'failed>pending', 'gave_up>pending'];
+
+describe('webhook delivery state machine, as the owner', () => {
+  let endpointId: string;
+  before(async () => {
+    const { rows } = await db.asTenant(world.tenantId, (c) =>
+      c.query(`select id from app_public.create_webhook_endpoint('https://example.com/hook', array['*'], null, gen_random_uuid()::text)`),
+    );
+    endpointId = rows[0].id;
+  });
+
+  async function insertDelivery(c: pg.PoolClient, status: string): Promise<string> {
+    const { rows: [e] } = await c.query(`select app_hidden.emit_event($1, 'test.delivery', 'subscription', gen_random_uuid(), '{}') as id`, [world.tenantId]);
+    const { rows } = await c.query(
+      `insert into app_public.webhook_deliveries (tenant_id, event_id, endpoint_id, event_type, status) values ($1, $2, $3, 'test.delivery', $4) returning id`,
+      [world.tenantId, e.id, endpointId, status],
+    );
+    return rows[0].id;
+  }
+
+  test('the transition table is exactly the documented moves, starting at pending, with no events', async () => {
+    const { rows } = await db.asOwner((c) =>
+      c.query(`select from_status, to_status, event_type from app_private.state_transitions where machine = 'webhook_delivery'`),
+    );
+    assert.deepEqual(rows.filter((r) => r.from_status !== null).map((r) => `${r.from_status}>${r.to_status}`).sort(), [...DELIVERY_LEGAL].sort());
+    assert.deepEqual(rows.filter((r) => r.from_status === null).map((r) => r.to_status), ['pending']);
+    assert.ok(rows.every((r) => r.event_type === null));
+  });
+
+  for (const from of DELIVERY_STATUSES) {
+    for (const to of DELIVERY_STATUSES) {
+      if (from === to) continue;
+      const move = `${from}>${to}`;
+      const legal = DELIVERY_LEGAL.includes(move);
+      test(`${move} is ${legal ? 'allowed' : 'rejected'}`, async () => {
+        await db.asOwner(
+          async (c) => {
+            const id = await insertDelivery(c, 'pending');
+            if (from !== 'pending') await c.query(`update app_public.webhook_deliveries set status = $2 where id = $1`, [id, from]);
+            await c.query('savepoint attempt');
+            const attempt = c.query(`update app_public.webhook_deliveries set status = $2 where id = $1 returning status`, [id, to]);
+            if (legal) {
+              assert.equal((await attempt).rows[0].status, to);
+            } else {
+              const error = await errorOf(attempt);
+              assert.deepEqual([error.code, error.detail], ['AB409', 'ILLEGAL_TRANSITION']);
+              await c.query('rollback to savepoint attempt');
+            }
+          },
+          { rollback: true },
+        );
+      });
+    }
+  }
+
+  for (const status of DELIVERY_STATUSES.filter((s) => s !== 'pending')) {
+    test(`a new delivery cannot start as ${status}`, async () => {
+      const error = await errorOf(db.asOwner((c) => insertDelivery(c, status), { rollback: true }));
+      assert.deepEqual([error.code, error.detail], ['AB409', 'ILLEGAL_TRANSITION']);
+    });
+  }
+});
+
 describe('request roles cannot write statuses at all', () => {
   test('a tenant cannot update its own subscription or payment rows directly', async () => {
     const sub = await subscribe(db, world);
