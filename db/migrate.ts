@@ -2,9 +2,11 @@
  * Brings a database's schema up to date, as the owner role:
  * 1. Graphile Worker's own schema (graphile_worker), so our migrations and
  *    functions may refer to it;
- * 2. our migrations with graphile-migrate: committed ones always, and in
+ * 2. the recorded hashes of committed migrations whose text was edited after
+ *    release (rewriteMigrationHashes below);
+ * 3. our migrations with graphile-migrate: committed ones always, and in
  *    development also the work in progress in db/migrations/current/;
- * 3. privileges on graphile_worker for the worker and operator roles (re-run
+ * 4. privileges on graphile_worker for the worker and operator roles (re-run
  *    every time, because a Graphile Worker upgrade may add tables).
  */
 import { readdirSync } from 'node:fs';
@@ -67,6 +69,56 @@ export function latestCommittedMigration(): string | null {
   return files.sort().at(-1) ?? null;
 }
 
+/**
+ * Committed migrations edited after databases had applied them, with the hash
+ * each had before and has now. graphile-migrate chains hashes (each file's
+ * hash covers its body and the previous file's hash, `--! Previous:` /
+ * `--! Hash:`) and records them in graphile_migrate.migrations. It does not
+ * check recorded hashes again, but the next committed migration would be
+ * recorded with previous_hash = the new hash, which a database holding the old
+ * one refuses (previous_hash references hash). So an old hash is rewritten to
+ * the new one before migrating.
+ *
+ * Issue 9 changed comments only (they cite docs/ instead of a document outside
+ * the repository, and moved files by their new paths): what the files create
+ * is the same, and the two comment texts they set are re-issued by
+ * db/migrations/current/ for databases that ran the old text. An entry is
+ * never removed: a database may be restored from an old backup.
+ */
+export const rewrittenMigrationHashes: readonly { filename: string; from: string; to: string }[] = [
+  { filename: '000001.sql', from: 'sha1:2f2079af58a2e08fe097ac546707daa78157ca57', to: 'sha1:5e010684de64891eded898af1c70e8918df82ac1' },
+  { filename: '000002.sql', from: 'sha1:1ddfbaeb32ff76913e44123bd6568f9949a496f1', to: 'sha1:c029229a7a9a6e6f8863184da342fd87a49873fe' },
+];
+
+/**
+ * Rewrites recorded old hashes (a row's hash and the next row's previous_hash)
+ * to the new ones in one statement: the foreign key previous_hash → hash is
+ * checked at the end of the statement, when both sides have moved. Two
+ * processes migrating at once are safe: the second one's update waits for the
+ * first one's row locks and then finds no old hash. Returns the files
+ * rewritten (none on a new or already rewritten database).
+ */
+export async function rewriteMigrationHashes(client: pg.ClientBase, logger: Logger): Promise<string[]> {
+  const { rows: [table] } = await client.query<{ exists: boolean }>(`select to_regclass('graphile_migrate.migrations') is not null as exists`);
+  if (!table?.exists) return [];
+  const { rows } = await client.query<{ filename: string }>(
+    `with map (filename, from_hash, to_hash) as (select * from unnest($1::text[], $2::text[], $3::text[]))
+     update graphile_migrate.migrations m
+     set hash = coalesce((select map.to_hash from map where map.filename = m.filename and map.from_hash = m.hash), m.hash),
+         previous_hash = coalesce((select map.to_hash from map where map.from_hash = m.previous_hash), m.previous_hash)
+     where exists (select 1 from map where (map.filename = m.filename and map.from_hash = m.hash) or map.from_hash = m.previous_hash)
+     returning m.filename`,
+    [
+      rewrittenMigrationHashes.map((r) => r.filename),
+      rewrittenMigrationHashes.map((r) => r.from),
+      rewrittenMigrationHashes.map((r) => r.to),
+    ],
+  );
+  const files = rows.map((r) => r.filename).sort();
+  if (files.length > 0) logger.info({ files }, 'rewrote the recorded hashes of committed migrations edited after release');
+  return files;
+}
+
 export interface MigrateOptions {
   urls: DatabaseUrls;
   roles: RoleNames;
@@ -84,6 +136,13 @@ export async function migrateDatabase({ urls, roles, logger, includeCurrent }: M
     await runWorkerMigrations({ pgPool: workerMigrationPool, logger: graphileLogger(log) as never });
   } finally {
     await workerMigrationPool.end();
+  }
+  const hashClient = new pg.Client({ connectionString: urls.owner });
+  await hashClient.connect();
+  try {
+    await rewriteMigrationHashes(hashClient, log);
+  } finally {
+    await hashClient.end();
   }
   const settings = migrateSettings(urls.owner, roles, log);
   await graphileMigrate.migrate(settings);

@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:2f2079af58a2e08fe097ac546707daa78157ca57
+--! Hash: sha1:5e010684de64891eded898af1c70e8918df82ac1
 
 --! split: 001-foundation.sql
 /*
@@ -7,7 +7,7 @@
  * itself needs before any billing exists (operators, console sessions, worker
  * heartbeat, job enqueueing).
  *
- * Why four schemas (design-brief section 6):
+ * Why four schemas (docs/architecture.md, "Database roles"):
  * - app_public:  what PostGraphile exposes as GraphQL; request roles get usage.
  * - app_hidden:  helpers request roles may call (claims, clock, enqueue) but the
  *                API does not expose.
@@ -15,9 +15,9 @@
  *                to request roles.
  * - app_reports: report views (security_invoker, so RLS still applies).
  *
- * This file is the start of work in progress (current/): it drops and
- * re-creates our schemas so it can be re-run while it changes. graphile_worker
- * and graphile_migrate are not ours and are left alone.
+ * This first section drops and re-creates our schemas, so that it could be
+ * re-run while it was work in progress. graphile_worker and graphile_migrate
+ * are not ours and are left alone.
  */
 drop schema if exists app_reports cascade;
 drop schema if exists app_public cascade;
@@ -71,11 +71,11 @@ grant execute on function app_hidden.enqueue_job(text, json, text, timestamptz, 
   to :ROLE_TENANT, :ROLE_CUSTOMER, :ROLE_WORKER, :ROLE_OPERATOR;
 
 /*
- * Operators of the console (design-brief section 1). The password hash column
- * is not granted to the operator role at all: the console cannot select it, and
- * @adminjs/sql does not even see it (information_schema shows only granted
- * columns). Login reads it through operator_credentials(), which is security
- * definer.
+ * Operators of the console (docs/product.md, "Who uses it": admin, finance,
+ * support, viewer). The password hash column is not granted to the operator
+ * role at all: the console cannot select it, and @adminjs/sql does not even
+ * see it (information_schema shows only granted columns). Login reads it
+ * through operator_credentials(), which is security definer.
  */
 create table app_private.operators (
   id uuid primary key default gen_random_uuid(),
@@ -338,7 +338,7 @@ end;
 $$;
 
 /*
- * Standard RLS for a tenant-owned table (design-brief section 4, invariant 4).
+ * Standard RLS for a tenant-owned table (docs/data-model.md, invariant 4).
  *
  * The owner is subject to FORCE ROW LEVEL SECURITY too. Its policy, all_owner,
  * is scoped by the tenant claim: security definer functions (which run as the
@@ -635,7 +635,7 @@ grant execute on function app_private.create_tenant(text, text, text, text, bool
  * Billing core, part 3: state machines as data, the outbox, the inbox and the
  * operators' audit log.
  *
- * State machines (design-brief section 3) are rows in
+ * State machines (docs/data-model.md, "State machines") are rows in
  * app_private.state_transitions, read by one generic trigger pair:
  * tg__guard_transition (before insert/update of status: the move must be a
  * row of the table, otherwise ILLEGAL_TRANSITION, whoever writes, the owner
@@ -834,7 +834,7 @@ $$;
 comment on function app_hidden.audit(text, uuid, text, uuid, jsonb, jsonb) is
   E'Records an operator action in the audit log; does nothing outside a console session.';
 
-/* The inbox of provider webhooks (design-brief invariant 5). */
+/* The inbox of provider webhooks (docs/data-model.md, invariant 5). */
 create table app_private.provider_events (
   id uuid primary key default gen_random_uuid(),
   provider text not null check (provider ~ '^[a-z0-9_]{2,32}$'),
@@ -1234,8 +1234,8 @@ comment on column app_public.payment_methods.provider_token is
 /*
  * Billing core, part 7: subscriptions and their state machine.
  *
- * Statuses and moves exactly as design-brief section 3 (rows below, enforced
- * by tg__guard_transition for every role, the owner included):
+ * Statuses and moves exactly as docs/data-model.md, "State machines" (rows
+ * below, enforced by tg__guard_transition for every role, the owner included):
  *   (new)      → incomplete | trialing
  *   incomplete → active | incomplete_expired | canceled
  *   trialing   → active | past_due | canceled
@@ -1307,7 +1307,7 @@ create trigger _500_record_transition after insert or update of status on app_pu
 select app_private.apply_tenant_rls('app_public.subscriptions', 'customer_id');
 grant select on app_public.subscriptions to :ROLE_TENANT, :ROLE_CUSTOMER, :ROLE_WORKER, :ROLE_OPERATOR;
 comment on table app_public.subscriptions is
-  E'@name billing_subscriptions\nA customer''s subscription to a price. Status moves only along app_private.state_transitions (design-brief section 3). For customers: trialing/active read as valid, incomplete/past_due as awaiting payment, canceled/incomplete_expired as ended.';
+  E'@name billing_subscriptions\nA customer''s subscription to a price. Status moves only along app_private.state_transitions (docs/data-model.md, "State machines"). For customers: trialing/active read as valid, incomplete/past_due as awaiting payment, canceled/incomplete_expired as ended.';
 comment on column app_public.subscriptions.billing_anchor is
   E'Periods end at billing_anchor + n months/years on the tenant''s wall clock, so Jan 31 renews Feb 28/29, then Mar 31.';
 comment on column app_public.subscriptions.pending_price_id is
@@ -1346,7 +1346,7 @@ insert into app_private.state_transitions (machine, from_status, to_status, even
  *     one ended (no gap), except across a pause.
  * Invoice statuses follow their own small machine (draft → open → paid …).
  *
- * Payments. Statuses exactly as design-brief section 3. Partial unique indexes
+ * Payments. Statuses exactly as docs/data-model.md, "State machines". Partial unique indexes
  * allow at most one succeeded and at most one in-flight payment per invoice
  * (invariant 1). The provider idempotency key is deterministic per invoice
  * and attempt, so a retried charge re-uses it (invariant 3). A payment whose
@@ -2669,7 +2669,8 @@ grant execute on function app_private.stuck_payments(interval, int) to :ROLE_WOR
 
 --! split: 044-refund-functions.sql
 /*
- * Billing core, part 13: refund quotes and refunds (design-brief section 5).
+ * Billing core, part 13: refund quotes and refunds (docs/data-model.md,
+ * "Money rules": refund policy).
  *
  * The quote for a subscription looks at the payment of its current paid
  * period:
@@ -3071,7 +3072,7 @@ grant select on all tables in schema app_reports to :ROLE_TENANT, :ROLE_OPERATOR
 --! split: 050-sandbox-gateway.sql
 /*
  * The sandbox gateway's ledger: the built-in card-gateway emulator
- * (providers/sandbox/) keeps what a real provider would keep on its side —
+ * (sandbox/) keeps what a real provider would keep on its side —
  * saved cards (as tokens), hosted checkouts, charges, refunds, idempotent
  * request records and the events it sent — so tests and developers can count
  * real charges instead of trusting our own bookkeeping.
@@ -3210,7 +3211,7 @@ grant select on
  * Well-known saved test tokens, like Stripe's pm_card_* test payment methods:
  * every behaviour is reachable off-session without a hosted checkout first
  * (insufficient funds, for one, can never be saved through the page).
- * Keep in sync with sandboxTestTokens in providers/sandbox/cards.ts.
+ * Keep in sync with sandboxTestTokens in sandbox/cards.ts.
  */
 insert into sandbox_gateway.payment_methods (token, behaviour, brand, last4, exp_month, exp_year) values
   ('pm_sbx_visa', 'succeed', 'visa', '4242', 12, 2099),
@@ -3257,7 +3258,7 @@ alter table app_private.provider_events
   add column outcome text check (outcome in ('applied', 'no_change', 'ignored', 'unmatched', 'needs_review'));
 
 -- Payloads (raw bodies and normalized events) carry the providers' payment-method tokens, which only the
--- worker may read (design-brief section 2): the console sees everything about an event but its payload.
+-- worker may read (docs/architecture.md, "Database roles"): the console sees everything about an event but its payload.
 revoke select on app_private.provider_events from :ROLE_OPERATOR;
 grant select (id, provider, provider_event_id, tenant_id, type, received_at, processed_at, attempts, error, outcome)
   on app_private.provider_events to :ROLE_OPERATOR;
@@ -3939,8 +3940,8 @@ grant execute on function app_private.abandoned_checkouts(int) to :ROLE_WORKER;
 /*
  * Payments binding, part 5: per-tenant payment routing.
  *
- * Which provider takes a checkout is the tenant's choice (design-brief
- * section 2; issue 4): ordered rules "currency and/or customer country →
+ * Which provider takes a checkout is the tenant's choice (docs/providers.md,
+ * "Routing"; issue 4): ordered rules "currency and/or customer country →
  * provider", plus a default. providers/routing.ts (chooseProviders) turns
  * them into ordered candidates, filtered by what each configured adapter can
  * do and by the tenant's mode (live tenants get live adapters, test-mode
@@ -4619,14 +4620,14 @@ grant execute on function app_public.purchasable_plans() to :ROLE_TENANT, :ROLE_
  *
  * Why: a tenant's own auth service often puts "what this customer may use"
  * into its access tokens (an online cinema: which catalogue, until when), so
- * that its services need not ask us on every request. customer_entitlements
- * is that answer, as compact as it can be: one row per valid subscription
- * (trialing or active — the states customers read as "valid", design-brief
- * section 3) with the plan's short code and the end of the period already
- * granted. Past-due, paused, incomplete and ended subscriptions grant
- * nothing. A subscription canceled at period end keeps its entitlement until
- * then. docs/api.md works out how many of them fit into a JWT under common
- * header limits.
+ * that its services need not ask us on every request. customer_entitlements is
+ * that answer, as compact as it can be: one row per valid subscription
+ * (trialing or active — the states customers read as "valid",
+ * docs/data-model.md, "State machines") with the plan's short code and the end
+ * of the period already granted. Past-due, paused, incomplete and ended
+ * subscriptions grant nothing. A subscription canceled at period end keeps its
+ * entitlement until then. docs/api.md works out how many of them fit into a
+ * JWT under common header limits.
  *
  * Security invoker: row-level security decides what the caller sees — a
  * tenant any of its customers, a customer session only itself.
@@ -4720,7 +4721,7 @@ comment on view app_reports.tenant_monthly_revenue is
 
 --! split: 090-console.sql
 /*
- * The operator console's own rules (design-brief section 1).
+ * The operator console's own rules (docs/product.md, "Who uses it").
  *
  * Why in SQL: whether an operator may be created, and whether the console can
  * still be administered after a change, are decisions about state; the
@@ -4846,8 +4847,8 @@ create trigger _901_keep_an_admin_on_delete
   execute function app_private.tg_operators__keep_an_admin();
 
 /*
- * Audit log of the console (design-brief section 2, audit_log: who, what,
- * before/after, when). Written only by SQL: the triggers below for changes of
+ * Audit log of the console (who, what, before/after, when; docs/console.md,
+ * "Audit logs"). Written only by SQL: the triggers below for changes of
  * operators, and the console's job functions; the operator role can read it
  * but not write it, so a console bug cannot forge or erase history.
  *

@@ -1,5 +1,5 @@
---! Previous: sha1:2f2079af58a2e08fe097ac546707daa78157ca57
---! Hash: sha1:1ddfbaeb32ff76913e44123bd6568f9949a496f1
+--! Previous: sha1:5e010684de64891eded898af1c70e8918df82ac1
+--! Hash: sha1:c029229a7a9a6e6f8863184da342fd87a49873fe
 
 --! split: 1-current.sql
 -- Enter migration here
@@ -136,7 +136,7 @@ create trigger _510_return_balance_on_void after update of status on app_public.
 --! split: 200-webhook-endpoints.sql
 /*
  * Outbox delivery, part 1: tenants' webhook endpoints and their signing
- * secrets (design-brief section 2, tenant: "outgoing webhook endpoints").
+ * secrets (docs/webhooks.md; a tenant's own, docs/product.md, "Who uses it").
  *
  * Modelled on Stripe's webhook endpoints:
  * - An endpoint is a URL plus the event types it wants (`*` for all, a whole
@@ -883,8 +883,8 @@ grant execute on function app_private.outbox_has_undispatched() to :ROLE_WORKER;
 
 --! split: 230-notifications.sql
 /*
- * Outbox delivery, part 4: e-mail notifications to customers (design-brief
- * section 5, Notifications).
+ * Outbox delivery, part 4: e-mail notifications to customers
+ * (docs/data-model.md, "Money rules": notifications).
  *
  * Which events e-mail the customer, and which template they use, is decided
  * here (app_private.email_template_for): subscription created, activated,
@@ -991,7 +991,7 @@ as $$
   end;
 $$;
 comment on function app_private.email_template_for(text) is
-  E'The customer e-mail an outbox event sends (design-brief section 5), or null for events that send none.';
+  E'The customer e-mail an outbox event sends (docs/data-model.md, "Money rules": notifications), or null for events that send none.';
 
 create or replace function app_private.queue_event_emails(event_id uuid) returns int
   language plpgsql volatile security definer
@@ -1260,8 +1260,8 @@ comment on function app_private.queue_renewal_reminders(int) is
 grant execute on function app_private.queue_renewal_reminders(int) to :ROLE_WORKER;
 
 /*
- * Console: send an e-mail again (support and admin, design-brief section 1),
- * to the customer's current address, on the same row. Logged.
+ * Console: send an e-mail again (support and admin, docs/product.md, "Who
+ * uses it"), to the customer's current address, on the same row. Logged.
  */
 create or replace function app_private.console_resend_email(email_id uuid) returns app_private.sent_emails
   language plpgsql volatile security definer
@@ -1305,7 +1305,7 @@ grant execute on function app_private.console_resend_email(uuid) to :ROLE_OPERAT
 
 --! split: 300-renewals-batches.sql
 /*
- * Renewals at volume (design-brief section 7: ≥ 1,000 renewals/s on one
+ * Renewals at volume (docs/product.md, "Goals": ≥ 1,000 renewals/s on one
  * worker process): the charge task's database steps for many invoices per
  * round trip and per commit.
  *
@@ -1327,7 +1327,7 @@ grant execute on function app_private.console_resend_email(uuid) to :ROLE_OPERAT
  *     deterministic key, before anything is sent; a pending attempt found in
  *     flight (a worker died mid-batch) is re-sent with its own key, and one
  *     whose outcome is unknown is left to reconciliation.
- *   - The payment's advisory lock (the same key as lib/payment-outcomes.ts
+ *   - The payment's advisory lock (the same key as billing/payment-outcomes.ts
  *     withPaymentLock) is taken inside the statement that commits the
  *     attempt, so no reconciliation can see the attempt unlocked while its
  *     request is on the wire; the lock lives on the batch's connection and
@@ -1856,7 +1856,7 @@ comment on function app_private.record_payment_result(uuid, text, text, text, te
 /*
  * Report rollups: the app_reports views answer from small summary tables kept
  * up to date by triggers, not by aggregating every subscription, invoice and
- * payment (design-brief section 7: 6M subscriptions, 10M payments a year,
+ * payment (docs/product.md, "Goals": 6M subscriptions, 10M payments a year,
  * every report under a second).
  *
  * Shape. One rollup table per family of reports, in app_hidden (not in the
@@ -2562,10 +2562,11 @@ select app_private.rebuild_report_rollups();
 
 --! split: 420-console-indexes.sql
 /*
- * Indexes for the console's billing lists at the design brief's size
- * (figures in docs/benchmarks.md, "Data at size"). The console-billing work
- * creates the same indexes under the same names (500-console-indexes.sql);
- * `if not exists` makes whichever file runs second a no-op.
+ * Indexes for the console's billing lists at the size of docs/product.md,
+ * "Goals" (figures in docs/benchmarks.md, "Data at size"). The console-billing
+ * work creates the same indexes under the same names
+ * (500-console-indexes.sql); `if not exists` makes whichever file runs second
+ * a no-op.
  *
  * The console opens a list newest first across every tenant:
  *   select … from app_public.<table> order by created_at desc limit 10
@@ -2593,9 +2594,10 @@ create index if not exists status_changes_changed_at_idx on app_public.status_ch
  * Invoice numbers past 999,999 in a year. next_invoice_number formatted the
  * counter with lpad(n, 6, '0'), which *truncates* longer strings: the
  * millionth invoice of a tenant in a year got number …-100000 again and the
- * insert failed on invoices_number_key. At the design brief's size the largest
- * tenant issues about four million invoices a year. Numbers keep six digits
- * and grow to seven or more when needed (T001-2026-000123, T001-2026-1000000).
+ * insert failed on invoices_number_key. At the size of docs/product.md,
+ * "Goals", the largest tenant issues about four million invoices a year.
+ * Numbers keep six digits and grow to seven or more when needed
+ * (T001-2026-000123, T001-2026-1000000).
  */
 create or replace function app_hidden.next_invoice_number(tenant uuid, at timestamptz) returns text
   language plpgsql volatile
