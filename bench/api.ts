@@ -1,6 +1,6 @@
 /**
- * `npm run bench:api`: the API under a mixed load on loopback (design-brief
- * section 7: reads ≥ 2,500 req/s and ≥ 90 % of a bare PostGraphile list
+ * `npm run bench:api`: the API under a mixed load on loopback (docs/product.md,
+ * Goals: reads ≥ 2,500 req/s and ≥ 90 % of a bare PostGraphile list
  * query measured in the same run, writes ≥ 800 req/s, p99 < 100 ms).
  *
  * 1. a scratch database (TEST_DATABASE_URL's server, or an embedded
@@ -231,7 +231,7 @@ try {
   const graphqlList = results[0]!.result;
   const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
   out();
-  out('goals (design-brief section 7):');
+  out('goals (docs/product.md, Goals):');
   out(`  reads ≥ 2,500 req/s: slowest read ${Math.min(...reads.map((r) => r.result.requestsPerSecond)).toFixed(0)} req/s — ${verdict(reads.every((r) => r.result.requestsPerSecond >= 2500))}`);
   out(`  list ≥ 90 % of bare PostGraphile: ${(graphqlList.requestsPerSecond / bareList.requestsPerSecond * 100).toFixed(0)} % — ${verdict(graphqlList.requestsPerSecond >= 0.9 * bareList.requestsPerSecond)}`);
   out(`  writes ≥ 800 req/s: slowest write ${Math.min(...writes.map((r) => r.result.requestsPerSecond)).toFixed(0)} req/s — ${verdict(writes.every((r) => r.result.requestsPerSecond >= 800))}`);

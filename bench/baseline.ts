@@ -1,6 +1,6 @@
 /**
  * Baselines every benchmark measures in the same run, so a figure can be read
- * as a ratio to what this machine does anyway (design-brief section 7):
+ * as a ratio to what this machine does anyway (docs/product.md, Goals):
  * - HTTP: a bare Express JSON route in its own process, driven by autocannon;
  * - database: pgbench's TPC-B-like transactions against the same server.
  * Absolute numbers move between machines; ratios move much less.

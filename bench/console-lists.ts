@@ -1,7 +1,7 @@
 /**
  * `npm run bench:console`: against the database `npm run bench:seed` filled
  * (bench/large-db.ts), times what operators and tenants wait for at the
- * design brief's size (section 7: every console list and report < 1 s):
+ * full size (docs/product.md, Goals: every console list and report < 1 s):
  *
  * 1. every console list page through the real console over HTTP (AdminJS's
  *    list API, as the browser calls it after login; the resources are read

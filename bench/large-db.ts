@@ -1,5 +1,5 @@
 /**
- * The database the "data at size" benches share (design-brief section 7:
+ * The database the "data at size" benches share (docs/product.md, Goals:
  * 6M subscriptions, 10M payments a year): `bench/seed-large.ts` fills it,
  * `bench/console-lists.ts` measures queries against it.
  *

@@ -1,5 +1,5 @@
 /**
- * Renewals end to end (design-brief section 7: ≥ 1,000 renewals/s on one
+ * Renewals end to end (docs/product.md, Goals: ≥ 1,000 renewals/s on one
  * worker process): N subscriptions with saved sandbox cards fall due at once;
  * ONE worker process (jobs/main.ts, the production runner, its configured
  * concurrency) invoices them, charges each card through the sandbox gateway

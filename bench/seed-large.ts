@@ -1,9 +1,9 @@
 /**
- * `npm run bench:seed`: a database at the design brief's size (section 7:
+ * `npm run bench:seed`: a database at full size (docs/product.md, Goals:
  * 6M subscriptions, 10M payments a year), for `npm run bench:console` and
  * for demos at size.
  *
- *   SCALE=1            fraction of the brief's size (0.01 ≈ 60k subscriptions, a minute; 1 = full size)
+ *   SCALE=1            fraction of the full size (0.01 ≈ 60k subscriptions, a minute; 1 = full size)
  *   HISTORY_DAYS=7     status_changes and events are written for moves in the last N days (see below)
  *   BENCH_DATABASE_URL superuser URL of a server to use (else an embedded PostgreSQL, bench/large-db.ts)
  *

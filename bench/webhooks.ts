@@ -1,5 +1,5 @@
 /**
- * Webhook intake throughput (design-brief section 7: ≥ 3,000 events/s,
+ * Webhook intake throughput (docs/product.md, Goals: ≥ 3,000 events/s,
  * p99 < 50 ms): signed sandbox events POSTed to /webhooks/sandbox by a load
  * generator on loopback, each a new event (new id, fresh signature), so every
  * request does the whole intake — verify the HMAC, store the event, queue its

@@ -12,7 +12,8 @@
  *   apply_payment_results(json)   one statement, one commit
  *   unlock_payments(ids)          then the connection goes back to the pool
  *
- * Every rule stays in SQL, per invoice (db/migrations/current/300-*.sql);
+ * Every rule stays in SQL, per invoice (the 300-renewals-batches.sql section
+ * of db/migrations/committed/000002.sql);
  * what a job sees is what the one-invoice task did: an invoice with nothing
  * to charge, an attempt in flight elsewhere or a payment busy in another
  * process completes the job; an error for that invoice fails that job alone

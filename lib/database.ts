@@ -9,7 +9,7 @@
  * 3. Neither: an embedded PostgreSQL is started under EMBEDDED_PG_DIR and
  *    treated as case 2.
  *
- * The roles are those of design-brief section 6; their names share a prefix
+ * The roles are those of docs/architecture.md (Database roles); their names share a prefix
  * (DB_ROLE_PREFIX) so two installations can live on one server.
  */
 import { createHmac, randomBytes } from 'node:crypto';

@@ -2,7 +2,7 @@
  * The one interface every payment provider adapter implements, and the
  * normalized shapes it speaks. Billing (SQL + jobs) only ever sees these
  * shapes: provider codes stop at the adapter, mapped through its table into
- * the failure vocabulary of design-brief section 5.
+ * the failure vocabulary (docs/data-model.md, Money rules).
  *
  * Outcomes, not exceptions: a call the provider answered returns
  * `{ ok: true, value }` (a decline is an answer: a payment with status
@@ -24,10 +24,10 @@ export type ProviderName = 'sandbox' | 'stripe' | 'yookassa';
 /** Integer minor units (cents, kopecks) of an upper-case ISO-4217 currency. Never a float. */
 export type { Money };
 
-/** Normalized payment status (design-brief section 3, minus our own `pending`). */
+/** Normalized payment status (docs/data-model.md, State machines; minus our own `pending`). */
 export type PaymentStatus = 'succeeded' | 'failed' | 'processing' | 'requires_action' | 'canceled';
 
-/** The failure vocabulary of design-brief section 5. */
+/** The failure vocabulary (docs/data-model.md, Money rules). */
 export type FailureClass = 'soft_decline' | 'hard_decline' | 'gateway_error' | 'unknown' | 'requires_action';
 
 export interface PaymentFailure {

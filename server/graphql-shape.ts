@@ -55,7 +55,7 @@ export const exposedFunctions = new Set([
   'create_invoice',
   'credit_balance',
   'advance_test_clock',
-  // API (db/migrations/current/070–075)
+  // API (sections 070-api-keys.sql to 075-tenant-reports.sql of db/migrations/committed/000001.sql)
   'current_tenant',
   'create_plan',
   'set_plan_status',
@@ -68,7 +68,7 @@ export const exposedFunctions = new Set([
   'revoke_customer_session',
   'customer_entitlements',
   'customer_entitlements_claim',
-  // outbox delivery (db/migrations/current/200–249)
+  // outbox delivery (sections 200-webhook-endpoints.sql to 230-notifications.sql of db/migrations/committed/000002.sql)
   'create_webhook_endpoint',
   'update_webhook_endpoint',
   'rotate_webhook_endpoint_secret',

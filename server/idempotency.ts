@@ -2,7 +2,8 @@
  * The Idempotency-Key header. It is validated here and handed to SQL as the
  * transaction setting abonement.idempotency_key (server/auth.ts
  * pgSettingsFor), where app_hidden.idempotency_begin/finish use it for every
- * mutating function that got no key of its own (072-idempotency-header.sql).
+ * mutating function that got no key of its own (the 018-idempotency.sql
+ * section of db/migrations/committed/000001.sql).
  * Replays then return the stored first result.
  */
 import type express from 'express';

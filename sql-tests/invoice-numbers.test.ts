@@ -1,6 +1,6 @@
 /**
  * Invoice numbers are unique per tenant and year, also past 999,999 (the
- * largest tenant at the design brief's size issues millions a year): six
+ * largest tenant at the size of docs/product.md, Goals, issues millions a year): six
  * digits, then as many as needed, never a truncated (repeated) number.
  */
 import assert from 'node:assert/strict';

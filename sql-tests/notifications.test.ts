@@ -57,7 +57,7 @@ async function reminders(): Promise<number> {
 }
 
 describe('which events e-mail the customer', () => {
-  test('the design-brief events map to templates; others send nothing', async () => {
+  test('the events of docs/data-model.md (Money rules, Notifications) map to templates; others send nothing', async () => {
     const { rows } = await db.asOwner((c) =>
       c.query(`select t, app_private.email_template_for(t) as template from unnest($1::text[]) t`, [[
         'subscription.created', 'subscription.activated', 'subscription.renewed', 'subscription.canceled', 'payment.succeeded',

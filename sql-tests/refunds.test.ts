@@ -1,6 +1,6 @@
 /**
  * refund_quote, refund_subscription, refund_payment, record_refund_result:
- * the refund rule of design-brief section 5 as a table of cases (computed by
+ * the refund policy (docs/data-model.md, Money rules) as a table of cases (computed by
  * hand here), invariant 2 under concurrency, operator overrides.
  */
 import assert from 'node:assert/strict';

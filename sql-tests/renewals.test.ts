@@ -1,7 +1,7 @@
 /**
  * app_private.renew_due: one invoice per period however often and however
- * concurrently it runs (invariant 3), and period arithmetic (design-brief
- * section 5): month-end anchors, leap years, tenant time zones across both
+ * concurrently it runs (docs/data-model.md, invariant 3), and period arithmetic
+ * (docs/data-model.md, Money rules): month-end anchors, leap years, tenant time zones across both
  * daylight-saving changes.
  */
 import assert from 'node:assert/strict';

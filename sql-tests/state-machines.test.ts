@@ -1,10 +1,10 @@
 /**
- * Design-brief section 3: every legal transition of subscriptions and
+ * docs/data-model.md, State machines: every legal transition of subscriptions and
  * payments works and writes a history row and its outbox event; every illegal
  * one is rejected with ILLEGAL_TRANSITION — as the owner, the most privileged
  * role that is not a superuser. The legal moves are written out here from the
- * brief, so a change to app_private.state_transitions that departs from the
- * brief fails this test.
+ * docs, so a change to app_private.state_transitions that departs from them
+ * fails this test.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -103,7 +103,7 @@ for (const machine of [
   { name: 'payment', table: 'app_public.payments', statuses: PAYMENT_STATUSES, legal: PAYMENT_LEGAL, path: PAYMENT_PATH, insert: insertPayment, initial: ['pending'] },
 ]) {
   describe(`${machine.name} state machine, as the owner`, () => {
-    test('the transition table is exactly the brief', async () => {
+    test('the transition table is exactly docs/data-model.md, State machines', async () => {
       const { rows } = await db.asOwner((c) =>
         c.query(`select from_status, to_status, event_type from app_private.state_transitions where machine = $1 and from_status is not null`, [machine.name]),
       );

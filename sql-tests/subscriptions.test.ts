@@ -283,7 +283,7 @@ describe('pause_subscription and resume_subscription', () => {
     const e3 = await errorOf(
       db.asTenant(world.tenantId, (c) => c.query('select * from app_public.cancel_subscription($1, false, $2)', [sub.id, key()])),
     );
-    assert.deepEqual([e3.code, e3.detail], ['AB409', 'ILLEGAL_TRANSITION'], 'paused → canceled is not in the brief');
+    assert.deepEqual([e3.code, e3.detail], ['AB409', 'ILLEGAL_TRANSITION'], 'paused → canceled is not in docs/data-model.md, State machines');
   });
 });
 

@@ -1,5 +1,5 @@
 /**
- * Feature: which operator roles (design-brief section 1) may use which action
+ * Feature: which operator roles (docs/product.md, Who uses it) may use which action
  * of a resource. AdminJS checks `isAccessible` on the server for every API
  * call and hides what is not accessible in the UI.
  *

@@ -1,7 +1,7 @@
 /**
  * The Reports page: the app_reports views (045-reports.sql,
  * 075-tenant-reports.sql) as simple tables, optionally for one tenant.
- * Finance, admins and viewers may read them (design brief section 1); the
+ * Finance, admins and viewers may read them (docs/product.md, Who uses it); the
  * page handler refuses everyone else, whatever the browser shows.
  *
  * The views are security_invoker and the operator role reads every tenant's

@@ -1,7 +1,7 @@
 /**
  * Customer e-mails (app_private.sent_emails): one per event and template,
  * with recipient, status and the SMTP server's message id. Read only, with
- * "Resend" for support and admin (design-brief section 1), which calls
+ * "Resend" for support and admin (docs/product.md, Who uses it), which calls
  * app_private.console_resend_email: it checks the role, queues the e-mail
  * again to the customer's current address, and writes the audit log.
  */

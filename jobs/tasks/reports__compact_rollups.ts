@@ -1,6 +1,7 @@
 /**
  * Cron, every minute: folds the report rollups' difference rows into one row
- * per key (db/migrations/current/400-report-rollups.sql). The reports are
+ * per key (the 400-report-rollups.sql section of
+ * db/migrations/committed/000002.sql; docs/data-model.md, Report rollups). The reports are
  * exact without it; it keeps the rollup tables, and so the reports, small.
  */
 import type { BillingTask } from '../context.ts';

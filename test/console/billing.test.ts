@@ -1,7 +1,7 @@
 /**
  * The console's billing resources over HTTP, as AdminJS's frontend calls
  * them: every resource lists, shows and searches without a secret; each role
- * may do what design-brief section 1 gives it and is refused the rest on the
+ * may do what docs/product.md (Who uses it) gives it and is refused the rest on the
  * server (and nothing changes); record actions go through the billing SQL
  * functions (refunds once per form even when submitted twice, over-refunds
  * refused with SQL's code, audit rows written); the reports page and the

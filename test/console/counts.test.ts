@@ -1,7 +1,7 @@
 /**
  * The count under a console list's pagination (TableResource.count): exact up
  * to EXACT_COUNT_LIMIT matching rows, PostgreSQL's estimate beyond, so a list
- * of millions does not count millions (design-brief section 7). Driven
+ * of millions does not count millions (docs/product.md, Goals). Driven
  * through the Jobs list, the one big-table-shaped list every console has.
  */
 import assert from 'node:assert/strict';

@@ -99,6 +99,17 @@ describe('import layers', () => {
     assert.deepEqual(importCycles(edges.filter((e) => layerOf(e.from) in LAYERS)), []);
   });
 
+  test('docs/architecture.md, "Layers", draws exactly these layers', () => {
+    const doc = readFileSync(path.join(projectRoot, 'docs/architecture.md'), 'utf8');
+    const section = doc.split(/^## /m).find((s) => s.startsWith('Layers\n'));
+    assert.ok(section, 'docs/architecture.md has a "Layers" section');
+    const diagram = /```mermaid\n([\s\S]*?)```/.exec(section)?.[1] ?? '';
+    const drawn: Record<string, string[]> = {};
+    for (const [, from, to] of diagram.matchAll(/^\s*([\w-]+) --> (.+)$/gm)) drawn[from!] = to!.split('&').map((s) => s.trim()).sort();
+    const allowed = Object.entries(LAYERS).filter(([, below]) => below.length > 0).map(([layer, below]) => [layer, [...below].sort()]);
+    assert.deepEqual(drawn, Object.fromEntries(allowed));
+  });
+
   test('the check itself catches an upward import and a cycle', () => {
     assert.deepEqual(upwardImports([{ from: 'lib/a.ts', to: 'server/b.ts' }]), ['lib/a.ts -> server/b.ts']);
     assert.deepEqual(upwardImports([{ from: 'providers/a.ts', to: 'sandbox/b.ts' }]), ['providers/a.ts -> sandbox/b.ts']);

@@ -1,5 +1,5 @@
 /**
- * A simulated year of renewals (design-brief section 7: renewal errors not
+ * A simulated year of renewals (docs/product.md, Goals: renewal errors not
  * caused by the card: 0 over a simulated year), run by the real worker
  * (in-process, production concurrency and local queue) charging saved cards
  * through the sandbox gateway over HTTP, with its webhooks.
