@@ -169,6 +169,7 @@ begin
   return result;
 end;
 $$;
+comment on function app_hidden.add_balance_transaction(tenant uuid, customer uuid, currency text, amount bigint, kind text, invoice uuid, refund uuid, description text) is 'Adds one entry to a customer''s balance ledger (amount signed: credits positive, applications negative); BALANCE_INSUFFICIENT instead of a bare check violation when it would go below zero.';
 
 create function app_hidden.add_calendar(anchor timestamp with time zone, unit text, n integer, tz text)
   returns timestamp with time zone
@@ -230,6 +231,7 @@ begin
   end if;
 end;
 $$;
+comment on function app_hidden.after_payment_failure(invoice uuid, category text) is 'After a failed payment of an open invoice: a gateway error retries with backoff (5 min × 2^n, 5 times); a first payment gets no dunning; a hard decline or an exhausted dunning schedule makes the invoice uncollectible and cancels its subscription; otherwise the next attempt is scheduled by the tenant''s dunning_schedule_days and the subscription becomes past_due.';
 
 create function app_hidden.apply_invoice_paid(inv app_public.invoices)
   returns void
@@ -293,6 +295,7 @@ begin
   return result;
 end;
 $$;
+comment on function app_hidden.cancel_now(s app_public.subscriptions, reason text, ended timestamp with time zone) is 'Cancels a subscription at once (ended at `ended`, default now) with a cancellation reason, and voids its unpaid invoices.';
 
 create function app_hidden.check_webhook_url(url text, test_mode boolean)
   returns text
@@ -334,7 +337,6 @@ declare
   pay app_public.payments;
   plan app_public.plans;
   tenant app_public.tenants;
-  used bigint;
   full_until timestamptz;
   by_rule bigint;
 begin
@@ -358,10 +360,8 @@ begin
   select * into tenant from app_public.tenants t where t.id = s.tenant_id;
   select pl.* into plan from app_public.plans pl join app_public.prices pr on pr.tenant_id = pl.tenant_id and pr.plan_id = pl.id
   where pr.tenant_id = inv.tenant_id and pr.id = inv.price_id;
-  select coalesce(sum(r.amount_minor), 0) into used from app_public.refunds r
-  where r.tenant_id = pay.tenant_id and r.payment_id = pay.id and r.status in ('pending', 'succeeded');
   q.payment_id := pay.id;
-  q.refundable_minor := pay.amount_minor - used;
+  q.refundable_minor := app_hidden.payment_refundable_minor(pay);
   full_until := app_hidden.add_calendar(inv.period_start, 'day', plan.full_refund_days, tenant.time_zone);
   if at < full_until then
     q.rule := 'full_window';
@@ -379,6 +379,7 @@ begin
   return q;
 end;
 $$;
+comment on function app_hidden.compute_refund_quote(s app_public.subscriptions, at timestamp with time zone) is 'The refund rule for the current period at `at`: full within the plan''s full_refund_days, then prorated by unused time (or nothing under refund_policy full_window_only), capped at payment_refundable_minor. rule no_payment when the period has no succeeded payment.';
 
 create function app_hidden.create_period_invoice(s app_public.subscriptions, price app_public.prices, period_start timestamp with time zone, period_end timestamp with time zone, reason text)
   returns app_public.invoices
@@ -429,7 +430,7 @@ create function app_hidden.create_refund(payment uuid, amount bigint, reason tex
 as $$
 declare
   pay app_public.payments;
-  used bigint;
+  remainder bigint;
   refund_id uuid := gen_random_uuid();
   result app_public.refunds;
 begin
@@ -444,11 +445,10 @@ begin
   if amount is null or amount <= 0 then
     perform app_hidden.raise_error('NOTHING_TO_REFUND', 'the refund amount must be positive', 'AB422');
   end if;
-  select coalesce(sum(r.amount_minor), 0) into used from app_public.refunds r
-  where r.tenant_id = pay.tenant_id and r.payment_id = pay.id and r.status in ('pending', 'succeeded');
-  if used + amount > pay.amount_minor then
+  remainder := app_hidden.payment_refundable_minor(pay);
+  if amount > remainder then
     perform app_hidden.raise_error('REFUND_EXCEEDS_REMAINDER',
-      format('refund of %s exceeds the refundable remainder %s of payment %s', amount, pay.amount_minor - used, pay.id), 'AB422');
+      format('refund of %s exceeds the refundable remainder %s of payment %s', amount, remainder, pay.id), 'AB422');
   end if;
   insert into app_public.refunds (id, tenant_id, payment_id, customer_id, subscription_id, currency, amount_minor, reason, rule,
     destination, status, provider_idempotency_key, requested_by, created_at)
@@ -468,6 +468,7 @@ begin
   return result;
 end;
 $$;
+comment on function app_hidden.create_refund(payment uuid, amount bigint, reason text, rule text, subscription uuid, destination text) is 'Creates a refund of a succeeded payment under the payment''s row lock (invariant 2): REFUND_EXCEEDS_REMAINDER past payment_refundable_minor. To the original payment it is queued for the worker (refunds__execute); to the balance it succeeds at once and credits the customer.';
 
 create function app_hidden.current_actor()
   returns text
@@ -480,6 +481,7 @@ as $$
     else 'role:' || session_user::text
   end;
 $$;
+comment on function app_hidden.current_actor() is 'Who is acting, as one string (operator:<id>, customer:<id>, tenant:<id> or role:<session user>): part of every idempotency fingerprint and of refunds.requested_by.';
 
 create function app_hidden.current_customer_id()
   returns uuid
@@ -635,6 +637,7 @@ as $$
   order by x.attempt
   limit 1;
 $$;
+comment on function app_hidden.first_attempt_status(tenant uuid, invoice uuid, except_payment uuid, replacement app_public.payments) is 'Report rollups: the status of an invoice''s first payment (lowest attempt), with one payment row replaced by `replacement` (or left out when its id is null).';
 
 create function app_hidden.idempotency_begin(tenant uuid, key text, operation text, params jsonb)
   returns jsonb
@@ -724,6 +727,7 @@ exception when others then
   return false;
 end;
 $$;
+comment on function app_hidden.is_time_zone(tz text) is 'Whether a text names a time zone PostgreSQL knows (used by check constraints on tenants.time_zone).';
 grant execute on function app_hidden.is_time_zone(tz text) to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create function app_hidden.job_run_at(tenant uuid, at timestamp with time zone)
@@ -750,6 +754,7 @@ as $$
   union all
   select app_hidden.utc_month(ended_at), 0, 1 where status = 'canceled';
 $$;
+comment on function app_hidden.movement_contribution(status text, started_at timestamp with time zone, ended_at timestamp with time zone) is 'Report rollups: what one subscription adds to the monthly new and churned counts (new in the month it started unless it expired incomplete; churned in the month it ended if canceled).';
 
 create function app_hidden.mrr_months(period_start timestamp with time zone, period_end timestamp with time zone, ended_at timestamp with time zone)
   returns SETOF date
@@ -860,6 +865,19 @@ end;
 $$;
 comment on function app_hidden.payment_method_for(inv app_public.invoices) is 'The payment method a charge of this invoice uses: the subscription''s, else the customer''s default (fields null when there is none).';
 
+create function app_hidden.payment_refundable_minor(pay app_public.payments)
+  returns bigint
+  language sql stable
+as $$
+  select case when pay.status = 'succeeded'
+    then pay.amount_minor - coalesce((
+      select sum(r.amount_minor) from app_public.refunds r
+      where r.tenant_id = pay.tenant_id and r.payment_id = pay.id and r.status in ('pending', 'succeeded')), 0)::bigint
+    else 0 end;
+$$;
+comment on function app_hidden.payment_refundable_minor(pay app_public.payments) is 'How much of a payment may still be refunded: its amount minus its pending and succeeded refunds (failed ones free their amount again); 0 unless the payment succeeded. Invariant 2 (docs/data-model.md); create_refund enforces it under the payment''s row lock.';
+grant execute on function app_hidden.payment_refundable_minor(pay app_public.payments) to :ROLE_OPERATOR;
+
 create function app_hidden.payment_review_reason(p app_public.payments)
   returns text
   language sql stable
@@ -889,6 +907,7 @@ as $$
       and (p.sale_ends_at is null or at < p.sale_ends_at)
   );
 $$;
+comment on function app_hidden.price_on_sale(price app_public.prices, at timestamp with time zone) is 'Whether a price can be bought at `at`: the price is active and its plan is active and within its sale window.';
 
 create function app_hidden.raise_error(error_code text, error_message text, error_state text DEFAULT 'AB400'::text)
   returns void
@@ -912,6 +931,7 @@ as $$
          (first_attempt = 'failed' and inv.status = 'paid')::int
   where inv.billing_reason = 'subscription_cycle' and inv.amount_due_minor > 0 and first_attempt in ('succeeded', 'failed');
 $$;
+comment on function app_hidden.renewal_contribution(inv app_public.invoices, first_attempt text) is 'Report rollups: what one renewal invoice adds to its month''s renewal counts (renewals, paid at the first attempt, dunned, recovered), given the status of its first payment.';
 
 create function app_hidden.request_idempotency_key()
   returns text
@@ -935,6 +955,7 @@ begin
   end if;
 end;
 $$;
+comment on function app_hidden.require_operator_role(VARIADIC allowed text[]) is 'In a console session, raises FORBIDDEN unless the operator''s role is one of the given ones; outside the console (tenant API, worker) it allows.';
 grant execute on function app_hidden.require_operator_role(VARIADIC allowed text[]) to :ROLE_OPERATOR;
 
 create function app_hidden.require_tenant()
@@ -959,6 +980,7 @@ as $$
   select tenant, app_hidden.utc_month(at), app_hidden.local_month(at, t.time_zone), currency, provider, reason, gross, payments, refunded, refunds
   from app_public.tenants t where t.id = tenant;
 $$;
+comment on function app_hidden.rollup_money_add(tenant uuid, at timestamp with time zone, currency text, provider text, reason text, gross bigint, payments integer, refunded bigint, refunds integer) is 'Report rollups: adds a difference to the money rollup (gross and refunded amounts and counts) in the UTC month and the tenant''s local month of `at`.';
 
 create function app_hidden.rollup_mrr_add(inv app_public.invoices, sign integer)
   returns void
@@ -985,6 +1007,7 @@ begin
   from app_hidden.mrr_months(inv.period_start, inv.period_end, ended) m;
 end;
 $$;
+comment on function app_hidden.rollup_mrr_add(inv app_public.invoices, sign integer) is 'Report rollups: adds (sign 1) or takes away (sign -1) a paid period invoice''s MRR in each month it covers while its subscription runs (monthly and yearly prices apart).';
 
 create function app_hidden.save_payment_method(pay app_public.payments, token text, brand text, last4 text, exp_month integer, exp_year integer)
   returns uuid
@@ -1034,6 +1057,7 @@ begin
   return s;
 end;
 $$;
+comment on function app_hidden.subscription_for_update(subscription uuid) is 'Locks and returns a subscription the caller may act on (a customer only their own); SUBSCRIPTION_NOT_FOUND otherwise.';
 
 create function app_hidden.tg__guard_transition()
   returns trigger
@@ -1121,6 +1145,7 @@ begin
   return new;
 end;
 $$;
+comment on function app_hidden.tg_balance_transactions__apply() is 'Trigger (before insert on balance_transactions): applies the entry to customer_balances under its row lock and stores the resulting balance; the balance check (>= 0) refuses an overdraft.';
 
 create function app_hidden.tg_balance_transactions__immutable()
   returns trigger
@@ -1131,6 +1156,7 @@ begin
   return null;
 end;
 $$;
+comment on function app_hidden.tg_balance_transactions__immutable() is 'Trigger: the balance ledger is append-only; any update or delete raises LEDGER_APPEND_ONLY (correct with an adjustment entry).';
 
 create function app_hidden.tg_invoices__guard_period_chain()
   returns trigger
@@ -1153,6 +1179,7 @@ begin
   return new;
 end;
 $$;
+comment on function app_hidden.tg_invoices__guard_period_chain() is 'Trigger (before insert of a period invoice): a new period starts where the previous one ended (invariant 7, docs/data-model.md); PERIOD_GAP unless the subscription is paused.';
 
 create function app_hidden.tg_invoices__return_balance_on_void()
   returns trigger
@@ -1765,9 +1792,9 @@ create table app_private.state_transitions (
   to_status text not null,
   event_type text,
   constraint state_transitions_unique UNIQUE NULLS NOT DISTINCT (machine, from_status, to_status),
-  constraint state_transitions_machine_check CHECK (machine = ANY (ARRAY['subscription'::text, 'payment'::text, 'invoice'::text, 'refund'::text]))
+  constraint state_transitions_machine_check CHECK (machine = ANY (ARRAY['subscription'::text, 'payment'::text, 'invoice'::text, 'refund'::text, 'webhook_delivery'::text]))
 );
-comment on table app_private.state_transitions is 'Legal status moves per state machine; from_status null is the initial status of a new row. event_type is the outbox event the move writes.';
+comment on table app_private.state_transitions is 'Legal status moves per state machine (subscription, payment, invoice, refund, webhook_delivery); from_status null is the initial status of a new row. event_type is the outbox event the move writes (none for webhook deliveries, which are guarded but not recorded).';
 grant select on table app_private.state_transitions to :ROLE_OPERATOR, :ROLE_WORKER;
 
 create table app_private.test_clocks (
@@ -2698,13 +2725,9 @@ create function app_private.console_refundable_minor(payment_id uuid)
   language sql stable
   set search_path to pg_catalog, public, pg_temp
 as $$
-  select case when p.status = 'succeeded' then p.amount_minor - coalesce((
-      select sum(r.amount_minor) from app_public.refunds r
-      where r.tenant_id = p.tenant_id and r.payment_id = p.id and r.status in ('pending', 'succeeded')), 0)::bigint
-    else 0 end
-  from app_public.payments p where p.id = console_refundable_minor.payment_id;
+  select app_hidden.payment_refundable_minor(p) from app_public.payments p where p.id = console_refundable_minor.payment_id;
 $$;
-comment on function app_private.console_refundable_minor(payment_id uuid) is 'Console: how much of a payment may still be refunded (amount minus pending and succeeded refunds; 0 unless succeeded). Display only: create_refund checks again under the payment lock.';
+comment on function app_private.console_refundable_minor(payment_id uuid) is 'Console: how much of a payment may still be refunded (app_hidden.payment_refundable_minor: amount minus pending and succeeded refunds; 0 unless succeeded). Display only: create_refund checks again under the payment lock.';
 grant execute on function app_private.console_refundable_minor(payment_id uuid) to :ROLE_OPERATOR;
 
 create function app_private.console_resend_email(email_id uuid)
@@ -3070,7 +3093,7 @@ as $$
     when 'subscription.renewal_upcoming' then 'renewal_reminder'
   end;
 $$;
-comment on function app_private.email_template_for(event_type text) is 'The customer e-mail an outbox event sends (design-brief section 5), or null for events that send none.';
+comment on function app_private.email_template_for(event_type text) is 'The customer e-mail an outbox event sends (docs/data-model.md, "Money rules": notifications), or null for events that send none.';
 
 create function app_private.expire_incomplete(batch_size integer DEFAULT 100)
   returns integer
@@ -3242,6 +3265,7 @@ as $$
       error = mark_provider_event_processed.error
   where id = event_id;
 $$;
+comment on function app_private.mark_provider_event_processed(event_id uuid, error text) is 'Worker: counts an attempt to apply a stored provider event; processed when error is null, otherwise the error is kept for the next attempt.';
 grant execute on function app_private.mark_provider_event_processed(event_id uuid, error text) to :ROLE_WORKER;
 
 create function app_private.new_webhook_secret()
@@ -3479,6 +3503,7 @@ as $$
     (select filename from graphile_migrate.migrations order by date desc, filename desc limit 1),
     (select max(beat_at) from app_private.worker_heartbeats);
 $$;
+comment on function app_private.readiness() is 'What /readyz needs in one call: the last applied migration and the freshest worker heartbeat.';
 grant execute on function app_private.readiness() to :ROLE_OPERATOR, :ROLE_WORKER;
 
 create function app_private.rebuild_report_rollups(tenant uuid DEFAULT NULL::uuid, rollup text DEFAULT NULL::text)
@@ -3624,6 +3649,7 @@ as $$
   -- Keep the table small: forget workers silent for a day.
   delete from app_private.worker_heartbeats where beat_at < clock_timestamp() - interval '1 day';
 $$;
+comment on function app_private.record_heartbeat(worker text, worker_started_at timestamp with time zone) is 'Worker: records that a worker process is alive (real time), and forgets workers silent for a day.';
 grant execute on function app_private.record_heartbeat(worker text, worker_started_at timestamp with time zone) to :ROLE_WORKER;
 
 create function app_private.record_operator_login(operator_id uuid)
@@ -3633,6 +3659,7 @@ create function app_private.record_operator_login(operator_id uuid)
 as $$
   update app_private.operators set last_login_at = now() where id = operator_id;
 $$;
+comment on function app_private.record_operator_login(operator_id uuid) is 'Console: stamps an operator''s last login.';
 grant execute on function app_private.record_operator_login(operator_id uuid) to :ROLE_OPERATOR;
 
 create function app_private.record_payment_result(payment_id uuid, outcome text, provider_payment_id text DEFAULT NULL::text, failure_category text DEFAULT NULL::text, failure_code text DEFAULT NULL::text, failure_message text DEFAULT NULL::text)
@@ -4001,6 +4028,7 @@ begin
   return null;
 end;
 $$;
+comment on function app_private.tg_audit_log__append_only() is 'Trigger: the console audit log is append-only; any update or delete raises AUDIT_LOG_APPEND_ONLY.';
 
 create function app_private.tg_operators__audit()
   returns trigger
@@ -4078,27 +4106,6 @@ begin
 end;
 $$;
 comment on function app_private.tg_operators__touch_updated_at() is 'Keeps operators.updated_at current on every change of the operator, from the console or the command line.';
-
-create function app_private.tg_webhook_deliveries__guard_status()
-  returns trigger
-  language plpgsql volatile
-as $$
-begin
-  if old.status = new.status and new.status in ('failed', 'pending') then
-    return new;
-  end if;
-  if (old.status, new.status) not in (
-    ('pending', 'succeeded'), ('pending', 'failed'), ('pending', 'gave_up'),
-    ('failed', 'succeeded'), ('failed', 'gave_up'), ('failed', 'pending'),
-    ('gave_up', 'pending')
-  ) then
-    perform app_hidden.raise_error('ILLEGAL_TRANSITION',
-      format('webhook delivery %s cannot move from %s to %s', new.id, old.status, new.status), 'AB409');
-  end if;
-  return new;
-end;
-$$;
-comment on function app_private.tg_webhook_deliveries__guard_status() is 'Trigger: the delivery state machine (a succeeded delivery is never sent again).';
 
 create function app_private.touch_api_key(api_key_id uuid)
   returns void
@@ -5056,7 +5063,7 @@ create table app_public.subscriptions (
   constraint subscriptions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
 );
 comment on table app_public.subscriptions is '@name billing_subscriptions
-A customer''s subscription to a price. Status moves only along app_private.state_transitions (design-brief section 3). For customers: trialing/active read as valid, incomplete/past_due as awaiting payment, canceled/incomplete_expired as ended.';
+A customer''s subscription to a price. Status moves only along app_private.state_transitions (docs/data-model.md, "State machines"). For customers: trialing/active read as valid, incomplete/past_due as awaiting payment, canceled/incomplete_expired as ended.';
 comment on column app_public.subscriptions.billing_anchor is 'Periods end at billing_anchor + n months/years on the tenant''s wall clock, so Jan 31 renews Feb 28/29, then Mar 31.';
 comment on column app_public.subscriptions.pending_price_id is 'A price change scheduled for the next period (downgrades at period end, interval changes).';
 CREATE INDEX subscriptions_created_at_idx ON app_public.subscriptions USING btree (created_at DESC);
@@ -6380,7 +6387,7 @@ CREATE TRIGGER _100_timestamps BEFORE UPDATE ON app_public.tenants FOR EACH ROW 
 CREATE TRIGGER _700_rollups AFTER UPDATE OF time_zone ON app_public.tenants FOR EACH ROW WHEN (old.time_zone IS DISTINCT FROM new.time_zone) EXECUTE FUNCTION app_hidden.tg_tenants__rollups();
 
 CREATE TRIGGER _100_timestamps BEFORE UPDATE ON app_public.webhook_deliveries FOR EACH ROW EXECUTE FUNCTION app_hidden.tg__touch_real_time();
-CREATE TRIGGER _200_guard_status BEFORE UPDATE OF status ON app_public.webhook_deliveries FOR EACH ROW EXECUTE FUNCTION app_private.tg_webhook_deliveries__guard_status();
+CREATE TRIGGER _200_guard_transition BEFORE INSERT OR UPDATE OF status ON app_public.webhook_deliveries FOR EACH ROW EXECUTE FUNCTION app_hidden.tg__guard_transition('webhook_delivery');
 
 CREATE TRIGGER _100_timestamps BEFORE UPDATE ON app_public.webhook_endpoints FOR EACH ROW EXECUTE FUNCTION app_hidden.tg__touch_real_time();
 
