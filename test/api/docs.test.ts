@@ -38,7 +38,7 @@ test('every REST path in docs/api.md is in the OpenAPI document', () => {
  * each entry once it exists (the test below says when): the list is for the
  * merge only.
  */
-const PATHS_ARRIVING = new Set(['db/schema.sql']);
+const PATHS_ARRIVING = new Set<string>();
 
 /** The top-level folders and files a repository path in the docs starts with. */
 const TOP = ['lib', 'db', 'sandbox', 'providers', 'billing', 'jobs', 'admin', 'server', 'test', 'sql-tests', 'bench', 'scripts', 'docs'];
