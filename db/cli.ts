@@ -14,7 +14,7 @@
 import '../lib/graphile-env.ts';
 import * as graphileMigrate from 'graphile-migrate';
 import { loadConfig } from '../lib/config.ts';
-import { resolveDatabase, roleNames } from '../lib/database.ts';
+import { resolveDatabase, scratchRoles, type RoleNames } from '../lib/database.ts';
 import { createLogger } from '../lib/logger.ts';
 import { migrateDatabase, migrateSettings } from './migrate.ts';
 import { writeSchemaFile } from './schema-dump.ts';
@@ -35,7 +35,7 @@ const config = loadConfig();
 const logger = createLogger(config);
 
 /** Writes db/schema.sql from a scratch database on the cluster of `superuserUrl`, and says so. */
-async function regenerateSchema(superuserUrl: string, roles: ReturnType<typeof roleNames>, secret: string): Promise<void> {
+async function regenerateSchema(superuserUrl: string, roles: RoleNames, secret: string): Promise<void> {
   const started = Date.now();
   const { file, lines } = await writeSchemaFile({ superuserUrl, roles, secret, logger });
   process.stdout.write(`wrote ${file} (${lines} lines) in ${Date.now() - started} ms\n`);
@@ -48,7 +48,8 @@ const database = testServer ? undefined : await resolveDatabase(config, logger);
 let exitCode = 0;
 try {
   if (!database) {
-    await regenerateSchema(testServer!, roleNames(process.env.TEST_DB_ROLE_PREFIX ?? 'abonement_test'), 'abonement-test-role-secret');
+    const scratch = scratchRoles();
+    await regenerateSchema(testServer!, scratch.roles, scratch.secret);
   } else if (command === 'migrate') {
     await migrateDatabase({ urls: database.urls, roles: database.roles, logger, includeCurrent: config.NODE_ENV !== 'production' });
   } else if (command === 'commit' || command === 'schema') {

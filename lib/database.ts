@@ -49,6 +49,17 @@ export function roleNames(prefix: string): RoleNames {
   };
 }
 
+/**
+ * The roles a test run (`npm test`), `npm run db:schema` and `npm run
+ * schema:export` create on a shared server such as TEST_DATABASE_URL's: one
+ * prefix (TEST_DB_ROLE_PREFIX) and a known secret, so those tools can share a
+ * server without changing each other's role passwords.
+ */
+export function scratchRoles(env: NodeJS.ProcessEnv = process.env): { prefix: string; roles: RoleNames; secret: string } {
+  const prefix = env.TEST_DB_ROLE_PREFIX ?? 'abonement_test';
+  return { prefix, roles: roleNames(prefix), secret: 'abonement-test-role-secret' };
+}
+
 export interface DatabaseUrls {
   owner: string;
   authenticator: string;

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
 import { migrateDatabase } from '../db/migrate.ts';
-import { bootstrapRoles, deriveUrls, quoteIdent, roleNames, urlFor } from '../lib/database.ts';
+import { bootstrapRoles, deriveUrls, quoteIdent, scratchRoles, urlFor } from '../lib/database.ts';
 import { createLogger } from '../lib/logger.ts';
 import { schemaFile, schemaSDL } from '../server/schema-sdl.ts';
 import { startTestCluster } from '../test/support/cluster.ts';
@@ -43,8 +43,7 @@ const admin = async (sql: string) => {
 let exitCode = 0;
 try {
   await admin(`create database ${quoteIdent(name)}`);
-  const roles = roleNames(process.env.TEST_DB_ROLE_PREFIX ?? 'abonement_test');
-  const secret = 'abonement-test-role-secret';
+  const { roles, secret } = scratchRoles();
   await bootstrapRoles(dbUrl, roles, secret);
   const urls = deriveUrls(dbUrl, roles, secret);
   await migrateDatabase({ urls, roles, logger, includeCurrent: true });

@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { globSync } from 'node:fs';
 import pg from 'pg';
-import { bootstrapRoles, deriveUrls, quoteIdent, roleNames, urlFor } from '../lib/database.ts';
+import { bootstrapRoles, deriveUrls, quoteIdent, scratchRoles, urlFor } from '../lib/database.ts';
 import { createLogger } from '../lib/logger.ts';
 import { migrateDatabase } from '../db/migrate.ts';
 import { startTestCluster } from './support/cluster.ts';
@@ -30,9 +30,7 @@ if (files.length === 0) {
 
 const started = Date.now();
 const cluster = await startTestCluster(logger);
-const prefix = process.env.TEST_DB_ROLE_PREFIX ?? 'abonement_test';
-const roles = roleNames(prefix);
-const roleSecret = 'abonement-test-role-secret';
+const { prefix, roles, secret: roleSecret } = scratchRoles();
 const template = `abonement_tpl_${process.pid}_${randomBytes(3).toString('hex')}`;
 let exitCode = 1;
 
