@@ -1,11 +1,12 @@
 /**
  * The docs stay true: every GraphQL example in docs/api.md validates against
  * the committed schema, every REST path it shows is in the OpenAPI document,
- * and every file, folder and relative link the docs and the README name
- * exists in the repository.
+ * every file, folder and relative link the docs and the README name
+ * exists in the repository, and every "(docs/x.md, Section)" that code cites
+ * names a heading (or a bold term) of that page.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, globSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { buildSchema, parse, validate } from 'postgraphile/graphql';
@@ -32,13 +33,6 @@ test('every REST path in docs/api.md is in the OpenAPI document', () => {
   assert.ok(used.length >= 15);
   for (const path of used) assert.ok(paths.includes(path) || path === '/v1/openapi.json', `${path} is documented in OpenAPI`);
 });
-
-/**
- * Paths other branches of issue 9 create, named by the docs already. Remove
- * each entry once it exists (the test below says when): the list is for the
- * merge only.
- */
-const PATHS_ARRIVING = new Set<string>();
 
 /** The top-level folders and files a repository path in the docs starts with. */
 const TOP = ['lib', 'db', 'sandbox', 'providers', 'billing', 'jobs', 'admin', 'server', 'test', 'sql-tests', 'bench', 'scripts', 'docs'];
@@ -72,10 +66,8 @@ test('every path and relative link in docs/*.md and README.md exists', () => {
   const files = ['README.md', ...readdirSync(path.join(projectRoot, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
   const named = files.flatMap((file) => namedPaths(readFileSync(path.join(projectRoot, file), 'utf8'), path.dirname(file)).map((n) => ({ file, ...n })));
   assert.ok(named.length >= 150, `found ${named.length} paths`);
-  const missing = named.filter((n) => !PATHS_ARRIVING.has(n.path) && !existsSync(path.join(projectRoot, n.path)));
+  const missing = named.filter((n) => !existsSync(path.join(projectRoot, n.path)));
   assert.deepEqual(missing.map((n) => `${n.file}:${n.line}: ${n.path}`), []);
-  const arrived = [...PATHS_ARRIVING].filter((p) => existsSync(path.join(projectRoot, p)));
-  assert.deepEqual(arrived, [], 'these exist now: remove them from PATHS_ARRIVING');
 });
 
 test('the path check sees backticked paths, prose paths, globs and links, and skips URLs and placeholders', () => {
@@ -92,4 +84,46 @@ test('the path check sees backticked paths, prose paths, globs and links, and sk
     { line: 1, path: 'jobs/tasks/' },
     { line: 1, path: 'docs/benchmarks.md' },
   ]);
+});
+
+/** Headings and bold terms of a docs page: what a citation "(docs/x.md, Section)" may name. */
+function sectionsOf(markdown: string): string[] {
+  const headings = markdown.split('\n').filter((l) => l.startsWith('#')).map((l) => l.replace(/^#+\s*/, '').trim());
+  const bold = [...markdown.matchAll(/\*\*([^*]+)\*\*/g)].map((m) => m[1]!.trim());
+  return [...headings, ...bold];
+}
+
+/**
+ * Citations "docs/x.md, Section…" in a source text, read across the line
+ * breaks of a comment (a leading `*`, `--` or `//` continues it); "invariant
+ * N" cites the numbered invariants. A quoted section may be the start of a
+ * longer heading ("Security" for "Security notes").
+ */
+export function citations(text: string): { line: number; doc: string; section: string }[] {
+  const joined = text.replace(/\n\s*(?:\*(?!\/)|--|\/\/)?\s*/g, (m) => ' '.padEnd(m.length, '\u0000'));
+  return [...joined.matchAll(/(docs\/[a-z-]+\.md), "?([A-Z][^)"\n]*)/g)].map((m) => ({
+    line: text.slice(0, m.index).split('\n').length,
+    doc: m[1]!,
+    section: m[2]!.replaceAll('\u0000', '').trim(),
+  }));
+}
+
+test('every docs section that code and SQL cite exists', () => {
+  const sources = globSync(['{lib,db,sandbox,providers,billing,jobs,admin,server,test,sql-tests,bench,scripts}/**/*.{ts,tsx,sql}'], { cwd: projectRoot })
+    .filter((file) => !['db/schema.sql', 'test/api/docs.test.ts'].includes(file) && !file.includes('node_modules'));
+  const cited = sources.flatMap((file) => citations(readFileSync(path.join(projectRoot, file), 'utf8')).map((c) => ({ file, ...c })));
+  assert.ok(cited.length >= 20, `found ${cited.length} citations`);
+  const sections = new Map<string, string[]>();
+  const unknown = cited.filter(({ doc, section }) => {
+    if (!existsSync(path.join(projectRoot, doc))) return true;
+    if (!sections.has(doc)) sections.set(doc, sectionsOf(readFileSync(path.join(projectRoot, doc), 'utf8')));
+    return !sections.get(doc)!.some((name) => section.startsWith(name) || name.startsWith(section));
+  });
+  assert.deepEqual(unknown.map((c) => `${c.file}:${c.line}: ${c.doc}, ${c.section.slice(0, 40)}`), []);
+});
+
+test('the citation check reads the doc and the section', () => {
+  assert.deepEqual(citations('x (docs/data-model.md, Money rules): y\nno docs/api.md here'), [{ line: 1, doc: 'docs/data-model.md', section: 'Money rules' }]);
+  assert.deepEqual(citations('a\n * (docs/product.md, "Who\n * uses it")'), [{ line: 2, doc: 'docs/product.md', section: 'Who uses it' }]);
+  assert.deepEqual(sectionsOf('# Title\n## Money rules\n- **Errors** from SQL'), ['Title', 'Money rules', 'Errors']);
 });
