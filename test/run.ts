@@ -15,6 +15,7 @@ import pg from 'pg';
 import { bootstrapRoles, deriveUrls, quoteIdent, scratchRoles, urlFor } from '../lib/database.ts';
 import { createLogger } from '../lib/logger.ts';
 import { migrateDatabase } from '../db/migrate.ts';
+import { findChromium } from './support/browser.ts';
 import { startTestCluster } from './support/cluster.ts';
 import { TEST_ENV } from './support/env.ts';
 
@@ -29,6 +30,9 @@ if (files.length === 0) {
 }
 
 const started = Date.now();
+// Unpack the npm-shipped Chromium (if that is the one) while the template migrates, once, rather than in
+// several test files at a time; a failure here is reported by the browser tests themselves.
+const browserReady = findChromium().catch(() => undefined);
 const cluster = await startTestCluster(logger);
 const { prefix, roles, secret: roleSecret } = scratchRoles();
 const template = `abonement_tpl_${process.pid}_${randomBytes(3).toString('hex')}`;
@@ -49,6 +53,7 @@ try {
   const templateUrl = urlFor(cluster.superuserUrl, decodeURIComponent(new URL(cluster.superuserUrl).username), decodeURIComponent(new URL(cluster.superuserUrl).password), template);
   await bootstrapRoles(templateUrl, roles, roleSecret);
   await migrateDatabase({ urls: deriveUrls(templateUrl, roles, roleSecret), roles, logger, includeCurrent: true });
+  await browserReady;
   process.stdout.write(`abonement tests: ${files.length} files, ${cluster.kind} PostgreSQL, template ready in ${Date.now() - started} ms\n`);
 
   const child = spawn(

@@ -8,14 +8,12 @@
  * and no secret in any page.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { activeSubscription, createWorld, getRow, type Row, type World } from '../../sql-tests/support/billing.ts';
+import { launchChromium } from '../support/browser.ts';
 import { startConsole, type RunningConsole } from '../support/console.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const SCREENSHOTS = '/tmp/abonement-console-billing';
 
 let running: RunningConsole;
@@ -26,8 +24,9 @@ let paymentId: string;
 let providerToken: string;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), 'chromium is missing: apt-get install -y chromium');
-  [running, browser] = await Promise.all([startConsole(), chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true })]);
+  // One after the other, so that a browser that cannot start leaves no console running.
+  browser = await launchChromium();
+  running = await startConsole();
   for (const role of ['finance', 'support', 'viewer']) await running.addOperator(`${role}@example.com`, role, `${role}-password-123`);
   world = await createWorld(running.db, { amount: 5000 });
   subscription = await activeSubscription(running.db, world);

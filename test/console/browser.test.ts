@@ -1,5 +1,5 @@
 /**
- * The console in a real browser (headless Debian Chromium through
+ * The console in a real browser (headless Chromium through
  * playwright-core): log in through AdminJS's own login page, land on our
  * dashboard, open the operators list; and nothing is fetched from anywhere
  * but our own origin (the console must work offline).
@@ -9,33 +9,20 @@
  * later runs reuse it until a component changes.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../support/browser.ts';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, startConsole, type RunningConsole } from '../support/console.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const SCREENSHOT = '/tmp/abonement-console-dashboard.png';
 
 let running: RunningConsole | undefined;
 let browser: Browser | undefined;
 
 before(async () => {
-  if (!existsSync(CHROMIUM)) return;
-  [running, browser] = await Promise.all([
-    startConsole(),
-    chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true }),
-  ]);
+  // One after the other, so that a browser that cannot start leaves no console running.
+  browser = await launchChromium();
+  running = await startConsole();
 });
 after(async () => {
   await browser?.close();
@@ -70,7 +57,6 @@ function watch(page: Page, origin: string) {
 }
 
 test('an operator logs in through the login page and sees the dashboard, all offline', async (t) => {
-  if (!existsSync(CHROMIUM)) assert.fail('chromium is missing: apt-get install -y chromium');
   const origin = running!.url;
   const context = await browser!.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();

@@ -9,8 +9,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import type { RunningAbonement } from '../../server/index.ts';
+import { launchChromium } from '../support/browser.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { checkoutFor, createShop, inboxSettled, launchChromium, outboxTypes, row, rows, startPaymentsServer, subscribeWithoutCard, type Shop } from './support.ts';
+import { checkoutFor, createShop, inboxSettled, outboxTypes, row, rows, startPaymentsServer, subscribeWithoutCard, type Shop } from './support.ts';
 
 let db: TestDatabase;
 let server: RunningAbonement;

@@ -5,10 +5,8 @@
  * waiting on database state (never sleeping).
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { chromium, type Browser } from 'playwright-core';
 import { parseConfig } from '../../lib/config.ts';
 import { redactedPaths, type Logger } from '../../lib/logger.ts';
 import { sandboxCredentials } from '../../lib/sandbox-settings.ts';
@@ -147,18 +145,6 @@ export async function outboxTypes(db: TestDatabase, subjectIds: string[]): Promi
 }
 
 // ---------------------------------------------------------------- the browser
-
-const CHROMIUM = '/usr/bin/chromium';
-
-/** Headless Debian Chromium; a missing browser fails the test with the one line that fixes it. */
-export async function launchChromium(): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) throw new Error('chromium is missing: apt-get install -y chromium');
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-}
 
 /** Pays a sandbox checkout the way its card form does (plain cards need no browser). */
 export async function payOnSandboxPage(url: string, number: string): Promise<Response> {

@@ -6,14 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import express from 'express';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { launchChromium } from '../support/browser.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { listen, startSandboxStack, type Listening, type SandboxStack } from './sandbox-stack.ts';
-
-const CHROMIUM = '/usr/bin/chromium';
 
 let db: TestDatabase;
 let stack: SandboxStack;
@@ -38,12 +36,7 @@ after(async () => {
 });
 
 test('3-D Secure card through the hosted page and the challenge: one charge, a signed webhook, the return URL', async () => {
-  if (!existsSync(CHROMIUM)) throw new Error('chromium is missing: apt-get install -y chromium');
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 
   // Setup
   const adapter = stack.adapter();
