@@ -10,11 +10,7 @@
  */
 import type pg from 'pg';
 
-export async function asOperator<T>(
-  pool: pg.Pool,
-  operatorId: string,
-  fn: (client: pg.PoolClient) => Promise<T>,
-): Promise<T> {
+export async function asOperator<T>(pool: pg.Pool, operatorId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   try {
     await client.query('begin');

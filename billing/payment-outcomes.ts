@@ -8,14 +8,7 @@
  * Never log a PaymentResult whole: paymentMethod.token is a secret.
  */
 import type pg from 'pg';
-import type {
-  FailureClass,
-  PaymentProvider,
-  PaymentResult,
-  ProviderEvent,
-  RefundResult,
-  TransportFailure,
-} from '../providers/types.ts';
+import type { FailureClass, PaymentProvider, PaymentResult, ProviderEvent, RefundResult, TransportFailure } from '../providers/types.ts';
 
 export type Db = Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>;
 
@@ -50,30 +43,28 @@ function appliedRow(row: Record<string, string>): AppliedResult {
 /** Applies an answer the provider gave about `paymentId` (status, failure, ids, saved card, 3-D Secure link). */
 export async function applyPaymentResult(db: Db, paymentId: string, result: PaymentResult): Promise<AppliedResult> {
   const failed = result.status === 'failed';
-  const method = result.status === 'succeeded' && result.paymentMethod
-    ? {
-        token: result.paymentMethod.token,
-        brand: result.paymentMethod.brand,
-        last4: result.paymentMethod.last4,
-        exp_month: result.paymentMethod.expMonth,
-        exp_year: result.paymentMethod.expYear,
-      }
-    : null;
-  const { rows } = await db.query(
-    `select * from app_private.apply_payment_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-    [
-      paymentId,
-      result.status,
-      result.providerPaymentId,
-      result.amount.amountMinor.toString(),
-      result.amount.currency,
-      failed ? failureCategory(result) : null,
-      failed ? (result.failure?.code ?? 'unspecified') : null,
-      failed ? (result.failure?.message ?? null) : null,
-      method ? JSON.stringify(method) : null,
-      result.status === 'requires_action' ? result.actionUrl : null,
-    ],
-  );
+  const method =
+    result.status === 'succeeded' && result.paymentMethod
+      ? {
+          token: result.paymentMethod.token,
+          brand: result.paymentMethod.brand,
+          last4: result.paymentMethod.last4,
+          exp_month: result.paymentMethod.expMonth,
+          exp_year: result.paymentMethod.expYear,
+        }
+      : null;
+  const { rows } = await db.query(`select * from app_private.apply_payment_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, [
+    paymentId,
+    result.status,
+    result.providerPaymentId,
+    result.amount.amountMinor.toString(),
+    result.amount.currency,
+    failed ? failureCategory(result) : null,
+    failed ? (result.failure?.code ?? 'unspecified') : null,
+    failed ? (result.failure?.message ?? null) : null,
+    method ? JSON.stringify(method) : null,
+    result.status === 'requires_action' ? result.actionUrl : null,
+  ]);
   return appliedRow(rows[0]);
 }
 
@@ -82,11 +73,7 @@ export async function applyTransportFailure(db: Db, paymentId: string, failure: 
   const { rows } =
     failure.class === 'unknown'
       ? await db.query(`select * from app_private.apply_payment_result($1, 'unknown')`, [paymentId])
-      : await db.query(`select * from app_private.apply_payment_result($1, 'failed', null, null, null, 'gateway_error', $2, $3)`, [
-          paymentId,
-          failure.code,
-          failure.message,
-        ]);
+      : await db.query(`select * from app_private.apply_payment_result($1, 'failed', null, null, null, 'gateway_error', $2, $3)`, [paymentId, failure.code, failure.message]);
   return appliedRow(rows[0]);
 }
 

@@ -317,7 +317,9 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
     if (!key || key.length > 255) {
       throw new ApiError(400, 'invalid_request_error', 'idempotency_key_required', 'an Idempotency-Key header (1–255 characters) is required');
     }
-    const fingerprint = createHash('sha256').update(`${req.method} ${req.path} ${canonical(req.body ?? {})}`).digest('hex');
+    const fingerprint = createHash('sha256')
+      .update(`${req.method} ${req.path} ${canonical(req.body ?? {})}`)
+      .digest('hex');
     const base = baseUrl(req);
     const hangFault = res.locals.hang === true;
     const outcome = await transaction(pool, async (client) => {
@@ -333,20 +335,16 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
         );
         const stored = rows[0]!;
         if (stored.fingerprint !== fingerprint) {
-          throw new ApiError(
-            400,
-            'idempotency_error',
-            'idempotency_key_reused',
-            'Keys for idempotent requests can only be used with the same parameters they were first used with.',
-          );
+          throw new ApiError(400, 'idempotency_error', 'idempotency_key_reused', 'Keys for idempotent requests can only be used with the same parameters they were first used with.');
         }
         return { status: stored.response_status, body: stored.response_body, events: [], replayed: true, hang: false };
       }
       const result = await work(client, base);
-      await client.query(
-        'update sandbox_gateway.idempotent_requests set response_status = $2, response_body = $3 where idempotency_key = $1',
-        [key, result.status, JSON.stringify(result.body)],
-      );
+      await client.query('update sandbox_gateway.idempotent_requests set response_status = $2, response_body = $3 where idempotency_key = $1', [
+        key,
+        result.status,
+        JSON.stringify(result.body),
+      ]);
       return { ...result, replayed: false, hang: result.hang ?? false };
     });
     for (const event of outcome.events) webhooks.enqueue(event);
@@ -417,18 +415,12 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
       const amount = amountParam(body);
       const currency = requireString(body, 'currency', /^[A-Z]{3}$/);
       const token = requireString(body, 'payment_method');
-      const method = await client.query<{ behaviour: SandboxBehaviour }>(
-        'select behaviour from sandbox_gateway.payment_methods where token = $1',
-        [token],
-      );
+      const method = await client.query<{ behaviour: SandboxBehaviour }>('select behaviour from sandbox_gateway.payment_methods where token = $1', [token]);
       if (!method.rows[0]) throw new ApiError(400, 'invalid_request_error', 'resource_missing', 'No such payment_method');
       const behaviour = method.rows[0].behaviour;
       const decline = behaviour === 'challenge_3ds' ? undefined : declineFor[behaviour];
       const status = behaviour === 'challenge_3ds' ? 'requires_action' : decline ? 'failed' : 'succeeded';
-      const failure =
-        behaviour === 'challenge_3ds'
-          ? { code: 'authentication_required', message: 'The customer must authenticate this payment.' }
-          : (decline ?? null);
+      const failure = behaviour === 'challenge_3ds' ? { code: 'authentication_required', message: 'The customer must authenticate this payment.' } : (decline ?? null);
       const paymentId = id('pay_');
       try {
         await client.query(
@@ -492,10 +484,7 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
          values ($1, $2, $3, $4, $5, 'succeeded', $6)`,
         [refundId, paymentId, req.get('idempotency-key'), amount.toString(), currency, optionalString(body, 'reason')],
       );
-      await client.query(
-        'update sandbox_gateway.payments set refunded_minor = refunded_minor + $2, updated_at = now() where id = $1',
-        [paymentId, amount.toString()],
-      );
+      await client.query('update sandbox_gateway.payments set refunded_minor = refunded_minor + $2, updated_at = now() where id = $1', [paymentId, amount.toString()]);
       const refund = {
         id: refundId,
         object: 'refund',
@@ -528,22 +517,25 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
   });
 
   async function openCheckout(req: Request, res: Response, client: pg.PoolClient | pg.Pool, lock: boolean): Promise<CheckoutRow | null> {
-    const { rows } = await client.query<CheckoutRow>(
-      `select * from sandbox_gateway.checkouts where id = $1${lock ? ' for update' : ''}`,
-      [req.params.id],
-    );
+    const { rows } = await client.query<CheckoutRow>(`select * from sandbox_gateway.checkouts where id = $1${lock ? ' for update' : ''}`, [req.params.id]);
     const checkout = rows[0];
     if (!checkout) {
       res.status(404).type('html').send(messagePage('Not found', 'This checkout does not exist.'));
       return null;
     }
     if (checkout.status === 'complete') {
-      res.status(200).type('html').send(messagePage('Already paid', 'This checkout has been paid.', { href: checkout.success_url, text: 'Return to the merchant' }));
+      res
+        .status(200)
+        .type('html')
+        .send(messagePage('Already paid', 'This checkout has been paid.', { href: checkout.success_url, text: 'Return to the merchant' }));
       return null;
     }
     if (checkout.status === 'expired' || checkout.expires_at.getTime() <= now().getTime()) {
       if (checkout.status === 'open') await client.query(`update sandbox_gateway.checkouts set status = 'expired' where id = $1`, [checkout.id]);
-      res.status(410).type('html').send(messagePage('Expired', 'This checkout has expired.', { href: checkout.cancel_url, text: 'Return to the merchant' }));
+      res
+        .status(410)
+        .type('html')
+        .send(messagePage('Expired', 'This checkout has expired.', { href: checkout.cancel_url, text: 'Return to the merchant' }));
       return null;
     }
     return checkout;
@@ -555,7 +547,13 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
       .type('html')
       .send(
         checkoutPage(
-          { id: checkout.id, description: checkout.description, amountMinor: BigInt(checkout.amount_minor), currency: checkout.currency, cancelPath: `${req.baseUrl}/checkout/${checkout.id}/cancel` },
+          {
+            id: checkout.id,
+            description: checkout.description,
+            amountMinor: BigInt(checkout.amount_minor),
+            currency: checkout.currency,
+            cancelPath: `${req.baseUrl}/checkout/${checkout.id}/cancel`,
+          },
           error,
         ),
       );
@@ -599,15 +597,16 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
       if (!expiry || isExpired(expiry, now())) return void (done = () => renderForm(req, res, checkout, 422, 'The expiry date is invalid or in the past.'));
       if (!cvcOk) return void (done = () => renderForm(req, res, checkout, 422, 'The CVC must be 3 or 4 digits.'));
       // A new attempt supersedes an abandoned 3-D Secure challenge.
-      await client.query(
-        `update sandbox_gateway.payments set status = 'canceled', updated_at = now() where checkout_id = $1 and status = 'requires_action'`,
-        [checkout.id],
-      );
+      await client.query(`update sandbox_gateway.payments set status = 'canceled', updated_at = now() where checkout_id = $1 and status = 'requires_action'`, [checkout.id]);
       const token = id('pm_sbx_');
-      await client.query(
-        `insert into sandbox_gateway.payment_methods (token, behaviour, brand, last4, exp_month, exp_year) values ($1, $2, $3, $4, $5, $6)`,
-        [token, card.behaviour, cardBrand(number), number.slice(-4), expiry.month, expiry.year],
-      );
+      await client.query(`insert into sandbox_gateway.payment_methods (token, behaviour, brand, last4, exp_month, exp_year) values ($1, $2, $3, $4, $5, $6)`, [
+        token,
+        card.behaviour,
+        cardBrand(number),
+        number.slice(-4),
+        expiry.month,
+        expiry.year,
+      ]);
       // On the page, only outright declines and processing errors fail; 0341 succeeds (it declines later, off-session).
       const decline = card.behaviour === 'decline_after_attach' || card.behaviour === 'challenge_3ds' ? undefined : declineFor[card.behaviour];
       const status = card.behaviour === 'challenge_3ds' ? 'requires_action' : decline ? 'failed' : 'succeeded';
@@ -616,7 +615,18 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
         `insert into sandbox_gateway.payments
            (id, idempotency_key, checkout_id, amount_minor, currency, status, failure_code, failure_message, payment_method_token, off_session, metadata)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10)`,
-        [paymentId, checkout.idempotency_key, checkout.id, checkout.amount_minor, checkout.currency, status, decline?.code ?? null, decline?.message ?? null, token, JSON.stringify(checkout.metadata)],
+        [
+          paymentId,
+          checkout.idempotency_key,
+          checkout.id,
+          checkout.amount_minor,
+          checkout.currency,
+          status,
+          decline?.code ?? null,
+          decline?.message ?? null,
+          token,
+          JSON.stringify(checkout.metadata),
+        ],
       );
       if (status === 'failed') return void (done = () => renderForm(req, res, checkout, 402, decline!.message));
       if (status === 'requires_action') return void (done = () => res.redirect(303, `${req.baseUrl}/checkout/${checkout.id}/challenge/${paymentId}`));
@@ -649,10 +659,9 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
     await transaction(pool, async (client) => {
       const checkout = await openCheckout(req, res, client, true);
       if (!checkout) return;
-      const { rows } = await client.query<{ status: string; checkout_id: string | null }>(
-        'select status, checkout_id from sandbox_gateway.payments where id = $1 for update',
-        [req.params.paymentId],
-      );
+      const { rows } = await client.query<{ status: string; checkout_id: string | null }>('select status, checkout_id from sandbox_gateway.payments where id = $1 for update', [
+        req.params.paymentId,
+      ]);
       if (rows[0]?.checkout_id !== checkout.id || rows[0]?.status !== 'requires_action') {
         return void (done = () => renderForm(req, res, checkout, 409, 'This authentication is no longer pending; please enter your card again.'));
       }
@@ -664,10 +673,9 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
         );
         return void (done = () => renderForm(req, res, checkout, 402, '3-D Secure authentication failed. Try again or use another card.'));
       }
-      await client.query(
-        `update sandbox_gateway.payments set status = 'succeeded', failure_code = null, failure_message = null, updated_at = now() where id = $1`,
-        [req.params.paymentId],
-      );
+      await client.query(`update sandbox_gateway.payments set status = 'succeeded', failure_code = null, failure_message = null, updated_at = now() where id = $1`, [
+        req.params.paymentId,
+      ]);
       events.push(...(await completeCheckout(client, checkout, req.params.paymentId!, base, true)));
       done = () => res.redirect(303, checkout.success_url);
     });
@@ -693,10 +701,9 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
     const approve = (req.body as Record<string, string | undefined>)?.outcome === 'approve';
     const base = baseUrl(req);
     const result = await transaction(pool, async (client) => {
-      const { rows } = await client.query<{ status: string; off_session: boolean }>(
-        'select status, off_session from sandbox_gateway.payments where id = $1 for update',
-        [req.params.paymentId],
-      );
+      const { rows } = await client.query<{ status: string; off_session: boolean }>('select status, off_session from sandbox_gateway.payments where id = $1 for update', [
+        req.params.paymentId,
+      ]);
       if (!rows[0]?.off_session || rows[0].status !== 'requires_action') return null;
       await client.query(
         approve
@@ -749,10 +756,7 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
     },
     ledger: {
       async chargeCount(idempotencyKey) {
-        const { rows } = await pool.query<{ n: string }>(
-          `select count(*) as n from sandbox_gateway.payments where idempotency_key = $1 and status = 'succeeded'`,
-          [idempotencyKey],
-        );
+        const { rows } = await pool.query<{ n: string }>(`select count(*) as n from sandbox_gateway.payments where idempotency_key = $1 and status = 'succeeded'`, [idempotencyKey]);
         return Number(rows[0]!.n);
       },
       async payments(filter = {}) {

@@ -95,9 +95,7 @@ describe('at least one enabled admin remains', () => {
       await second.query(secondError ? 'rollback' : 'commit');
       // Assertions
       assert.equal(secondError, 'AB001', 'the second demotion sees the first and is refused');
-      const { rows } = await db.pools.owner.query<{ n: number }>(
-        `select count(*)::int as n from app_private.operators where role = 'admin' and disabled_at is null`,
-      );
+      const { rows } = await db.pools.owner.query<{ n: number }>(`select count(*)::int as n from app_private.operators where role = 'admin' and disabled_at is null`);
       assert.equal(rows[0]!.n, 1);
     } finally {
       await first.query('rollback').catch(() => undefined);
@@ -112,10 +110,7 @@ describe('at least one enabled admin remains', () => {
 async function waitUntilBlocked(observer: pg.Pool, client: pg.PoolClient): Promise<void> {
   const pid = (client as unknown as { processID: number }).processID;
   for (let i = 0; i < 200; i++) {
-    const { rows } = await observer.query<{ waiting: boolean }>(
-      `select wait_event_type = 'Lock' as waiting from pg_stat_activity where pid = $1`,
-      [pid],
-    );
+    const { rows } = await observer.query<{ waiting: boolean }>(`select wait_event_type = 'Lock' as waiting from pg_stat_activity where pid = $1`, [pid]);
     if (rows[0]?.waiting) return;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
@@ -154,10 +149,7 @@ describe('changes of operators', () => {
   });
 
   test('the operator role can read the audit log but not write it', async () => {
-    assert.equal(
-      await sqlState(db.asOperator((c) => c.query(`insert into app_private.console_audit_log (action, resource) values ('x', 'y')`))),
-      '42501',
-    );
+    assert.equal(await sqlState(db.asOperator((c) => c.query(`insert into app_private.console_audit_log (action, resource) values ('x', 'y')`))), '42501');
     assert.equal(await sqlState(db.asOperator((c) => c.query('delete from app_private.console_audit_log'))), '42501');
     await db.asOperator((c) => c.query('select count(*) from app_private.console_audit_log'));
   });
