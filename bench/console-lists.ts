@@ -143,19 +143,20 @@ interface Measured {
 }
 const results: Measured[] = [];
 
-async function measure(group: string, name: string, run: () => Promise<string | void>, runs = RUNS): Promise<void> {
+async function measure(group: string, name: string, run: () => Promise<unknown>, runs = RUNS): Promise<void> {
   const times: number[] = [];
-  let note: string | void;
+  let note: string | undefined;
   captured.delete(name);
   for (let i = 0; i < runs; i++) {
     tag = i === runs - 1 ? name : null;
     const started = performance.now();
-    note = await run();
+    const answer = await run();
     times.push(performance.now() - started);
+    note = typeof answer === 'string' ? answer : undefined;
   }
   tag = null;
   times.sort((a, b) => a - b);
-  const m = { group, name, p50: times[Math.floor(times.length / 2)]!, max: times.at(-1)!, note: note ?? undefined };
+  const m = { group, name, p50: times[Math.floor(times.length / 2)]!, max: times.at(-1)!, note };
   results.push(m);
   const flag = m.max >= 1000 ? '  ≥ 1 s' : '';
   out(`${group.padEnd(8)} ${name.padEnd(64)} p50 ${m.p50.toFixed(1).padStart(8)} ms  max ${m.max.toFixed(1).padStart(8)} ms${flag}${m.note ? `  ${m.note}` : ''}`);

@@ -89,9 +89,9 @@ async function timed(client: pg.Client, name: string, work: () => Promise<number
   out(
     `${name.padEnd(44)} ${String(rows).padStart(11)} rows ${(ms / 1000).toFixed(1).padStart(8)} s ${
       rows
-        ? Math.round(rows / (ms / 1000))
+        ? `${Math.round(rows / (ms / 1000))
             .toLocaleString('en-US')
-            .padStart(10) + ' rows/s'
+            .padStart(10)} rows/s`
         : ''
     }`,
   );

@@ -211,7 +211,7 @@ export function renderEmail(context: EmailContext): RenderedEmail {
   };
   const { subject, body } = l.templates[context.template](words, context);
   const paragraphs: Paragraph[] = [l.hello(context.customer_name), ...body, l.signoff(context.tenant_name)];
-  const text = paragraphs.map((p) => (typeof p === 'string' ? p : `${p.text} ${p.url}`)).join('\n\n') + '\n';
+  const text = `${paragraphs.map((p) => (typeof p === 'string' ? p : `${p.text} ${p.url}`)).join('\n\n')}\n`;
   const html =
     `<!doctype html><html lang="${lang}"><head><meta charset="utf-8"><title>${escapeHtml(subject)}</title></head>` +
     `<body style="font-family: sans-serif; line-height: 1.5; color: #222">` +

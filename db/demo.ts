@@ -50,7 +50,7 @@ export async function seedDemo(client: pg.ClientBase, logger: Logger, options: {
 }
 
 async function build(client: pg.ClientBase): Promise<DemoTenant> {
-  const q = async <T = any>(sql: string, values: unknown[] = []): Promise<T[]> => (await client.query(sql, values)).rows as T[];
+  const q = async <T = unknown>(sql: string, values: unknown[] = []): Promise<T[]> => (await client.query(sql, values)).rows as T[];
   const previousOverride = (await q<{ frozen_at: Date }>('select frozen_at from app_private.clock_override'))[0]?.frozen_at ?? null;
   const now = Date.now();
   const at = (daysAgo: number) => q('select app_private.set_clock($1)', [new Date(now - daysAgo * DAY)]);

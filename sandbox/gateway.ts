@@ -589,13 +589,13 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
     const cvcOk = /^\d{3,4}$/.test((form.cvc ?? '').trim());
     const base = baseUrl(req);
     const events: SandboxEvent[] = [];
-    let done: (() => void) | null = null;
-    await transaction(pool, async (client) => {
+    // The transaction returns how to answer, so the page is sent after COMMIT.
+    const done = await transaction(pool, async (client): Promise<(() => void) | undefined> => {
       const checkout = await openCheckout(req, res, client, true);
       if (!checkout) return;
-      if (!card) return void (done = () => renderForm(req, res, checkout, 422, 'Use one of the sandbox test card numbers listed below.'));
-      if (!expiry || isExpired(expiry, now())) return void (done = () => renderForm(req, res, checkout, 422, 'The expiry date is invalid or in the past.'));
-      if (!cvcOk) return void (done = () => renderForm(req, res, checkout, 422, 'The CVC must be 3 or 4 digits.'));
+      if (!card) return () => renderForm(req, res, checkout, 422, 'Use one of the sandbox test card numbers listed below.');
+      if (!expiry || isExpired(expiry, now())) return () => renderForm(req, res, checkout, 422, 'The expiry date is invalid or in the past.');
+      if (!cvcOk) return () => renderForm(req, res, checkout, 422, 'The CVC must be 3 or 4 digits.');
       // A new attempt supersedes an abandoned 3-D Secure challenge.
       await client.query(`update sandbox_gateway.payments set status = 'canceled', updated_at = now() where checkout_id = $1 and status = 'requires_action'`, [checkout.id]);
       const token = id('pm_sbx_');
@@ -628,16 +628,16 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
           JSON.stringify(checkout.metadata),
         ],
       );
-      if (status === 'failed') return void (done = () => renderForm(req, res, checkout, 402, decline!.message));
-      if (status === 'requires_action') return void (done = () => res.redirect(303, `${req.baseUrl}/checkout/${checkout.id}/challenge/${paymentId}`));
+      if (status === 'failed') return () => renderForm(req, res, checkout, 402, decline!.message);
+      if (status === 'requires_action') return () => res.redirect(303, `${req.baseUrl}/checkout/${checkout.id}/challenge/${paymentId}`);
       const timesOut = card.behaviour === 'charge_then_timeout';
       events.push(...(await completeCheckout(client, checkout, paymentId, base, !timesOut)));
-      done = timesOut
+      return timesOut
         ? () => res.status(504).type('html').send(messagePage('Gateway timeout', 'The gateway did not answer in time. Your payment may have gone through; the merchant will confirm.'))
         : () => res.redirect(303, checkout.success_url);
     });
     for (const event of events) webhooks.enqueue(event);
-    (done as (() => void) | null)?.();
+    done?.();
   });
 
   pages.get('/checkout/:id/challenge/:paymentId', async (req, res) => {
@@ -655,15 +655,15 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
     const approve = (req.body as Record<string, string | undefined>)?.outcome === 'approve';
     const base = baseUrl(req);
     const events: SandboxEvent[] = [];
-    let done: (() => void) | null = null;
-    await transaction(pool, async (client) => {
+    // The transaction returns how to answer, so the page is sent after COMMIT.
+    const done = await transaction(pool, async (client): Promise<(() => void) | undefined> => {
       const checkout = await openCheckout(req, res, client, true);
       if (!checkout) return;
       const { rows } = await client.query<{ status: string; checkout_id: string | null }>('select status, checkout_id from sandbox_gateway.payments where id = $1 for update', [
         req.params.paymentId,
       ]);
       if (rows[0]?.checkout_id !== checkout.id || rows[0]?.status !== 'requires_action') {
-        return void (done = () => renderForm(req, res, checkout, 409, 'This authentication is no longer pending; please enter your card again.'));
+        return () => renderForm(req, res, checkout, 409, 'This authentication is no longer pending; please enter your card again.');
       }
       if (!approve) {
         await client.query(
@@ -671,22 +671,22 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
              failure_message = '3-D Secure authentication failed.', updated_at = now() where id = $1`,
           [req.params.paymentId],
         );
-        return void (done = () => renderForm(req, res, checkout, 402, '3-D Secure authentication failed. Try again or use another card.'));
+        return () => renderForm(req, res, checkout, 402, '3-D Secure authentication failed. Try again or use another card.');
       }
       await client.query(`update sandbox_gateway.payments set status = 'succeeded', failure_code = null, failure_message = null, updated_at = now() where id = $1`, [
         req.params.paymentId,
       ]);
       events.push(...(await completeCheckout(client, checkout, req.params.paymentId!, base, true)));
-      done = () => res.redirect(303, checkout.success_url);
+      return () => res.redirect(303, checkout.success_url);
     });
     for (const event of events) webhooks.enqueue(event);
-    (done as (() => void) | null)?.();
+    done?.();
   });
 
   // Off-session payments that require the customer: the link billing e-mails.
   pages.get('/authenticate/:paymentId', async (req, res) => {
     const payment = await loadPayment(pool, req.params.paymentId!);
-    if (!payment || !payment.off_session) {
+    if (!payment?.off_session) {
       res.status(404).type('html').send(messagePage('Not found', 'This payment does not exist.'));
       return;
     }

@@ -37,7 +37,7 @@ import { healthRoutes } from './health.ts';
 import { idempotencyHeader, type IdempotencyErrorResponder } from './idempotency.ts';
 import { createMetrics } from './metrics.ts';
 import { corsFor, graphqlBody, graphqlError, graphqlLimits, rateLimit, type ProtectionOptions } from './protection.ts';
-import { restError, restRouter } from './rest/router.ts';
+import { restRouter } from './rest/router.ts';
 import { sessionKey as makeSessionKey } from './sessions.ts';
 
 export interface RunningAbonement {

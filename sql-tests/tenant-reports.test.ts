@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { activeSubscription, createWorld, errorOf, setClock, subscribe, fileDatabase } from './support/billing.ts';
+import { activeSubscription, createWorld, errorOf, subscribe, fileDatabase } from './support/billing.ts';
 
 const db = fileDatabase({ clock: '2026-04-01T10:00:00Z' });
 

@@ -37,7 +37,7 @@ const task: BillingTask = async (payload, helpers, context) => {
       [payload.refund_id],
     );
     const refund = rows[0];
-    if (!refund || refund.status !== 'pending' || refund.destination !== 'original_payment') return;
+    if (refund?.status !== 'pending' || refund.destination !== 'original_payment') return;
     const adapter = context.providers.get(refund.provider);
     if (!adapter) throw new Error(`provider ${refund.provider} is not configured in this process`);
     if (!refund.provider_payment_id) throw new Error(`payment of refund ${refund.id} has no provider payment id`);

@@ -295,7 +295,7 @@ describe('lists', () => {
         if (walking.has(`${id}.${path}`)) continue;
         const scoped = resource.tenantScoped(path);
         const served = scoped ? leading(table, ['tenant_id', path]) : leading(table, [path]);
-        assert.ok(served, `${id}: filter ${path} is served by an index${scoped ? ' (tenant_id, ' + path + ', …)' : ''}`);
+        assert.ok(served, `${id}: filter ${path} is served by an index${scoped ? ` (tenant_id, ${path}, …)` : ''}`);
       }
       // And the planner takes it: newest first without sorting, with sequential scans and sorts switched off.
       const { sql, bindings } = resource.listQuery(new Filter({}, decorated), { limit: 20, sort }).toSQL().toNative();
@@ -415,8 +415,8 @@ describe('payments: refund (finance and admin)', () => {
     assert.equal(json(second.text).notice?.type, 'success', second.text);
     assert.equal(json(first.text).redirectUrl, json(second.text).redirectUrl, 'both lead to the same refund');
     const [a, b] = await Promise.all([
-      act(as.finance, 'payments', payment.id, 'refund', fields, (formKey as string) + 'x'),
-      act(as.finance, 'payments', payment.id, 'refund', fields, (formKey as string) + 'x'),
+      act(as.finance, 'payments', payment.id, 'refund', fields, `${formKey as string}x`),
+      act(as.finance, 'payments', payment.id, 'refund', fields, `${formKey as string}x`),
     ]);
     assert.equal(json(a.text).redirectUrl, json(b.text).redirectUrl, 'a concurrent double submission: one refund');
     const { rows } = await running.db.asOwner((c) =>

@@ -43,7 +43,6 @@ after(async () => {
   await db?.drop();
 });
 
-const MINUTE = 60_000;
 const ZONES = ['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Tokyo'] as const;
 /** When customers subscribe (UTC), in order: anchors on the 15th, 29th, 30th, 31st, and 31st/1st depending on the zone. */
 const SIGN_UPS = [

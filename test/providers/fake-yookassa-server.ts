@@ -293,7 +293,7 @@ export async function startFakeYooKassaServer(): Promise<FakeYooKassaServer> {
     notification,
     payCheckout(paymentId, behaviour) {
       const payment = payments.get(paymentId);
-      if (!payment || payment.status !== 'pending') throw new Error(`payment ${paymentId} is not pending`);
+      if (payment?.status !== 'pending') throw new Error(`payment ${paymentId} is not pending`);
       if (behaviour === 'insufficient_funds') {
         payment.status = 'canceled';
         payment.cancellation_details = { party: 'payment_network', reason: 'insufficient_funds' };
