@@ -205,12 +205,13 @@ function placeholderReplacer(roles: RoleNames): (text: string) => string {
   const entries = Object.entries(migrationPlaceholders(roles))
     .map(([placeholder, role]) => ({ placeholder, role }))
     .sort((a, b) => b.role.length - a.role.length);
-  const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const pattern = new RegExp(`(?<![A-Za-z0-9_$])(?:${entries.map((e) => escape(e.role)).join('|')})(?![A-Za-z0-9_$])`, 'g');
+  const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const pattern = new RegExp(`(?<![A-Za-z0-9_$])(?:${entries.map((e) => escapeRegExp(e.role)).join('|')})(?![A-Za-z0-9_$])`, 'g');
   const byRole = new Map(entries.map((e) => [e.role, e.placeholder]));
   return (text) => text.replace(pattern, (role) => byRole.get(role)!);
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: catalog rows are read by the column names their query selects
 type Row = Record<string, any>;
 
 /**
