@@ -8,6 +8,7 @@
  * Never log a PaymentResult whole: paymentMethod.token is a secret.
  */
 import type pg from 'pg';
+import { PAYMENT_FAILURE_CATEGORIES } from '../lib/statuses.ts';
 import type {
   FailureClass,
   PaymentProvider,
@@ -29,12 +30,13 @@ export interface AppliedResult {
   outcome: ApplyOutcome;
 }
 
-const failureCategories = new Set<FailureClass>(['soft_decline', 'hard_decline', 'gateway_error']);
+type FailureCategory = (typeof PAYMENT_FAILURE_CATEGORIES)[number];
+const failureCategories = new Set<FailureClass>(PAYMENT_FAILURE_CATEGORIES);
 
 /** Our failure category for a declined payment: an unexpected class is a soft decline (bounded retries), like an unmapped code. */
-export function failureCategory(result: Pick<PaymentResult, 'failure'>): 'soft_decline' | 'hard_decline' | 'gateway_error' {
+export function failureCategory(result: Pick<PaymentResult, 'failure'>): FailureCategory {
   const cls = result.failure?.class;
-  return cls && failureCategories.has(cls) ? (cls as 'soft_decline' | 'hard_decline' | 'gateway_error') : 'soft_decline';
+  return cls && failureCategories.has(cls) ? (cls as FailureCategory) : 'soft_decline';
 }
 
 function appliedRow(row: Record<string, string>): AppliedResult {
@@ -54,7 +56,7 @@ export interface PaymentResultRecord {
   provider_payment_id: string | null;
   amount_minor: string;
   currency: string;
-  failure_category: 'soft_decline' | 'hard_decline' | 'gateway_error' | null;
+  failure_category: FailureCategory | null;
   failure_code: string | null;
   failure_message: string | null;
   /** The saved card, kept only from a success (renewals charge it). */

@@ -31,6 +31,7 @@ import type { Logger } from '../lib/logger.ts';
 import { reconcilePayment } from '../billing/reconcile.ts';
 import { databaseApiError } from './errors.ts';
 import { minorToDecimal } from '../lib/money.ts';
+import { paymentInFlight } from '../lib/statuses.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import { createCheckoutWithFailover, type RoutingRules } from '../providers/routing.ts';
 import { escapeHtml } from '../lib/html.ts';
@@ -299,7 +300,7 @@ export function checkoutRoutes(options: CheckoutRoutesOptions): express.Router {
       const { rows } = await options.pool.query<OutcomeRow>('select * from app_private.checkout_outcome($1)', [paymentId]);
       const row = rows[0];
       if (!row) return void res.status(404).type('html').send(returnPage('Not found', '<p>This payment does not exist.</p>', 'not_found'));
-      const inFlight = ['pending', 'requires_action', 'processing'].includes(row.payment_status);
+      const inFlight = paymentInFlight(row.payment_status);
       // The customer is back before (or without) the provider's webhook: have the worker ask the provider now.
       if (inFlight && waited === 0 && !canceled) await options.pool.query('select app_private.request_reconcile($1)', [paymentId]);
       res.type('html').send(renderOutcome(row, { canceled, waited, paymentId }));
