@@ -360,12 +360,14 @@ export interface TransactionOptions {
    */
   settings?: Record<string, string>;
   readOnly?: boolean;
+  /** Roll back instead of committing when `fn` returns (tests that leave nothing behind). */
+  rollback?: boolean;
 }
 
 /**
  * Runs `fn` in one transaction on a client of `pool`: commits when it
- * returns, rolls back when it throws, and gives the client back to the pool
- * on every path.
+ * returns (unless told to roll back), rolls back when it throws, and gives
+ * the client back to the pool on every path.
  */
 export async function withTransaction<T>(
   pool: pg.Pool,
@@ -383,7 +385,7 @@ export async function withTransaction<T>(
       );
     }
     const result = await fn(client);
-    await client.query('commit');
+    await client.query(options.rollback ? 'rollback' : 'commit');
     return result;
   } catch (error) {
     await client.query('rollback').catch(() => undefined);
