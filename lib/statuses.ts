@@ -16,6 +16,7 @@ export const SUBSCRIPTION_STATUSES = ['incomplete', 'incomplete_expired', 'trial
 export const INVOICE_STATUSES = ['draft', 'open', 'paid', 'void', 'uncollectible'] as const;
 export const PAYMENT_STATUSES = ['pending', 'requires_action', 'processing', 'succeeded', 'failed', 'canceled'] as const;
 export const REFUND_STATUSES = ['pending', 'succeeded', 'failed'] as const;
+export const WEBHOOK_DELIVERY_STATUSES = ['pending', 'succeeded', 'failed', 'gave_up'] as const;
 
 /** A payment still waiting for its outcome: at most one per invoice (invariant 1, index payments_one_in_flight_per_invoice). */
 export const PAYMENT_IN_FLIGHT_STATUSES = ['pending', 'requires_action', 'processing'] as const satisfies ReadonlyArray<(typeof PAYMENT_STATUSES)[number]>;
@@ -24,19 +25,22 @@ export function paymentInFlight(status: string): boolean {
   return (PAYMENT_IN_FLIGHT_STATUSES as readonly string[]).includes(status);
 }
 
-/** The machines of app_private.state_transitions (also the `entity` of app_public.status_changes), with their statuses. */
+/** The machines of app_private.state_transitions, with their statuses. */
 export const STATE_MACHINES = {
   subscription: SUBSCRIPTION_STATUSES,
   payment: PAYMENT_STATUSES,
   invoice: INVOICE_STATUSES,
   refund: REFUND_STATUSES,
+  webhook_delivery: WEBHOOK_DELIVERY_STATUSES,
 } as const;
+
+/** The machines whose moves are recorded in app_public.status_changes (webhook deliveries are guarded, not recorded). */
+export const STATUS_CHANGE_ENTITIES = ['subscription', 'payment', 'invoice', 'refund'] as const satisfies ReadonlyArray<keyof typeof STATE_MACHINES>;
 
 // ---------------------------------------------------------------- other statuses
 
 export const TENANT_STATUSES = ['active', 'suspended', 'closed'] as const;
 export const PLAN_STATUSES = ['draft', 'active', 'archived'] as const;
-export const WEBHOOK_DELIVERY_STATUSES = ['pending', 'succeeded', 'failed', 'gave_up'] as const;
 export const WEBHOOK_ENDPOINT_STATUSES = ['enabled', 'disabled'] as const;
 export const WEBHOOK_ENDPOINT_DISABLED_REASONS = ['requested', 'gone'] as const;
 export const SENT_EMAIL_STATUSES = ['queued', 'sent', 'skipped', 'failed'] as const;

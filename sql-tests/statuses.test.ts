@@ -25,7 +25,7 @@ const COLUMNS: Array<[string, readonly string[]]> = [
   ['app_public.payments.status', statuses.PAYMENT_STATUSES],
   ['app_public.refunds.status', statuses.REFUND_STATUSES],
   ['app_private.state_transitions.machine', Object.keys(statuses.STATE_MACHINES)],
-  ['app_public.status_changes.entity', Object.keys(statuses.STATE_MACHINES)],
+  ['app_public.status_changes.entity', statuses.STATUS_CHANGE_ENTITIES],
   ['app_public.tenants.status', statuses.TENANT_STATUSES],
   ['app_public.plans.status', statuses.PLAN_STATUSES],
   ['app_public.webhook_deliveries.status', statuses.WEBHOOK_DELIVERY_STATUSES],
