@@ -152,7 +152,10 @@ export function createConsoleAuth(options: ConsoleAuthOptions): ConsoleAuth {
 
   const byEmailAndIp = new RateLimiterMemory({ points: limits.perEmailAndIp, duration: limits.windowSeconds });
   const byIp = new RateLimiterMemory({ points: limits.perIp, duration: limits.windowSeconds });
-  const limitKey = (req: express.Request) => `${String(req.body?.email ?? '').trim().toLowerCase()}|${req.ip}`;
+  const limitKey = (req: express.Request) =>
+    `${String(req.body?.email ?? '')
+      .trim()
+      .toLowerCase()}|${req.ip}`;
 
   async function renderLogin(res: express.Response, status: number, errorMessage: string | null, next: string | null) {
     const action = next ? `${loginPath}?next=${encodeURIComponent(next)}` : loginPath;

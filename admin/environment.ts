@@ -27,9 +27,7 @@ function findProjectRoot(): string {
 
 export const projectRoot = findProjectRoot();
 export const isProductionBundle = process.env.NODE_ENV === 'production';
-export const bundleDir = path.resolve(
-  process.env.ADMIN_JS_TMP_DIR || path.join(projectRoot, 'admin-bundle', isProductionBundle ? 'production' : 'development'),
-);
+export const bundleDir = path.resolve(process.env.ADMIN_JS_TMP_DIR || path.join(projectRoot, 'admin-bundle', isProductionBundle ? 'production' : 'development'));
 export const bundleFile = path.join(bundleDir, 'bundle.js');
 
 if (bundleDir.split(path.sep).some((segment) => segment.startsWith('.') && segment !== '.' && segment !== '..')) {

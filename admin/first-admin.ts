@@ -24,15 +24,9 @@ export async function ensureFirstAdmin(ownerPool: pg.Pool, config: Config, logge
   const generatedPassword = config.ADMIN_PASSWORD ? undefined : generatePassword();
   const hash = await hashPassword(config.ADMIN_PASSWORD ?? generatedPassword!);
   // The decision (only when none exists, once even if two processes start together) is SQL's.
-  const { rows } = await ownerPool.query<{ id: string | null }>('select app_private.create_first_admin($1, $2) as id', [
-    config.ADMIN_EMAIL,
-    hash,
-  ]);
+  const { rows } = await ownerPool.query<{ id: string | null }>('select app_private.create_first_admin($1, $2) as id', [config.ADMIN_EMAIL, hash]);
   const id = rows[0]?.id;
   if (!id) return null;
-  logger.info(
-    { operatorId: id, email: config.ADMIN_EMAIL, passwordFrom: generatedPassword ? 'generated' : 'ADMIN_PASSWORD' },
-    'created the first console operator (role admin)',
-  );
+  logger.info({ operatorId: id, email: config.ADMIN_EMAIL, passwordFrom: generatedPassword ? 'generated' : 'ADMIN_PASSWORD' }, 'created the first console operator (role admin)');
   return generatedPassword ? { email: config.ADMIN_EMAIL, generatedPassword } : { email: config.ADMIN_EMAIL };
 }

@@ -250,9 +250,7 @@ function prepareBundle(admin: AdminJS, logger: Logger): void {
   const expectedEntry = generateUserComponentEntry(admin, bundleDir);
   const entry = existsSync(entryFile) ? readFileSync(entryFile, 'utf8') : '';
   const stale =
-    entry !== expectedEntry ||
-    newestMtime(componentsDir) > statSync(bundleFile).mtimeMs ||
-    (existsSync(registry) && statSync(registry).mtimeMs > statSync(bundleFile).mtimeMs);
+    entry !== expectedEntry || newestMtime(componentsDir) > statSync(bundleFile).mtimeMs || (existsSync(registry) && statSync(registry).mtimeMs > statSync(bundleFile).mtimeMs);
   if (stale) {
     rmSync(bundleFile, { force: true });
     logger.debug({ bundleDir }, 'console components changed: the bundle is rebuilt at its next request');
@@ -278,9 +276,7 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
         handler: async (_request, _response, context) => ({
           billing: await billingSummary(pool, context?.currentAdmin as ConsoleOperator | undefined),
           operators: await pool
-            .query<{ total: number; enabled: number }>(
-              'select count(*)::int as total, (count(*) filter (where disabled_at is null))::int as enabled from app_private.operators',
-            )
+            .query<{ total: number; enabled: number }>('select count(*)::int as total, (count(*) filter (where disabled_at is null))::int as enabled from app_private.operators')
             .then(({ rows }) => rows[0]),
           jobs: await jobsSummary(pool),
         }),

@@ -11,11 +11,7 @@
 import type pg from 'pg';
 import { withTransaction } from '../lib/database.ts';
 
-export function asOperator<T>(
-  pool: pg.Pool,
-  operatorId: string,
-  fn: (client: pg.PoolClient) => Promise<T>,
-): Promise<T> {
+export function asOperator<T>(pool: pg.Pool, operatorId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   return withTransaction(pool, async (client) => {
     await client.query(
       `select set_config('jwt.claims.operator_id', $1, true),

@@ -183,8 +183,7 @@ export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlAction
     icon: spec.icon,
     component: Components.SqlActionForm,
     isAccessible: allowed,
-    isVisible: (context: ActionContext) =>
-      allowed(context) && (!spec.offeredFor || !context.record || spec.offeredFor(context.record.params)),
+    isVisible: (context: ActionContext) => allowed(context) && (!spec.offeredFor || !context.record || spec.offeredFor(context.record.params)),
     custom: form,
     handler,
     after: stripSecretsAfter as (response: ActionResponse) => ActionResponse,

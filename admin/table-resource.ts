@@ -210,12 +210,7 @@ export class TableResource extends Resource {
   readonly #exactFilters: ReadonlySet<string>;
   readonly #tenantScopedFilters: Readonly<Record<string, string[]>>;
 
-  constructor(
-    metadata: ResourceMetadata,
-    resourceId: string,
-    idColumn: string,
-    filtering: { exactFilters?: ReadonlySet<string>; tenantScopedFilters?: Record<string, string[]> } = {},
-  ) {
+  constructor(metadata: ResourceMetadata, resourceId: string, idColumn: string, filtering: { exactFilters?: ReadonlySet<string>; tenantScopedFilters?: Record<string, string[]> } = {}) {
     super(metadata);
     this.#knex = metadata.knex;
     this.#schema = metadata.schemaName!;
@@ -265,7 +260,10 @@ export class TableResource extends Resource {
         if (parents) {
           // The parent's tenant, found by primary key: lets the (tenant_id, parent_id, …) indexes serve this filter.
           const lookups = parents.map((table) => `select tenant_id from ${table} where id = ?`).join(' union all ');
-          query.whereRaw(`tenant_id in (${lookups})`, parents.map(() => value as string));
+          query.whereRaw(
+            `tenant_id in (${lookups})`,
+            parents.map(() => value as string),
+          );
         }
       }
     }
@@ -280,7 +278,10 @@ export class TableResource extends Resource {
    * 6M subscriptions exactly takes seconds and nobody pages to the end.
    */
   override async count(filter: Filter): Promise<number> {
-    const capped = this.#filtered(filter).select(this.#knex.raw('1')).limit(EXACT_COUNT_LIMIT + 1).as('capped');
+    const capped = this.#filtered(filter)
+      .select(this.#knex.raw('1'))
+      .limit(EXACT_COUNT_LIMIT + 1)
+      .as('capped');
     const [row] = await this.#knex.count({ count: '*' }).from(capped);
     const exact = Number((row as { count: string | number } | undefined)?.count ?? 0);
     if (exact <= EXACT_COUNT_LIMIT) return exact;
@@ -308,10 +309,7 @@ export class TableResource extends Resource {
     return query;
   }
 
-  override async find(
-    filter: Filter,
-    options: { limit?: number; offset?: number; sort?: { sortBy?: string; direction?: 'asc' | 'desc' } },
-  ): Promise<BaseRecord[]> {
+  override async find(filter: Filter, options: { limit?: number; offset?: number; sort?: { sortBy?: string; direction?: 'asc' | 'desc' } }): Promise<BaseRecord[]> {
     const rows = (await this.listQuery(filter, options)) as ParamsType[];
     return rows.map((row) => new BaseRecord(row, this));
   }
@@ -352,11 +350,7 @@ export class TableResource extends Resource {
     try {
       return await this.#knex.transaction(async (trx) => {
         await trx.raw(`select set_config('jwt.claims.operator_id', ?, true)`, [operatorId]);
-        const [row] = (await trx(this.#table)
-          .withSchema(this.#schema)
-          .update(changes)
-          .where(this.#idColumn, id)
-          .returning(this.#columns)) as ParamsType[];
+        const [row] = (await trx(this.#table).withSchema(this.#schema).update(changes).where(this.#idColumn, id).returning(this.#columns)) as ParamsType[];
         return row ?? {};
       });
     } catch (error) {

@@ -112,7 +112,8 @@ try {
   const tenantId = (await owner.query(`select id from app_private.create_tenant('Bench Cinema', 'BENCH', 'USD', 'UTC', true)`)).rows[0].id as string;
   await owner.query(`select set_config('jwt.claims.tenant_id', $1, true)`, [tenantId]);
   const planId = (await owner.query(`select id from app_public.create_plan('Standard', 'bench-plan', 'standard')`)).rows[0].id as string;
-  const trialPlanId = (await owner.query(`select id from app_public.create_plan(name => 'Trial', idempotency_key => 'bench-trial', code => 'trial', trial_days => 30)`)).rows[0].id as string;
+  const trialPlanId = (await owner.query(`select id from app_public.create_plan(name => 'Trial', idempotency_key => 'bench-trial', code => 'trial', trial_days => 30)`)).rows[0]
+    .id as string;
   const priceId = (await owner.query(`select id from app_public.create_price($1, 'USD', 'month', 999, 'bench-price')`, [planId])).rows[0].id as string;
   const trialPriceId = (await owner.query(`select id from app_public.create_price($1, 'USD', 'month', 499, 'bench-trial-price')`, [trialPlanId])).rows[0].id as string;
   await owner.query(`select app_public.set_plan_status($1, 'active'), app_public.set_plan_status($2, 'active')`, [planId, trialPlanId]);
@@ -134,57 +135,97 @@ try {
   await owner.end();
 
   const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
-  const api = await startChild([...profile, '--import', 'tsx', 'server/main.ts'], {
-    NODE_ENV: 'production',
-    DATABASE_URL: dbUrl,
-    DB_ROLE_PREFIX: 'abonement_apibench',
-    DB_ROLE_SECRET: roleSecret,
-    PORT: '0',
-    HOST: '127.0.0.1',
-    WORKER: 'off',
-    MIGRATE_ON_START: 'false',
-    SEED_DEMO: 'false',
-    LOG_LEVEL: 'warn',
-    LOG_PRETTY: 'false',
-    RATE_LIMIT_PER_SECOND: '0',
-    SESSION_SECRET: randomBytes(24).toString('hex'),
-    JWT_SECRET: randomBytes(24).toString('hex'),
-    ADMIN_PASSWORD: randomBytes(12).toString('hex'),
-  }, /GraphQL API\s+(http:\/\/\S+)\/graphql/);
+  const api = await startChild(
+    [...profile, '--import', 'tsx', 'server/main.ts'],
+    {
+      NODE_ENV: 'production',
+      DATABASE_URL: dbUrl,
+      DB_ROLE_PREFIX: 'abonement_apibench',
+      DB_ROLE_SECRET: roleSecret,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      WORKER: 'off',
+      MIGRATE_ON_START: 'false',
+      SEED_DEMO: 'false',
+      LOG_LEVEL: 'warn',
+      LOG_PRETTY: 'false',
+      RATE_LIMIT_PER_SECOND: '0',
+      SESSION_SECRET: randomBytes(24).toString('hex'),
+      JWT_SECRET: randomBytes(24).toString('hex'),
+      ADMIN_PASSWORD: randomBytes(12).toString('hex'),
+    },
+    /GraphQL API\s+(http:\/\/\S+)\/graphql/,
+  );
   const base = api.match[1]!;
-  const bare = await startChild([...profile, '--import', 'tsx', 'bench/bare-postgraphile.ts'], {
-    BARE_DATABASE_URL: urls.authenticator,
-    BARE_ROLE: roles.tenant,
-    BARE_TENANT: tenantId,
-    BARE_PRESET: process.env.BENCH_BARE_PRESET ?? '',
-  }, /^(\d+)\s*$/m);
+  const bare = await startChild(
+    [...profile, '--import', 'tsx', 'bench/bare-postgraphile.ts'],
+    {
+      BARE_DATABASE_URL: urls.authenticator,
+      BARE_ROLE: roles.tenant,
+      BARE_TENANT: tenantId,
+      BARE_PRESET: process.env.BENCH_BARE_PRESET ?? '',
+    },
+    /^(\d+)\s*$/m,
+  );
   const bareUrl = `http://127.0.0.1:${bare.match[1]}/graphql`;
   const auth = { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' };
   const gqlBody = (query: string, variables?: Record<string, unknown>) => JSON.stringify({ query, variables });
 
   const listSelection = 'nodes { rowId status currentPeriodEnd customerId priceId }';
-  interface Operation { name: string; kind: 'read' | 'write'; request: autocannon.Request; url: string }
+  interface Operation {
+    name: string;
+    kind: 'read' | 'write';
+    request: autocannon.Request;
+    url: string;
+  }
   let counter = 0;
   const unique = () => `${process.pid}-${Date.now()}-${counter++}`;
   const allOperations: Operation[] = [
-    { name: 'GraphQL subscriptions(first: 20)', kind: 'read', url: `${base}/graphql`, request: { method: 'POST', path: '/graphql', headers: auth, body: gqlBody(`{ subscriptions(first: 20) { ${listSelection} } }`) } },
-    { name: 'GraphQL subscription(rowId)', kind: 'read', url: `${base}/graphql`, request: { method: 'POST', path: '/graphql', headers: auth, body: gqlBody('query ($id: UUID!) { subscription(rowId: $id) { rowId status currentPeriodEnd customer { email } } }', { id: sampleSubscription }) } },
+    {
+      name: 'GraphQL subscriptions(first: 20)',
+      kind: 'read',
+      url: `${base}/graphql`,
+      request: { method: 'POST', path: '/graphql', headers: auth, body: gqlBody(`{ subscriptions(first: 20) { ${listSelection} } }`) },
+    },
+    {
+      name: 'GraphQL subscription(rowId)',
+      kind: 'read',
+      url: `${base}/graphql`,
+      request: {
+        method: 'POST',
+        path: '/graphql',
+        headers: auth,
+        body: gqlBody('query ($id: UUID!) { subscription(rowId: $id) { rowId status currentPeriodEnd customer { email } } }', { id: sampleSubscription }),
+      },
+    },
     { name: 'REST GET /v1/subscriptions?limit=20', kind: 'read', url: base, request: { method: 'GET', path: '/v1/subscriptions?limit=20', headers: auth } },
     { name: 'REST GET /v1/subscriptions/:id', kind: 'read', url: base, request: { method: 'GET', path: `/v1/subscriptions/${sampleSubscription}`, headers: auth } },
     {
-      name: 'GraphQL createCustomer', kind: 'write', url: `${base}/graphql`,
+      name: 'GraphQL createCustomer',
+      kind: 'write',
+      url: `${base}/graphql`,
       request: {
-        method: 'POST', path: '/graphql', headers: auth,
+        method: 'POST',
+        path: '/graphql',
+        headers: auth,
         setupRequest: (req) => {
           const id = unique();
-          return { ...req, body: gqlBody('mutation ($i: CreateCustomerInput!) { createCustomer(input: $i) { result { rowId } } }', { i: { externalId: `gql-${id}`, email: `gql-${id}@bench.example`, idempotencyKey: `gql-${id}` } }) };
+          return {
+            ...req,
+            body: gqlBody('mutation ($i: CreateCustomerInput!) { createCustomer(input: $i) { result { rowId } } }', {
+              i: { externalId: `gql-${id}`, email: `gql-${id}@bench.example`, idempotencyKey: `gql-${id}` },
+            }),
+          };
         },
       },
     },
     {
-      name: 'REST POST /v1/customers', kind: 'write', url: base,
+      name: 'REST POST /v1/customers',
+      kind: 'write',
+      url: base,
       request: {
-        method: 'POST', path: '/v1/customers',
+        method: 'POST',
+        path: '/v1/customers',
         setupRequest: (req) => {
           const id = unique();
           return { ...req, headers: { ...auth, 'idempotency-key': `rest-${id}` }, body: JSON.stringify({ external_id: `rest-${id}`, email: `rest-${id}@bench.example` }) };
@@ -197,7 +238,14 @@ try {
   const operations = only ? allOperations.filter((op) => op.name.includes(only)) : allOperations;
   // Warm both servers (plan caches, connection pools, JIT).
   await load({ url: `${base}/graphql`, connections: 10, duration: 2, requests: [operations[0]!.request] });
-  await load({ url: bareUrl, connections: 10, duration: 2, method: 'POST', headers: { 'content-type': 'application/json' }, body: gqlBody(`{ ${process.env.BENCH_BARE_PRESET === 'abonement' ? 'subscriptions' : 'allBillingSubscriptions'}(first: 20) { ${listSelection} } }`) });
+  await load({
+    url: bareUrl,
+    connections: 10,
+    duration: 2,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: gqlBody(`{ ${process.env.BENCH_BARE_PRESET === 'abonement' ? 'subscriptions' : 'allBillingSubscriptions'}(first: 20) { ${listSelection} } }`),
+  });
 
   out(`abonement API benchmark — ${connections} connections, ${duration} s each, ${cluster.kind} PostgreSQL, Node ${process.version}`);
   out();
@@ -205,7 +253,11 @@ try {
   out(formatRow('baseline: bare Express route', express));
   const bareCpu = cpuMs(bare.child.pid);
   const bareList = await load({
-    url: bareUrl, connections, duration, method: 'POST', headers: { 'content-type': 'application/json' },
+    url: bareUrl,
+    connections,
+    duration,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
     body: gqlBody(`{ ${process.env.BENCH_BARE_PRESET === 'abonement' ? 'subscriptions' : 'allBillingSubscriptions'}(first: 20) { ${listSelection} } }`),
   });
   const cpuNote = (before: number, pid: number | undefined, r: LoadResult) => `  ${((cpuMs(pid) - before) / r.total).toFixed(2)} ms CPU/req`;
@@ -216,7 +268,9 @@ try {
     const before = cpuMs(api.child.pid);
     const result = await load({ url: op.url, connections, duration, requests: [op.request] });
     results.push({ op, result });
-    out(`${formatRow(op.name, result, express)}${cpuNote(before, api.child.pid, result)}${op.kind === 'read' && op.name.startsWith('GraphQL subscriptions') ? `  ${(result.requestsPerSecond / bareList.requestsPerSecond * 100).toFixed(0)} % of bare PostGraphile` : ''}`);
+    out(
+      `${formatRow(op.name, result, express)}${cpuNote(before, api.child.pid, result)}${op.kind === 'read' && op.name.startsWith('GraphQL subscriptions') ? `  ${((result.requestsPerSecond / bareList.requestsPerSecond) * 100).toFixed(0)} % of bare PostGraphile` : ''}`,
+    );
   }
   const read = (i: number) => allOperations[i]!.request;
   const mixed = await load({ url: base, connections, duration, requests: [read(0), read(2), read(1), read(3), allOperations[4]!.request] });
@@ -232,9 +286,15 @@ try {
   const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
   out();
   out('goals (docs/product.md, Goals):');
-  out(`  reads ≥ 2,500 req/s: slowest read ${Math.min(...reads.map((r) => r.result.requestsPerSecond)).toFixed(0)} req/s — ${verdict(reads.every((r) => r.result.requestsPerSecond >= 2500))}`);
-  out(`  list ≥ 90 % of bare PostGraphile: ${(graphqlList.requestsPerSecond / bareList.requestsPerSecond * 100).toFixed(0)} % — ${verdict(graphqlList.requestsPerSecond >= 0.9 * bareList.requestsPerSecond)}`);
-  out(`  writes ≥ 800 req/s: slowest write ${Math.min(...writes.map((r) => r.result.requestsPerSecond)).toFixed(0)} req/s — ${verdict(writes.every((r) => r.result.requestsPerSecond >= 800))}`);
+  out(
+    `  reads ≥ 2,500 req/s: slowest read ${Math.min(...reads.map((r) => r.result.requestsPerSecond)).toFixed(0)} req/s — ${verdict(reads.every((r) => r.result.requestsPerSecond >= 2500))}`,
+  );
+  out(
+    `  list ≥ 90 % of bare PostGraphile: ${((graphqlList.requestsPerSecond / bareList.requestsPerSecond) * 100).toFixed(0)} % — ${verdict(graphqlList.requestsPerSecond >= 0.9 * bareList.requestsPerSecond)}`,
+  );
+  out(
+    `  writes ≥ 800 req/s: slowest write ${Math.min(...writes.map((r) => r.result.requestsPerSecond)).toFixed(0)} req/s — ${verdict(writes.every((r) => r.result.requestsPerSecond >= 800))}`,
+  );
   const worstP99 = Math.max(...results.map((r) => r.result.p99Ms), mixed.p99Ms);
   out(`  p99 < 100 ms: worst p99 ${worstP99} ms — ${verdict(worstP99 < 100)}`);
   const failures = results.reduce((n, r) => n + r.result.errors + r.result.non2xx, mixed.errors + mixed.non2xx);

@@ -34,5 +34,7 @@ await pgl.createServ(grafserv).addTo(app, server);
 server.listen(0, '127.0.0.1', () => process.stdout.write(`${(server.address() as AddressInfo).port}\n`));
 process.on('SIGTERM', () => {
   server.close();
-  void Promise.resolve(pgl.release()).then(() => pool.end()).then(() => process.exit(0));
+  void Promise.resolve(pgl.release())
+    .then(() => pool.end())
+    .then(() => process.exit(0));
 });

@@ -145,7 +145,7 @@ const results: Measured[] = [];
 
 async function measure(group: string, name: string, run: () => Promise<string | void>, runs = RUNS): Promise<void> {
   const times: number[] = [];
-  let note: string | void = undefined;
+  let note: string | void;
   captured.delete(name);
   for (let i = 0; i < runs; i++) {
     tag = i === runs - 1 ? name : null;
@@ -227,7 +227,10 @@ try {
   const state = JSON.parse(/window\.REDUX_STATE = (\{.*?\});\s*\n/s.exec(page)?.[1] ?? '{"resources":[]}') as {
     resources: Array<{ id: string; filterProperties: Array<{ propertyPath: string; availableValues: Array<{ value: string }> | null }> }>;
   };
-  const tenantIds = new Map<string, string>([['largest tenant', largest.id], ['smallest tenant', smallest.id]]);
+  const tenantIds = new Map<string, string>([
+    ['largest tenant', largest.id],
+    ['smallest tenant', smallest.id],
+  ]);
   for (const resource of state.resources) {
     const r = resource.id;
     const filters = new Map(resource.filterProperties.map((f) => [f.propertyPath, f]));
@@ -254,12 +257,14 @@ try {
   for (const table of ['customers', 'subscriptions', 'invoices', 'payments', 'refunds', 'events', 'status_changes']) {
     const resource = await loadTableResource({ knex, pool: operatorPool, schema: 'app_public', table });
     const sortBy = table === 'events' ? 'occurred_at' : table === 'status_changes' ? 'changed_at' : 'created_at';
-    const run = (filters: Record<string, string>, pageNo = 1) => async () => {
-      const filter = new Filter(filters, resource);
-      const total = await resource.count(filter);
-      const rows = await resource.find(filter, { limit: 10, offset: (pageNo - 1) * 10, sort: { sortBy, direction: 'desc' } });
-      return `${rows.length} rows, total ${total.toLocaleString('en-US')}`;
-    };
+    const run =
+      (filters: Record<string, string>, pageNo = 1) =>
+      async () => {
+        const filter = new Filter(filters, resource);
+        const total = await resource.count(filter);
+        const rows = await resource.find(filter, { limit: 10, offset: (pageNo - 1) * 10, sort: { sortBy, direction: 'desc' } });
+        return `${rows.length} rows, total ${total.toLocaleString('en-US')}`;
+      };
     await measure('adapter', `${table}: first page, newest first`, run({}));
     await measure('adapter', `${table}: page 100`, run({}, 100));
     await measure('adapter', `${table}: largest tenant`, run({ tenant_id: largest.id }));
@@ -311,24 +316,32 @@ try {
     await operator.query(`reset statement_timeout`);
     // The first page newest first without 420-console-indexes.sql: the index dropped inside a transaction that is rolled back.
     const sortIndex: Record<string, [string, string]> = {
-      customers: ['customers_created_at_idx', 'created_at'], subscriptions: ['subscriptions_created_at_idx', 'created_at'],
-      invoices: ['invoices_created_at_idx', 'created_at'], payments: ['payments_created_at_idx', 'created_at'],
-      refunds: ['refunds_created_at_idx', 'created_at'], events: ['events_occurred_at_idx', 'occurred_at'],
+      customers: ['customers_created_at_idx', 'created_at'],
+      subscriptions: ['subscriptions_created_at_idx', 'created_at'],
+      invoices: ['invoices_created_at_idx', 'created_at'],
+      payments: ['payments_created_at_idx', 'created_at'],
+      refunds: ['refunds_created_at_idx', 'created_at'],
+      events: ['events_occurred_at_idx', 'occurred_at'],
       status_changes: ['status_changes_changed_at_idx', 'changed_at'],
     };
     for (const [table, [index, column]] of Object.entries(sortIndex)) {
-      await measure('before', `${table}: first page newest first, without its sort index`, async () => {
-        await owner.query('begin');
-        try {
-          await owner.query(`set local statement_timeout = '10min'`);
-          await owner.query(`drop index if exists app_public.${index}`);
-          const started = performance.now();
-          await owner.query(`select * from app_public.${table} order by ${column} desc limit 10`);
-          return `${(performance.now() - started).toFixed(0)} ms for the query alone`;
-        } finally {
-          await owner.query('rollback');
-        }
-      }, 1);
+      await measure(
+        'before',
+        `${table}: first page newest first, without its sort index`,
+        async () => {
+          await owner.query('begin');
+          try {
+            await owner.query(`set local statement_timeout = '10min'`);
+            await owner.query(`drop index if exists app_public.${index}`);
+            const started = performance.now();
+            await owner.query(`select * from app_public.${table} order by ${column} desc limit 10`);
+            return `${(performance.now() - started).toFixed(0)} ms for the query alone`;
+          } finally {
+            await owner.query('rollback');
+          }
+        },
+        1,
+      );
     }
   }
   await operator.end();
@@ -365,7 +378,13 @@ try {
         headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
         body: JSON.stringify({ query: `{ __type(name: "${typeName}") { fields { name type { ofType { ofType { name fields { name type { kind ofType { kind } } } } } } } } }` }),
       })
-    ).json()) as { data: { __type: { fields: Array<{ name: string; type: { ofType: { ofType: { fields: Array<{ name: string; type: { kind: string; ofType: { kind: string } | null } }> } | null } | null } }> } } };
+    ).json()) as {
+      data: {
+        __type: {
+          fields: Array<{ name: string; type: { ofType: { ofType: { fields: Array<{ name: string; type: { kind: string; ofType: { kind: string } | null } }> } | null } | null } }>;
+        };
+      };
+    };
     const nodes = nodeType.data.__type.fields.find((f) => f.name === 'nodes')?.type.ofType?.ofType;
     const scalars = (nodes?.fields ?? [])
       .filter((f) => f.type.kind === 'SCALAR' || f.type.ofType?.kind === 'SCALAR')
@@ -385,4 +404,3 @@ try {
   await owner.end();
   await db.stop();
 }
-

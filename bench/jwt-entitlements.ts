@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { SignJWT, generateKeyPair } from 'jose';
 
 const LIMITS = [
-  { bytes: 4096, where: '4 KB: a single cookie (RFC 6265 minimum browsers honour); some proxies\' header line default' },
+  { bytes: 4096, where: "4 KB: a single cookie (RFC 6265 minimum browsers honour); some proxies' header line default" },
   { bytes: 8192, where: '8 KB: nginx large_client_header_buffers line, Apache LimitRequestFieldSize, many load balancers' },
 ];
 
@@ -61,7 +61,9 @@ async function maxFitting(alg: keyof typeof algorithms, limit: number, codeLengt
 const out = (line = '') => process.stdout.write(`${line}\n`);
 const perEntry = (await headerLine('HS256', entitlements(100))) - (await headerLine('HS256', entitlements(99)));
 out('Entitlements in an access token: claim "ent": [["plan-code", period_end], …]');
-out(`token with no entitlements: Authorization header line of ${await headerLine('HS256', [])} bytes (HS256), ${await headerLine('RS256', [])} (RS256), ${await headerLine('ES256', [])} (ES256)`);
+out(
+  `token with no entitlements: Authorization header line of ${await headerLine('HS256', [])} bytes (HS256), ${await headerLine('RS256', [])} (RS256), ${await headerLine('ES256', [])} (ES256)`,
+);
 out(`each entitlement adds about ${perEntry} bytes after base64url (plan codes of 4–14 characters)`);
 out();
 out('| signature | header limit | entitlements that fit | header line |');

@@ -61,11 +61,7 @@ async function startEmbedded(logger: Logger): Promise<{ url: string; stop: () =>
   const dataDir = path.resolve('.bench-data', 'large', 'pg');
   const port = Number(process.env.BENCH_PG_PORT ?? 54339);
   let handle = await startEmbeddedPostgres({ dataDir, port, database: 'postgres' }, logger);
-  const { rows } = await run(
-    handle.url,
-    `select name, setting, unit from pg_settings where name = any($1)`,
-    [Object.keys(EMBEDDED_SETTINGS)],
-  );
+  const { rows } = await run(handle.url, `select name, setting, unit from pg_settings where name = any($1)`, [Object.keys(EMBEDDED_SETTINGS)]);
   const current = new Map(rows.map((r: { name: string; setting: string }) => [r.name, r.setting]));
   // Settings are compared loosely (units differ); one restart applies them the first time.
   if (current.get('shared_buffers') === '16384' || current.get('max_wal_size') === '1024') {

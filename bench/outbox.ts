@@ -89,7 +89,9 @@ try {
   await migrateDatabase({ urls, roles, logger, includeCurrent: true });
   const owner = new pg.Pool({ connectionString: urls.owner, max: 10 });
   try {
-    const { rows: [{ id: tenant }] } = await owner.query(`select id from app_private.create_tenant('Bench', 'BENCH', 'USD', 'UTC', true)`);
+    const {
+      rows: [{ id: tenant }],
+    } = await owner.query(`select id from app_private.create_tenant('Bench', 'BENCH', 'USD', 'UTC', true)`);
 
     // 1. What a NOTIFY trigger would cost writers (no worker running yet); alternated to spread noise.
     await owner.query(`

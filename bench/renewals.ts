@@ -357,7 +357,13 @@ try {
       `checks: invoices ${c.invoices} · succeeded ${c.succeeded} (ledger charges ${c.ledger_charges}, double charges ${c.double_charges}) · failed ${c.failed} (gateway errors ${c.gateway_errors}) · in flight ${c.in_flight} · events payment.succeeded ${c.succeeded_events}, subscription.renewed ${c.renewed_events} · past_due ${c.past_due} · canceled ${c.canceled} · webhooks processed ${c.webhooks_processed}/${c.webhooks_received} at the end`,
       `payments by outcome: ${codes.map((r) => `${r.code} ${r.n}`).join(' · ')}`,
       ...(samples.size
-        ? ['database samples (wait event | query):', ...[...samples].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([what, n]) => `  ${String(n).padStart(6)}  ${what}`)]
+        ? [
+            'database samples (wait event | query):',
+            ...[...samples]
+              .sort((a, b) => b[1] - a[1])
+              .slice(0, 25)
+              .map(([what, n]) => `  ${String(n).padStart(6)}  ${what}`),
+          ]
         : []),
       '',
     ].join('\n'),

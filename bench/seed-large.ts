@@ -86,7 +86,15 @@ async function timed(client: pg.Client, name: string, work: () => Promise<number
   const rows = await work();
   const ms = performance.now() - started;
   steps.push({ name, rows, ms });
-  out(`${name.padEnd(44)} ${String(rows).padStart(11)} rows ${(ms / 1000).toFixed(1).padStart(8)} s ${rows ? Math.round(rows / (ms / 1000)).toLocaleString('en-US').padStart(10) + ' rows/s' : ''}`);
+  out(
+    `${name.padEnd(44)} ${String(rows).padStart(11)} rows ${(ms / 1000).toFixed(1).padStart(8)} s ${
+      rows
+        ? Math.round(rows / (ms / 1000))
+            .toLocaleString('en-US')
+            .padStart(10) + ' rows/s'
+        : ''
+    }`,
+  );
   void client;
   return rows;
 }
@@ -120,10 +128,9 @@ async function bulkInsert(client: pg.Client, table: string, sql: string, params:
     // Foreign keys are dropped and added back: adding one validates every row in one join, where the
     // row-by-row checks of a bulk insert cost more than the insert itself.
     const foreignKeys = (
-      await client.query<{ name: string; def: string }>(
-        `select conname as name, pg_get_constraintdef(oid) as def from pg_constraint where conrelid = $1::regclass and contype = 'f'`,
-        [table],
-      )
+      await client.query<{ name: string; def: string }>(`select conname as name, pg_get_constraintdef(oid) as def from pg_constraint where conrelid = $1::regclass and contype = 'f'`, [
+        table,
+      ])
     ).rows;
     for (const fk of foreignKeys) await client.query(`alter table ${table} drop constraint ${fk.name}`);
     for (const index of indexes) await client.query(`drop index ${index.name}`);
@@ -151,7 +158,9 @@ await client.connect();
 try {
   const totalSubscriptions = Math.round(FULL_SUBSCRIPTIONS * SCALE);
   const sizes = tenantSizes(totalSubscriptions);
-  out(`seeding ${LARGE_DB_NAME} (${db.kind}) at SCALE=${SCALE}: ${sizes.reduce((a, b) => a + b, 0).toLocaleString('en-US')} subscriptions over ${sizes.length} tenants (largest ${sizes[0]!.toLocaleString('en-US')}, smallest ${sizes.at(-1)}), history ${HISTORY_DAYS} days`);
+  out(
+    `seeding ${LARGE_DB_NAME} (${db.kind}) at SCALE=${SCALE}: ${sizes.reduce((a, b) => a + b, 0).toLocaleString('en-US')} subscriptions over ${sizes.length} tenants (largest ${sizes[0]!.toLocaleString('en-US')}, smallest ${sizes.at(-1)}), history ${HISTORY_DAYS} days`,
+  );
   await client.query(`set synchronous_commit = off; set maintenance_work_mem = '1GB'; set work_mem = '256MB'`);
   const now = (await client.query<{ t: Date }>(`select date_trunc('second', transaction_timestamp()) as t`)).rows[0]!.t;
   const T = now.toISOString();
@@ -175,10 +184,16 @@ try {
   );
 
   await timed(client, 'tenants', () =>
-    bulkInsert(client, 'app_public.tenants', `
+    bulkInsert(
+      client,
+      'app_public.tenants',
+      `
       insert into app_public.tenants (id, name, invoice_prefix, status, test_mode, default_currency, time_zone, created_at, updated_at)
       select id, name, prefix, 'active', false, currency, tz, $1::timestamptz - interval '3 years', $1::timestamptz - interval '3 years'
-        from bench_seed.tenants`, [T]));
+        from bench_seed.tenants`,
+      [T],
+    ),
+  );
 
   await client.query(`
     create table bench_seed.plans as
@@ -198,14 +213,26 @@ try {
      cross join lateral (select t.currency union all select t.currency2 where t.currency2 is not null) c(currency)
      cross join (values ('month', 1), ('year', 10)) i(unit, factor)`);
   await timed(client, 'plans', () =>
-    bulkInsert(client, 'app_public.plans', `
+    bulkInsert(
+      client,
+      'app_public.plans',
+      `
       insert into app_public.plans (id, tenant_id, name, description, status, trial_days, code, created_at, updated_at)
       select id, tenant_id, name, name || ' plan', status, trial_days, code, $1::timestamptz - interval '3 years', $1::timestamptz - interval '3 years'
-        from bench_seed.plans`, [T]));
+        from bench_seed.plans`,
+      [T],
+    ),
+  );
   await timed(client, 'prices', () =>
-    bulkInsert(client, 'app_public.prices', `
+    bulkInsert(
+      client,
+      'app_public.prices',
+      `
       insert into app_public.prices (id, tenant_id, plan_id, currency, interval, amount_minor, active, created_at)
-      select id, tenant_id, plan_id, currency, interval, amount, true, $1::timestamptz - interval '3 years' from bench_seed.prices`, [T]));
+      select id, tenant_id, plan_id, currency, interval, amount, true, $1::timestamptz - interval '3 years' from bench_seed.prices`,
+      [T],
+    ),
+  );
 
   // Subscriptions: identity, status, plan, interval and the random draws that decide their history.
   await timed(client, 'staging: subscriptions', async () => {
@@ -297,7 +324,10 @@ try {
 
   await client.query('drop table bench_seed.subs');
   await timed(client, 'customers', () =>
-    bulkInsert(client, 'app_public.customers', `
+    bulkInsert(
+      client,
+      'app_public.customers',
+      `
       insert into app_public.customers (id, tenant_id, external_id, email, name, country, locale, currency, metadata, created_at, updated_at)
       select c.customer_id, c.tenant_id, 'cus_' || c.t_idx || '_' || c.c_n, 'user' || c.c_n || '@tenant' || c.t_idx || '.example',
              'Customer ' || c.c_n, (array['US','DE','FR','GB','IN','JP','BR','RU'])[1 + c.c_n % 8], 'en', c.currency,
@@ -306,17 +336,27 @@ try {
         from (select t_idx, c_n, min(customer_id::text)::uuid as customer_id, min(tenant_id::text)::uuid as tenant_id,
                      min(currency) as currency, min(anchor) as first_start
                 from bench_seed.subs2 group by t_idx, c_n) c
-       order by c.tenant_id, c.first_start`));
+       order by c.tenant_id, c.first_start`,
+    ),
+  );
   await timed(client, 'payment methods', () =>
-    bulkInsert(client, 'app_public.payment_methods', `
+    bulkInsert(
+      client,
+      'app_public.payment_methods',
+      `
       insert into app_public.payment_methods (id, tenant_id, customer_id, provider, provider_token, brand, last4, exp_month, exp_year, is_default, created_at)
       select md5('pm:' || t.idx || ':' || split_part(c.external_id, '_', 3))::uuid, c.tenant_id, c.id, t.provider,
              'tok_' || replace(c.id::text, '-', ''), (array['visa','mastercard','amex','mir'])[1 + abs(hashtext(c.external_id)) % 4],
              lpad((abs(hashtext(c.external_id)) % 10000)::text, 4, '0'), 1 + abs(hashtext(c.email::text)) % 12, 2027 + abs(hashtext(c.email::text)) % 5,
              true, c.created_at
-        from app_public.customers c join bench_seed.tenants t on t.id = c.tenant_id`));
+        from app_public.customers c join bench_seed.tenants t on t.id = c.tenant_id`,
+    ),
+  );
   await timed(client, 'subscriptions', () =>
-    bulkInsert(client, 'app_public.subscriptions', `
+    bulkInsert(
+      client,
+      'app_public.subscriptions',
+      `
       insert into app_public.subscriptions (id, tenant_id, customer_id, price_id, currency, payment_method_id, status,
         current_period_start, current_period_end, billing_anchor, trial_end, cancel_at_period_end, canceled_at, cancellation_reason,
         ended_at, paused_at, started_at, created_at, updated_at)
@@ -330,7 +370,9 @@ try {
              reason, ended_at, paused_at, anchor, anchor,
              greatest(anchor, coalesce(ended_at, paused_at, last_start))
         from bench_seed.subs2 s
-       order by s.tenant_id, s.anchor`));
+       order by s.tenant_id, s.anchor`,
+    ),
+  );
 
   await timed(client, 'staging: invoices', async () => {
     const r = await client.query(
@@ -368,7 +410,10 @@ try {
       join bench_seed.tenants t on t.idx = i.t_idx`);
   await client.query('drop table bench_seed.invoices');
   await timed(client, 'invoices', () =>
-    bulkInsert(client, 'app_public.invoices', `
+    bulkInsert(
+      client,
+      'app_public.invoices',
+      `
       insert into app_public.invoices (id, tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
         period_start, period_end, subtotal_minor, balance_applied_minor, amount_paid_minor, attempt_count, gateway_retry_count,
         due_at, next_attempt_at, finalized_at, paid_at, voided_at, created_at, updated_at)
@@ -382,14 +427,22 @@ try {
              period_start,
              case when status = 'paid' then settled_at when status = 'void' then sub_ended_at else period_start end
         from bench_seed.invoices2 i
-       order by i.subscription_id, i.period_start`, [T]));
+       order by i.subscription_id, i.period_start`,
+      [T],
+    ),
+  );
   await timed(client, 'invoice lines', () =>
-    bulkInsert(client, 'app_public.invoice_lines', `
+    bulkInsert(
+      client,
+      'app_public.invoice_lines',
+      `
       insert into app_public.invoice_lines (id, tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
         price_id, period_start, period_end, created_at)
       select md5('line:' || id)::uuid, tenant_id, id, customer_id, plan_name || ' (' || unit || 'ly)', 1, amount, amount,
              price_id, period_start, period_end, period_start
-        from bench_seed.invoices2`));
+        from bench_seed.invoices2`,
+    ),
+  );
 
   await timed(client, 'invoice counters', async () => {
     const r = await client.query(`
@@ -428,7 +481,10 @@ try {
     [T],
   );
   await timed(client, 'payments', () =>
-    bulkInsert(client, 'app_public.payments', `
+    bulkInsert(
+      client,
+      'app_public.payments',
+      `
       insert into app_public.payments (id, tenant_id, invoice_id, customer_id, currency, amount_minor, payment_method_id, provider,
         provider_payment_id, idempotency_key, attempt, status, failure_category, failure_code, failure_message, refunded_minor,
         succeeded_at, failed_at, created_at, updated_at)
@@ -442,9 +498,14 @@ try {
              case when p.status = 'failed' then p.created_at + interval '2 seconds' end,
              p.created_at, coalesce(r.refund_at, p.created_at + interval '2 seconds')
         from bench_seed.payments p left join bench_seed.refunds r on r.id = p.id
-       order by p.tenant_id, p.created_at`));
+       order by p.tenant_id, p.created_at`,
+    ),
+  );
   await timed(client, 'refunds', () =>
-    bulkInsert(client, 'app_public.refunds', `
+    bulkInsert(
+      client,
+      'app_public.refunds',
+      `
       insert into app_public.refunds (id, tenant_id, payment_id, customer_id, subscription_id, currency, amount_minor, reason, rule,
         destination, status, provider_idempotency_key, provider_refund_id, failure_code, failure_message, requested_by, succeeded_at,
         created_at, updated_at)
@@ -456,7 +517,9 @@ try {
              'tenant', case when refund_status = 'succeeded' then refund_at end,
              refund_at - interval '1 minute', refund_at
         from bench_seed.refunds r
-       order by r.tenant_id, r.refund_at`));
+       order by r.tenant_id, r.refund_at`,
+    ),
+  );
 
   // History: every status move (legal chains only) and its outbox event, for the last HISTORY_DAYS days.
   await timed(client, 'staging: history', async () => {
@@ -511,11 +574,19 @@ try {
   );
   await client.query('drop table bench_seed.subs2, bench_seed.invoices2, bench_seed.payments, bench_seed.refunds');
   await timed(client, 'status changes', () =>
-    bulkInsert(client, 'app_public.status_changes', `
+    bulkInsert(
+      client,
+      'app_public.status_changes',
+      `
       insert into app_public.status_changes (id, tenant_id, entity, entity_id, from_status, to_status, changed_at)
-      select gen_random_uuid(), h.tenant_id, h.entity, h.entity_id, h.from_status, h.to_status, h.at from bench_seed.history h order by h.at`));
+      select gen_random_uuid(), h.tenant_id, h.entity, h.entity_id, h.from_status, h.to_status, h.at from bench_seed.history h order by h.at`,
+    ),
+  );
   await timed(client, 'events', () =>
-    bulkInsert(client, 'app_public.events', `
+    bulkInsert(
+      client,
+      'app_public.events',
+      `
       insert into app_public.events (id, tenant_id, type, subject_type, subject_id, data, occurred_at, dispatched_at)
       select gen_random_uuid(), e.tenant_id, e.type, e.subject_type, e.subject_id, e.data, e.at, e.at + interval '2 seconds'
         from (
@@ -531,11 +602,15 @@ try {
                  i.settled_at
             from bench_seed.renewed i
         ) e
-       order by e.at`));
+       order by e.at`,
+    ),
+  );
   await client.query(`drop schema bench_seed cascade`);
 
   await timed(client, 'vacuum analyze', async () => {
-    await client.query('vacuum (analyze) app_public.tenants, app_public.plans, app_public.prices, app_public.customers, app_public.payment_methods, app_public.subscriptions, app_public.invoices, app_public.invoice_lines, app_public.payments, app_public.refunds, app_public.status_changes, app_public.events, app_private.invoice_counters');
+    await client.query(
+      'vacuum (analyze) app_public.tenants, app_public.plans, app_public.prices, app_public.customers, app_public.payment_methods, app_public.subscriptions, app_public.invoices, app_public.invoice_lines, app_public.payments, app_public.refunds, app_public.status_changes, app_public.events, app_private.invoice_counters',
+    );
     return 0;
   });
   await timed(client, 'report rollups rebuilt', async () => {
@@ -545,24 +620,36 @@ try {
 
   // What the disabled triggers would have guaranteed, checked over every row.
   const checks: Array<[string, string]> = [
-    ['status changes that are not legal transitions', `
+    [
+      'status changes that are not legal transitions',
+      `
       select count(*) from app_public.status_changes sc
        where not exists (select 1 from app_private.state_transitions t where t.machine = sc.entity
-                           and t.from_status is not distinct from sc.from_status and t.to_status = sc.to_status)`],
-    ['period invoices that leave a gap after the previous period', `
+                           and t.from_status is not distinct from sc.from_status and t.to_status = sc.to_status)`,
+    ],
+    [
+      'period invoices that leave a gap after the previous period',
+      `
       select count(*) from (
         select i.period_start, lag(i.period_end) over (partition by i.tenant_id, i.subscription_id order by i.period_start) as previous_end
           from app_public.invoices i where i.is_period and i.status <> 'void') x
-       where x.previous_end is not null and x.previous_end < x.period_start`],
-    ['paid invoices without exactly one succeeded payment', `
+       where x.previous_end is not null and x.previous_end < x.period_start`,
+    ],
+    [
+      'paid invoices without exactly one succeeded payment',
+      `
       select count(*) from app_public.invoices i
         left join (select p.invoice_id, count(*) as n from app_public.payments p where p.status = 'succeeded' group by p.invoice_id) p
           on p.invoice_id = i.id
-       where i.status = 'paid' and i.amount_due_minor > 0 and coalesce(p.n, 0) <> 1`],
-    ['payments whose pending + succeeded refunds exceed them', `
+       where i.status = 'paid' and i.amount_due_minor > 0 and coalesce(p.n, 0) <> 1`,
+    ],
+    [
+      'payments whose pending + succeeded refunds exceed them',
+      `
       select count(*) from (select r.payment_id, sum(r.amount_minor) as s, min(p.amount_minor) as amount
                               from app_public.refunds r join app_public.payments p on p.tenant_id = r.tenant_id and p.id = r.payment_id
-                             where r.status in ('pending', 'succeeded') group by r.payment_id) x where x.s > x.amount`],
+                             where r.status in ('pending', 'succeeded') group by r.payment_id) x where x.s > x.amount`,
+    ],
     ['report rollup rows that differ from a full recomputation', `select count(*) from app_private.report_rollup_differences()`],
   ];
   for (const [name, sql] of checks) {
@@ -582,16 +669,24 @@ try {
       for (let i = 0; i < 20; i++) {
         await client.query('begin');
         await client.query(`select set_config('jwt.claims.tenant_id', $1, true)`, [tenant]);
-        const customer = (await client.query<{ id: string }>(
-          `select id from app_public.create_customer($1, $2, $3)`, [`real-${i}`, `real${i}@megastream.example`, `seed-real-customer-${i}`])).rows[0]!.id;
-        const price = (await client.query<{ id: string }>(
-          `select pr.id from app_public.prices pr join app_public.plans pl on pl.id = pr.plan_id
-            where pr.tenant_id = $1 and pl.code = 'pro' and pr.interval = 'month' and pr.currency = 'USD'`, [tenant])).rows[0]!.id;
-        const pm = (await client.query<{ id: string }>(
-          `insert into app_public.payment_methods (tenant_id, customer_id, provider, provider_token, brand, last4, is_default)
-           values ($1, $2, 'sandbox', 'tok_real_' || $3, 'visa', '4242', true) returning id`, [tenant, customer, i])).rows[0]!.id;
-        const sub = (await client.query<{ id: string }>(
-          `select id from app_public.create_subscription($1, $2, $3, $4)`, [customer, price, pm, `seed-real-sub-${i}`])).rows[0]!.id;
+        const customer = (
+          await client.query<{ id: string }>(`select id from app_public.create_customer($1, $2, $3)`, [`real-${i}`, `real${i}@megastream.example`, `seed-real-customer-${i}`])
+        ).rows[0]!.id;
+        const price = (
+          await client.query<{ id: string }>(
+            `select pr.id from app_public.prices pr join app_public.plans pl on pl.id = pr.plan_id
+            where pr.tenant_id = $1 and pl.code = 'pro' and pr.interval = 'month' and pr.currency = 'USD'`,
+            [tenant],
+          )
+        ).rows[0]!.id;
+        const pm = (
+          await client.query<{ id: string }>(
+            `insert into app_public.payment_methods (tenant_id, customer_id, provider, provider_token, brand, last4, is_default)
+           values ($1, $2, 'sandbox', 'tok_real_' || $3, 'visa', '4242', true) returning id`,
+            [tenant, customer, i],
+          )
+        ).rows[0]!.id;
+        const sub = (await client.query<{ id: string }>(`select id from app_public.create_subscription($1, $2, $3, $4)`, [customer, price, pm, `seed-real-sub-${i}`])).rows[0]!.id;
         await client.query('commit');
         const invoice = (await client.query<{ id: string }>(`select id from app_public.invoices where subscription_id = $1`, [sub])).rows[0]!.id;
         const payment = (await worker.query<{ id: string }>(`select id from app_private.begin_payment($1)`, [invoice])).rows[0]!.id;
@@ -607,11 +702,13 @@ try {
   out(`check: report rollups after the real functions: ${after} differing rows`);
   if (after !== 0) throw new Error('report rollups differ from recomputation after real writes');
 
-  const counts = (await client.query<{ relname: string; n: string; size: string }>(`
+  const counts = (
+    await client.query<{ relname: string; n: string; size: string }>(`
     select c.relname, c.reltuples::bigint::text as n, pg_size_pretty(pg_total_relation_size(c.oid)) as size
       from pg_class c join pg_namespace s on s.oid = c.relnamespace
      where s.nspname = 'app_public' and c.relkind = 'r' and c.reltuples > 0
-     order by pg_total_relation_size(c.oid) desc`)).rows;
+     order by pg_total_relation_size(c.oid) desc`)
+  ).rows;
   const dbSize = (await client.query<{ s: string }>(`select pg_size_pretty(pg_database_size(current_database())) as s`)).rows[0]!.s;
   const payYear = (await client.query<{ n: string }>(`select count(*) as n from app_public.payments where created_at >= $1::timestamptz - interval '1 year'`, [T])).rows[0]!.n;
   out();
@@ -621,7 +718,9 @@ try {
   out(`database size: ${dbSize}`);
   const inserted = steps.reduce((a, s) => a + (s.name.startsWith('staging') ? 0 : s.rows), 0);
   const totalS = (performance.now() - started) / 1000;
-  out(`total: ${inserted.toLocaleString('en-US')} rows in ${totalS.toFixed(0)} s (${Math.round(inserted / totalS).toLocaleString('en-US')} rows/s overall, including migration, staging, index builds and checks)`);
+  out(
+    `total: ${inserted.toLocaleString('en-US')} rows in ${totalS.toFixed(0)} s (${Math.round(inserted / totalS).toLocaleString('en-US')} rows/s overall, including migration, staging, index builds and checks)`,
+  );
 } finally {
   await client.end();
   await db.stop();

@@ -88,11 +88,14 @@ interface Words {
 
 type Paragraph = string | { text: string; url: string };
 
-const copy: Record<Lang, {
-  hello: (name: string | null) => string;
-  signoff: (tenant: string) => string;
-  templates: Record<EmailTemplate, (w: Words, c: EmailContext) => { subject: string; body: Paragraph[] }>;
-}> = {
+const copy: Record<
+  Lang,
+  {
+    hello: (name: string | null) => string;
+    signoff: (tenant: string) => string;
+    templates: Record<EmailTemplate, (w: Words, c: EmailContext) => { subject: string; body: Paragraph[] }>;
+  }
+> = {
   en: {
     hello: (name) => (name ? `Hello ${name},` : 'Hello,'),
     signoff: (tenant) => `— ${tenant}`,
@@ -205,9 +208,7 @@ export function renderEmail(context: EmailContext): RenderedEmail {
   const html =
     `<!doctype html><html lang="${lang}"><head><meta charset="utf-8"><title>${escapeHtml(subject)}</title></head>` +
     `<body style="font-family: sans-serif; line-height: 1.5; color: #222">` +
-    paragraphs
-      .map((p) => (typeof p === 'string' ? `<p>${escapeHtml(p)}</p>` : `<p>${escapeHtml(p.text)} <a href="${escapeHtml(p.url)}">${escapeHtml(p.url)}</a></p>`))
-      .join('') +
+    paragraphs.map((p) => (typeof p === 'string' ? `<p>${escapeHtml(p)}</p>` : `<p>${escapeHtml(p.text)} <a href="${escapeHtml(p.url)}">${escapeHtml(p.url)}</a></p>`)).join('') +
     `</body></html>`;
   return { subject, text, html };
 }

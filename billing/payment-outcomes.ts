@@ -9,14 +9,7 @@
  */
 import type pg from 'pg';
 import { PAYMENT_FAILURE_CATEGORIES } from '../lib/statuses.ts';
-import type {
-  FailureClass,
-  PaymentProvider,
-  PaymentResult,
-  ProviderEvent,
-  RefundResult,
-  TransportFailure,
-} from '../providers/types.ts';
+import type { FailureClass, PaymentProvider, PaymentResult, ProviderEvent, RefundResult, TransportFailure } from '../providers/types.ts';
 
 export type Db = Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>;
 
@@ -66,15 +59,16 @@ export interface PaymentResultRecord {
 
 export function paymentResultRecord(paymentId: string, result: PaymentResult): PaymentResultRecord {
   const failed = result.status === 'failed';
-  const method = result.status === 'succeeded' && result.paymentMethod
-    ? {
-        token: result.paymentMethod.token,
-        brand: result.paymentMethod.brand,
-        last4: result.paymentMethod.last4,
-        exp_month: result.paymentMethod.expMonth,
-        exp_year: result.paymentMethod.expYear,
-      }
-    : null;
+  const method =
+    result.status === 'succeeded' && result.paymentMethod
+      ? {
+          token: result.paymentMethod.token,
+          brand: result.paymentMethod.brand,
+          last4: result.paymentMethod.last4,
+          exp_month: result.paymentMethod.expMonth,
+          exp_year: result.paymentMethod.expYear,
+        }
+      : null;
   return {
     payment_id: paymentId,
     outcome: result.status,
@@ -92,21 +86,18 @@ export function paymentResultRecord(paymentId: string, result: PaymentResult): P
 /** Applies an answer the provider gave about `paymentId` (status, failure, ids, saved card, 3-D Secure link). */
 export async function applyPaymentResult(db: Db, paymentId: string, result: PaymentResult): Promise<AppliedResult> {
   const r = paymentResultRecord(paymentId, result);
-  const { rows } = await db.query(
-    `select * from app_private.apply_payment_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-    [
-      r.payment_id,
-      r.outcome,
-      r.provider_payment_id,
-      r.amount_minor,
-      r.currency,
-      r.failure_category,
-      r.failure_code,
-      r.failure_message,
-      r.method ? JSON.stringify(r.method) : null,
-      r.action_url,
-    ],
-  );
+  const { rows } = await db.query(`select * from app_private.apply_payment_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, [
+    r.payment_id,
+    r.outcome,
+    r.provider_payment_id,
+    r.amount_minor,
+    r.currency,
+    r.failure_category,
+    r.failure_code,
+    r.failure_message,
+    r.method ? JSON.stringify(r.method) : null,
+    r.action_url,
+  ]);
   return appliedRow(rows[0]);
 }
 
@@ -115,11 +106,7 @@ export async function applyTransportFailure(db: Db, paymentId: string, failure: 
   const { rows } =
     failure.class === 'unknown'
       ? await db.query(`select * from app_private.apply_payment_result($1, 'unknown')`, [paymentId])
-      : await db.query(`select * from app_private.apply_payment_result($1, 'failed', null, null, null, 'gateway_error', $2, $3)`, [
-          paymentId,
-          failure.code,
-          failure.message,
-        ]);
+      : await db.query(`select * from app_private.apply_payment_result($1, 'failed', null, null, null, 'gateway_error', $2, $3)`, [paymentId, failure.code, failure.message]);
   return appliedRow(rows[0]);
 }
 

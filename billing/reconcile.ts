@@ -24,10 +24,7 @@ import { applyPaymentResult, settleUnpaidPayment, withPaymentMethod, type Applie
 /** How long Stripe's search may lag behind a write before a miss is believed. */
 export const SEARCH_LAG_MINUTES = 10;
 
-export type ReconcileOutcome =
-  | { kind: 'final'; status: string }
-  | { kind: 'applied'; result: AppliedResult }
-  | { kind: 'waiting'; status: string; reason: string };
+export type ReconcileOutcome = { kind: 'final'; status: string } | { kind: 'applied'; result: AppliedResult } | { kind: 'waiting'; status: string; reason: string };
 
 interface PaymentRow {
   id: string;

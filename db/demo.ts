@@ -67,10 +67,13 @@ async function build(client: pg.ClientBase): Promise<DemoTenant> {
   const key = () => `demo-seed-${randomUUID()}`;
 
   const plan = async (planName: string, code: string, description: string, trialDays = 0) => {
-    const [p] = await q<{ id: string }>(
-      `select id from app_public.create_plan(name => $1, idempotency_key => $2, code => $3, description => $4, trial_days => $5)`,
-      [planName, key(), code, description, trialDays],
-    );
+    const [p] = await q<{ id: string }>(`select id from app_public.create_plan(name => $1, idempotency_key => $2, code => $3, description => $4, trial_days => $5)`, [
+      planName,
+      key(),
+      code,
+      description,
+      trialDays,
+    ]);
     return p!.id;
   };
   const price = async (planId: string, currency: string, interval: string, amount: number) => {
@@ -111,18 +114,25 @@ async function build(client: pg.ClientBase): Promise<DemoTenant> {
     const [inv] = await q<{ id: string }>(`select id from app_public.invoices where subscription_id = $1 and status = 'open' order by created_at desc limit 1`, [subscriptionId]);
     const [pay] = await q<{ id: string }>('select id from app_private.begin_payment($1)', [inv!.id]);
     await q('select app_private.record_payment_result($1, $2, $3, $4, $5, $6)', [
-      pay!.id, outcome, `demo_${randomBytes(6).toString('hex')}`,
-      outcome === 'failed' ? 'soft_decline' : null, outcome === 'failed' ? 'insufficient_funds' : null, outcome === 'failed' ? 'Insufficient funds' : null,
+      pay!.id,
+      outcome,
+      `demo_${randomBytes(6).toString('hex')}`,
+      outcome === 'failed' ? 'soft_decline' : null,
+      outcome === 'failed' ? 'insufficient_funds' : null,
+      outcome === 'failed' ? 'Insufficient funds' : null,
     ]);
   };
   /** The next period's invoice, exactly as the worker's renew_due makes it, for one subscription. */
   const renew = (subscriptionId: string) =>
-    q(`select app_hidden.create_period_invoice(s, p, s.current_period_end,
+    q(
+      `select app_hidden.create_period_invoice(s, p, s.current_period_end,
          app_hidden.next_period_end(s.billing_anchor, p.interval, t.time_zone, s.current_period_end), 'subscription_cycle')
        from app_public.subscriptions s
        join app_public.prices p on p.tenant_id = s.tenant_id and p.id = s.price_id
        join app_public.tenants t on t.id = s.tenant_id
-       where s.id = $1`, [subscriptionId]);
+       where s.id = $1`,
+      [subscriptionId],
+    );
 
   const ada = await customer('ada', 'Ada Lovelace', 'GB', 'en');
   const boris = await customer('boris', 'Boris Pasternak', 'DE', 'de');

@@ -99,7 +99,9 @@ export const rewrittenMigrationHashes: readonly { filename: string; from: string
  * rewritten (none on a new or already rewritten database).
  */
 export async function rewriteMigrationHashes(client: pg.ClientBase, logger: Logger): Promise<string[]> {
-  const { rows: [table] } = await client.query<{ exists: boolean }>(`select to_regclass('graphile_migrate.migrations') is not null as exists`);
+  const {
+    rows: [table],
+  } = await client.query<{ exists: boolean }>(`select to_regclass('graphile_migrate.migrations') is not null as exists`);
   if (!table?.exists) return [];
   const { rows } = await client.query<{ filename: string }>(
     `with map (filename, from_hash, to_hash) as (select * from unnest($1::text[], $2::text[], $3::text[]))
@@ -108,11 +110,7 @@ export async function rewriteMigrationHashes(client: pg.ClientBase, logger: Logg
          previous_hash = coalesce((select map.to_hash from map where map.from_hash = m.previous_hash), m.previous_hash)
      where exists (select 1 from map where (map.filename = m.filename and map.from_hash = m.hash) or map.from_hash = m.previous_hash)
      returning m.filename`,
-    [
-      rewrittenMigrationHashes.map((r) => r.filename),
-      rewrittenMigrationHashes.map((r) => r.from),
-      rewrittenMigrationHashes.map((r) => r.to),
-    ],
+    [rewrittenMigrationHashes.map((r) => r.filename), rewrittenMigrationHashes.map((r) => r.from), rewrittenMigrationHashes.map((r) => r.to)],
   );
   const files = rows.map((r) => r.filename).sort();
   if (files.length > 0) logger.info({ files }, 'rewrote the recorded hashes of committed migrations edited after release');

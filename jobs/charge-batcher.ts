@@ -142,7 +142,7 @@ export class ChargeBatcher {
     const pending = new Map<string, Waiting[]>();
     for (const waiting of batch) pending.set(waiting.invoiceId, [...(pending.get(waiting.invoiceId) ?? []), waiting]);
     const settle = (invoiceId: string, error?: unknown) => {
-      for (const waiting of pending.get(invoiceId) ?? []) (error === undefined ? waiting.resolve() : waiting.reject(error));
+      for (const waiting of pending.get(invoiceId) ?? []) error === undefined ? waiting.resolve() : waiting.reject(error);
       pending.delete(invoiceId);
     };
     let client: pg.PoolClient | null = null;
@@ -208,7 +208,13 @@ export class ChargeBatcher {
           settle(row.invoice_id, thrown);
         } else if (answer === null) {
           // The saved method was deleted: it can never be charged again; ask the customer for a new card.
-          elements.push({ payment_id: row.payment_id!, outcome: 'failed', failure_category: 'hard_decline', failure_code: 'payment_method_missing', failure_message: 'the payment method was removed' });
+          elements.push({
+            payment_id: row.payment_id!,
+            outcome: 'failed',
+            failure_category: 'hard_decline',
+            failure_code: 'payment_method_missing',
+            failure_message: 'the payment method was removed',
+          });
           byPayment.set(row.payment_id!, row);
         } else if (answer.ok) {
           elements.push(paymentResultRecord(row.payment_id!, answer.value));

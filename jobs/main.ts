@@ -16,7 +16,9 @@ const config = loadConfig();
 const logger = createLogger(config);
 
 if (!config.DATABASE_URL && !config.DATABASE_WORKER_URL) {
-  process.stderr.write('abonement worker: set DATABASE_URL (or the DATABASE_*_URL set); the embedded PostgreSQL runs inside `npm start`, which also runs the worker unless WORKER=off\n');
+  process.stderr.write(
+    'abonement worker: set DATABASE_URL (or the DATABASE_*_URL set); the embedded PostgreSQL runs inside `npm start`, which also runs the worker unless WORKER=off\n',
+  );
   process.exit(78);
 }
 

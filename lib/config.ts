@@ -5,17 +5,11 @@
  */
 import { z } from 'zod';
 
-const bool = z
-  .enum(['true', 'false', '1', '0', 'on', 'off', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'on' || v === 'yes');
+const bool = z.enum(['true', 'false', '1', '0', 'on', 'off', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'on' || v === 'yes');
 
-const postgresUrl = z
-  .string()
-  .refine((v) => /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// or postgresql:// URL');
+const postgresUrl = z.string().refine((v) => /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// or postgresql:// URL');
 
-const roleName = z
-  .string()
-  .regex(/^[a-z_][a-z0-9_]{0,40}$/, 'must be a lower-case SQL identifier (a-z, 0-9, _), at most 41 characters');
+const roleName = z.string().regex(/^[a-z_][a-z0-9_]{0,40}$/, 'must be a lower-case SQL identifier (a-z, 0-9, _), at most 41 characters');
 
 export const configSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -62,7 +56,12 @@ export const configSchema = z.object({
   CORS_ORIGINS: z
     .string()
     .default('')
-    .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean))
+    .transform((v) =>
+      v
+        .split(',')
+        .map((o) => o.trim())
+        .filter(Boolean),
+    )
     .refine((list) => list.every((o) => /^https?:\/\/[^/\s]+$/.test(o)), 'must be a comma-separated list of origins like https://app.example.com'),
   /** Largest accepted request body, in bytes (API and webhooks). */
   BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(50_000_000).default(1_000_000),
@@ -92,13 +91,22 @@ export const configSchema = z.object({
   SANDBOX_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   /** Where the sandbox sends its signed webhooks. Defaults to PUBLIC_URL/webhooks/sandbox. */
   SANDBOX_WEBHOOK_URL: z.url().optional(),
-  STRIPE_SECRET_KEY: z.string().regex(/^(sk|rk)_(test|live)_/, 'must start with sk_test_, sk_live_, rk_test_ or rk_live_').optional(),
+  STRIPE_SECRET_KEY: z
+    .string()
+    .regex(/^(sk|rk)_(test|live)_/, 'must start with sk_test_, sk_live_, rk_test_ or rk_live_')
+    .optional(),
   /** Endpoint signing secret(s), comma-separated during a rotation (current first). */
-  STRIPE_WEBHOOK_SECRET: z.string().regex(/^whsec_/, 'must start with whsec_').optional(),
+  STRIPE_WEBHOOK_SECRET: z
+    .string()
+    .regex(/^whsec_/, 'must start with whsec_')
+    .optional(),
   /** Another Stripe API endpoint (stripe-mock, a local fake); default: Stripe's own. */
   STRIPE_API_BASE: z.url().optional(),
   YOOKASSA_SHOP_ID: z.string().regex(/^\d+$/, 'must be the numeric shopId').optional(),
-  YOOKASSA_SECRET_KEY: z.string().regex(/^(test|live)_/, 'must start with test_ or live_').optional(),
+  YOOKASSA_SECRET_KEY: z
+    .string()
+    .regex(/^(test|live)_/, 'must start with test_ or live_')
+    .optional(),
   YOOKASSA_API_BASE: z.url().default('https://api.yookassa.ru/v3'),
   /** Timeout of one provider API call; a timeout is an unknown outcome, settled by reconciliation. */
   PROVIDER_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(120_000).default(30_000),
@@ -151,21 +159,14 @@ export class ConfigError extends Error {
 /** Parses the environment; throws a ConfigError naming the first bad variable. */
 export function parseConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // Empty strings (as left by a copied .env.example) mean "unset".
-  const cleaned = Object.fromEntries(
-    Object.entries(env).filter(([key, value]) => key in configSchema.shape && value !== undefined && value !== ''),
-  );
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([key, value]) => key in configSchema.shape && value !== undefined && value !== ''));
   const parsed = configSchema.safeParse(cleaned);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new ConfigError(String(issue.path[0] ?? '?'), issue.message.charAt(0).toLowerCase() + issue.message.slice(1));
   }
   const config = parsed.data;
-  const perRole = [
-    'DATABASE_OWNER_URL',
-    'DATABASE_AUTHENTICATOR_URL',
-    'DATABASE_WORKER_URL',
-    'DATABASE_OPERATOR_URL',
-  ] as const;
+  const perRole = ['DATABASE_OWNER_URL', 'DATABASE_AUTHENTICATOR_URL', 'DATABASE_WORKER_URL', 'DATABASE_OPERATOR_URL'] as const;
   const given = perRole.filter((k) => config[k] !== undefined);
   if (given.length > 0 && given.length < perRole.length) {
     const missing = perRole.find((k) => config[k] === undefined)!;

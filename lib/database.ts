@@ -151,20 +151,14 @@ async function bootstrapRolesOnce(superuserUrl: string, roles: RoleNames, secret
     }
     for (const role of login) {
       const inherit = role === roles.authenticator ? 'noinherit' : 'inherit';
-      await client.query(
-        `alter role ${quoteIdent(role)} with login ${inherit} nosuperuser nocreatedb nocreaterole nobypassrls password ${quoteLiteral(derivePassword(secret, role))}`,
-      );
+      await client.query(`alter role ${quoteIdent(role)} with login ${inherit} nosuperuser nocreatedb nocreaterole nobypassrls password ${quoteLiteral(derivePassword(secret, role))}`);
     }
     for (const role of nologin) {
       await client.query(`alter role ${quoteIdent(role)} with nologin nosuperuser nocreatedb nocreaterole nobypassrls`);
     }
-    await client.query(
-      `grant ${nologin.map(quoteIdent).join(', ')} to ${quoteIdent(roles.authenticator)}`,
-    );
+    await client.query(`grant ${nologin.map(quoteIdent).join(', ')} to ${quoteIdent(roles.authenticator)}`);
     await client.query(`grant connect, create, temporary on database ${quoteIdent(db)} to ${quoteIdent(roles.owner)}`);
-    await client.query(
-      `grant connect on database ${quoteIdent(db)} to ${[roles.authenticator, roles.worker, roles.operator].map(quoteIdent).join(', ')}`,
-    );
+    await client.query(`grant connect on database ${quoteIdent(db)} to ${[roles.authenticator, roles.worker, roles.operator].map(quoteIdent).join(', ')}`);
     // Nobody but the owner may create objects in `public` (PostgreSQL < 15 allowed everyone).
     await client.query('revoke create on schema public from public');
     // Trusted extensions the migrations use; created here so an owner without superuser can rely on them.
@@ -244,10 +238,7 @@ async function stopStalePostmaster(dataDir: string, logger: Logger): Promise<voi
  * Starts the embedded PostgreSQL (initialising it on first run) and returns a
  * superuser URL for database `database`.
  */
-export async function startEmbeddedPostgres(
-  options: { dataDir: string; port: number; database: string },
-  logger: Logger,
-): Promise<EmbeddedPostgresHandle> {
+export async function startEmbeddedPostgres(options: { dataDir: string; port: number; database: string }, logger: Logger): Promise<EmbeddedPostgresHandle> {
   const EmbeddedPostgres = await importEmbeddedPostgres();
   const dataDir = path.resolve(options.dataDir);
   const parent = path.dirname(dataDir);
@@ -281,9 +272,7 @@ export async function startEmbeddedPostgres(
   try {
     await server.start();
   } catch (error) {
-    throw new Error(
-      `the embedded PostgreSQL did not start on port ${options.port} (is the port in use? set EMBEDDED_PG_PORT): ${String(error ?? 'no reason given')}`,
-    );
+    throw new Error(`the embedded PostgreSQL did not start on port ${options.port} (is the port in use? set EMBEDDED_PG_PORT): ${String(error ?? 'no reason given')}`);
   }
   const rootUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${options.port}/postgres`;
   await ensureDatabase(rootUrl, options.database);
@@ -325,10 +314,7 @@ export async function resolveDatabase(config: Config, logger: Logger): Promise<R
   let embedded: EmbeddedPostgresHandle | undefined;
   let superuserUrl = config.DATABASE_URL;
   if (!superuserUrl) {
-    embedded = await startEmbeddedPostgres(
-      { dataDir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT, database: 'abonement' },
-      logger,
-    );
+    embedded = await startEmbeddedPostgres({ dataDir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT, database: 'abonement' }, logger);
     superuserUrl = embedded.url;
   }
   const secret = config.DB_ROLE_SECRET ?? superuserUrl;
@@ -369,11 +355,7 @@ export interface TransactionOptions {
  * returns (unless told to roll back), rolls back when it throws, and gives
  * the client back to the pool on every path.
  */
-export async function withTransaction<T>(
-  pool: pg.Pool,
-  fn: (client: pg.PoolClient) => Promise<T>,
-  options: TransactionOptions = {},
-): Promise<T> {
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
   const client = await pool.connect();
   try {
     await client.query(options.readOnly ? 'begin read only' : 'begin');

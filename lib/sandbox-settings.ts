@@ -20,8 +20,7 @@ export function sandboxEnabled(config: Pick<Config, 'SANDBOX_GATEWAY' | 'NODE_EN
  * sandbox in production without SANDBOX_SECRET).
  */
 export function sandboxCredentials(config: Config): { apiKey: string; webhookSecret: string } {
-  const root =
-    config.SANDBOX_SECRET ?? `abonement-sandbox-development:${config.DB_ROLE_SECRET ?? config.DATABASE_URL ?? config.DB_ROLE_PREFIX}`;
+  const root = config.SANDBOX_SECRET ?? `abonement-sandbox-development:${config.DB_ROLE_SECRET ?? config.DATABASE_URL ?? config.DB_ROLE_PREFIX}`;
   const derive = (label: string) => createHmac('sha256', root).update(label).digest('base64url');
   return { apiKey: `sbx_${derive('api-key')}`, webhookSecret: `whsec_sbx_${derive('webhook-secret')}` };
 }

@@ -18,9 +18,7 @@ export interface JsonRequest {
   fetch?: FetchLike;
 }
 
-export type JsonResponse =
-  | { answered: true; status: number; body: unknown; headers: Headers }
-  | { answered: false; failure: TransportFailure };
+export type JsonResponse = { answered: true; status: number; body: unknown; headers: Headers } | { answered: false; failure: TransportFailure };
 
 export async function requestJson(request: JsonRequest): Promise<JsonResponse> {
   const doFetch = request.fetch ?? fetch;

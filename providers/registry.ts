@@ -42,7 +42,9 @@ export function buildProviderRegistry(config: Config, logger: Logger): ProviderR
       'stripe',
       new StripeAdapter({
         secretKey: config.STRIPE_SECRET_KEY,
-        webhookSecrets: config.STRIPE_WEBHOOK_SECRET.split(',').map((s) => s.trim()).filter(Boolean),
+        webhookSecrets: config.STRIPE_WEBHOOK_SECRET.split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
         timeoutMs,
         logger,
         ...(config.STRIPE_API_BASE ? { api: stripeApi(config.STRIPE_API_BASE) } : {}),
@@ -50,10 +52,7 @@ export function buildProviderRegistry(config: Config, logger: Logger): ProviderR
     );
   }
   if (config.YOOKASSA_SHOP_ID && config.YOOKASSA_SECRET_KEY) {
-    adapters.set(
-      'yookassa',
-      new YooKassaAdapter({ shopId: config.YOOKASSA_SHOP_ID, secretKey: config.YOOKASSA_SECRET_KEY, apiBase: config.YOOKASSA_API_BASE, timeoutMs, logger }),
-    );
+    adapters.set('yookassa', new YooKassaAdapter({ shopId: config.YOOKASSA_SHOP_ID, secretKey: config.YOOKASSA_SECRET_KEY, apiBase: config.YOOKASSA_API_BASE, timeoutMs, logger }));
   }
   const policy: RoutingPolicy = { sandboxForLiveTenants: config.SANDBOX_ALLOW_LIVE_TENANTS };
   const capabilities = () => Object.fromEntries([...adapters].map(([name, adapter]) => [name, adapter.capabilities]));

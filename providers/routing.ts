@@ -44,12 +44,7 @@ export interface RoutingPolicy {
   sandboxForLiveTenants?: boolean;
 }
 
-export function providerFits(
-  name: ProviderName,
-  capabilities: ProviderCapabilities,
-  request: RoutingRequest,
-  policy: RoutingPolicy = {},
-): boolean {
+export function providerFits(name: ProviderName, capabilities: ProviderCapabilities, request: RoutingRequest, policy: RoutingPolicy = {}): boolean {
   if (!capabilities.currencies.includes(request.currency)) return false;
   if (capabilities.countries !== 'all' && (!request.country || !capabilities.countries.includes(request.country))) return false;
   if (request.livemode !== capabilities.livemode) {
@@ -90,20 +85,14 @@ export interface FailoverAttempt {
   failure: TransportFailure;
 }
 
-export type FailoverResult =
-  | { ok: true; provider: ProviderName; checkout: Checkout; attempts: FailoverAttempt[] }
-  | { ok: false; attempts: FailoverAttempt[] };
+export type FailoverResult = { ok: true; provider: ProviderName; checkout: Checkout; attempts: FailoverAttempt[] } | { ok: false; attempts: FailoverAttempt[] };
 
 /**
  * Creates the checkout at the first candidate that answers. A ProviderError
  * (misuse, bad credentials) is thrown at once: it is not an outage, and
  * hiding it behind another provider would hide a misconfiguration.
  */
-export async function createCheckoutWithFailover(
-  candidates: readonly PaymentProvider[],
-  input: CheckoutInput,
-  logger?: Logger,
-): Promise<FailoverResult> {
+export async function createCheckoutWithFailover(candidates: readonly PaymentProvider[], input: CheckoutInput, logger?: Logger): Promise<FailoverResult> {
   const attempts: FailoverAttempt[] = [];
   for (const provider of candidates) {
     const result = await provider.createCheckout(input);
@@ -113,4 +102,3 @@ export async function createCheckoutWithFailover(
   }
   return { ok: false, attempts };
 }
-

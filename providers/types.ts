@@ -216,10 +216,7 @@ export interface PaymentProvider {
 
 export type ProviderErrorCode =
   /** The idempotency key was used before with different parameters: a bug in key derivation. */
-  | 'idempotency_conflict'
-  | 'authentication'
-  | 'invalid_request'
-  | 'not_supported';
+  'idempotency_conflict' | 'authentication' | 'invalid_request' | 'not_supported';
 
 /** Misuse or misconfiguration, never a payment outcome. */
 export class ProviderError extends Error {

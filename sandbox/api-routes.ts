@@ -84,18 +84,12 @@ export function apiRoutes(ctx: GatewayContext, options: ApiRoutesOptions): expre
       const amount = amountParam(body);
       const currency = currencyParam(body);
       const token = requireString(body, 'payment_method');
-      const method = await client.query<{ behaviour: SandboxBehaviour }>(
-        'select behaviour from sandbox_gateway.payment_methods where token = $1',
-        [token],
-      );
+      const method = await client.query<{ behaviour: SandboxBehaviour }>('select behaviour from sandbox_gateway.payment_methods where token = $1', [token]);
       if (!method.rows[0]) throw new ApiError(400, 'invalid_request_error', 'resource_missing', 'No such payment_method');
       const behaviour = method.rows[0].behaviour;
       const decline = behaviour === 'challenge_3ds' ? undefined : declineFor[behaviour];
       const status = behaviour === 'challenge_3ds' ? 'requires_action' : decline ? 'failed' : 'succeeded';
-      const failure =
-        behaviour === 'challenge_3ds'
-          ? { code: 'authentication_required', message: 'The customer must authenticate this payment.' }
-          : (decline ?? null);
+      const failure = behaviour === 'challenge_3ds' ? { code: 'authentication_required', message: 'The customer must authenticate this payment.' } : (decline ?? null);
       const paymentId = newId('pay_');
       try {
         await client.query(
@@ -159,10 +153,7 @@ export function apiRoutes(ctx: GatewayContext, options: ApiRoutesOptions): expre
          values ($1, $2, $3, $4, $5, 'succeeded', $6)`,
         [refundId, paymentId, req.get('idempotency-key'), amount.toString(), currency, optionalString(body, 'reason')],
       );
-      await client.query(
-        'update sandbox_gateway.payments set refunded_minor = refunded_minor + $2, updated_at = now() where id = $1',
-        [paymentId, amount.toString()],
-      );
+      await client.query('update sandbox_gateway.payments set refunded_minor = refunded_minor + $2, updated_at = now() where id = $1', [paymentId, amount.toString()]);
       const refund = refundJson({ id: refundId, paymentId, amountMinor: amount, currency, idempotencyKey: req.get('idempotency-key'), created: now() });
       return { status: 201, body: refund, events: [await recordEvent(client, now(), 'refund.succeeded', refund)] };
     });

@@ -28,7 +28,11 @@ export const sandboxTestCards: readonly SandboxTestCard[] = [
   { number: '4000000000009995', behaviour: 'decline_insufficient_funds', description: 'Declined: insufficient_funds (soft decline, retried by dunning).' },
   { number: '4000000000009979', behaviour: 'decline_stolen', description: 'Declined: stolen_card (hard decline, never retried).' },
   { number: '4000000000003220', behaviour: 'challenge_3ds', description: '3-D Secure: a challenge page on checkout; off-session charges need the customer again (requires_action).' },
-  { number: '4000000000000341', behaviour: 'decline_after_attach', description: 'Checkout succeeds and the card is saved; every later off-session charge is declined (card_declined, soft).' },
+  {
+    number: '4000000000000341',
+    behaviour: 'decline_after_attach',
+    description: 'Checkout succeeds and the card is saved; every later off-session charge is declined (card_declined, soft).',
+  },
   { number: '4000000000000119', behaviour: 'processing_error', description: 'processing_error: a gateway error, retried within minutes.' },
   { number: '4000000000090003', behaviour: 'charge_then_timeout', description: 'Sandbox only: the charge succeeds, then the gateway times out before answering (unknown outcome).' },
 ];

@@ -39,17 +39,14 @@ function canonical(value: unknown): string {
  * replay. `work` runs in the transaction that records the key, so a
  * validation error (thrown ApiError) stores nothing, as at Stripe.
  */
-export async function idempotent(
-  ctx: GatewayContext,
-  req: Request,
-  res: Response,
-  work: (client: pg.PoolClient, base: string) => Promise<IdempotentOutcome>,
-): Promise<void> {
+export async function idempotent(ctx: GatewayContext, req: Request, res: Response, work: (client: pg.PoolClient, base: string) => Promise<IdempotentOutcome>): Promise<void> {
   const key = req.get('idempotency-key');
   if (!key || key.length > 255) {
     throw new ApiError(400, 'invalid_request_error', 'idempotency_key_required', 'an Idempotency-Key header (1–255 characters) is required');
   }
-  const fingerprint = createHash('sha256').update(`${req.method} ${req.path} ${canonical(req.body ?? {})}`).digest('hex');
+  const fingerprint = createHash('sha256')
+    .update(`${req.method} ${req.path} ${canonical(req.body ?? {})}`)
+    .digest('hex');
   const base = baseUrl(req);
   const outcome = await gatewayTransaction(ctx.pool, async (client) => {
     const inserted = await client.query(
@@ -64,20 +61,16 @@ export async function idempotent(
       );
       const stored = rows[0]!;
       if (stored.fingerprint !== fingerprint) {
-        throw new ApiError(
-          400,
-          'idempotency_error',
-          'idempotency_key_reused',
-          'Keys for idempotent requests can only be used with the same parameters they were first used with.',
-        );
+        throw new ApiError(400, 'idempotency_error', 'idempotency_key_reused', 'Keys for idempotent requests can only be used with the same parameters they were first used with.');
       }
       return { status: stored.response_status, body: stored.response_body, events: [], replayed: true, hang: false };
     }
     const result = await work(client, base);
-    await client.query(
-      'update sandbox_gateway.idempotent_requests set response_status = $2, response_body = $3 where idempotency_key = $1',
-      [key, result.status, JSON.stringify(result.body)],
-    );
+    await client.query('update sandbox_gateway.idempotent_requests set response_status = $2, response_body = $3 where idempotency_key = $1', [
+      key,
+      result.status,
+      JSON.stringify(result.body),
+    ]);
     return { ...result, replayed: false, hang: result.hang ?? false };
   });
   for (const event of outcome.events) ctx.webhooks.enqueue(event);

@@ -104,10 +104,7 @@ export async function recordEvent(client: pg.PoolClient, now: Date, type: string
 export function ledgerOf(pool: pg.Pool): SandboxLedger {
   return {
     async chargeCount(idempotencyKey) {
-      const { rows } = await pool.query<{ n: string }>(
-        `select count(*) as n from sandbox_gateway.payments where idempotency_key = $1 and status = 'succeeded'`,
-        [idempotencyKey],
-      );
+      const { rows } = await pool.query<{ n: string }>(`select count(*) as n from sandbox_gateway.payments where idempotency_key = $1 and status = 'succeeded'`, [idempotencyKey]);
       return Number(rows[0]!.n);
     },
     async payments(filter = {}) {

@@ -58,12 +58,18 @@ export function pageRoutes(ctx: GatewayContext): express.Router {
       return null;
     }
     if (checkout.status === 'complete') {
-      res.status(200).type('html').send(messagePage('Already paid', 'This checkout has been paid.', { href: checkout.success_url, text: 'Return to the merchant' }));
+      res
+        .status(200)
+        .type('html')
+        .send(messagePage('Already paid', 'This checkout has been paid.', { href: checkout.success_url, text: 'Return to the merchant' }));
       return null;
     }
     if (checkout.status === 'expired' || checkout.expires_at.getTime() <= now().getTime()) {
       if (checkout.status === 'open') await db.query(`update sandbox_gateway.checkouts set status = 'expired' where id = $1`, [checkout.id]);
-      res.status(410).type('html').send(messagePage('Expired', 'This checkout has expired.', { href: checkout.cancel_url, text: 'Return to the merchant' }));
+      res
+        .status(410)
+        .type('html')
+        .send(messagePage('Expired', 'This checkout has expired.', { href: checkout.cancel_url, text: 'Return to the merchant' }));
       return null;
     }
     return checkout;
@@ -75,7 +81,13 @@ export function pageRoutes(ctx: GatewayContext): express.Router {
       .type('html')
       .send(
         checkoutPage(
-          { id: checkout.id, description: checkout.description, amountMinor: BigInt(checkout.amount_minor), currency: checkout.currency, cancelPath: `${req.baseUrl}/checkout/${checkout.id}/cancel` },
+          {
+            id: checkout.id,
+            description: checkout.description,
+            amountMinor: BigInt(checkout.amount_minor),
+            currency: checkout.currency,
+            cancelPath: `${req.baseUrl}/checkout/${checkout.id}/cancel`,
+          },
           error,
         ),
       );
@@ -128,15 +140,16 @@ export function pageRoutes(ctx: GatewayContext): express.Router {
       if (!expiry || isExpired(expiry, now())) return () => renderForm(req, res, checkout, 422, 'The expiry date is invalid or in the past.');
       if (!cvcOk) return () => renderForm(req, res, checkout, 422, 'The CVC must be 3 or 4 digits.');
       // A new attempt supersedes an abandoned 3-D Secure challenge.
-      await client.query(
-        `update sandbox_gateway.payments set status = 'canceled', updated_at = now() where checkout_id = $1 and status = 'requires_action'`,
-        [checkout.id],
-      );
+      await client.query(`update sandbox_gateway.payments set status = 'canceled', updated_at = now() where checkout_id = $1 and status = 'requires_action'`, [checkout.id]);
       const token = newId('pm_sbx_');
-      await client.query(
-        `insert into sandbox_gateway.payment_methods (token, behaviour, brand, last4, exp_month, exp_year) values ($1, $2, $3, $4, $5, $6)`,
-        [token, card.behaviour, cardBrand(number), number.slice(-4), expiry.month, expiry.year],
-      );
+      await client.query(`insert into sandbox_gateway.payment_methods (token, behaviour, brand, last4, exp_month, exp_year) values ($1, $2, $3, $4, $5, $6)`, [
+        token,
+        card.behaviour,
+        cardBrand(number),
+        number.slice(-4),
+        expiry.month,
+        expiry.year,
+      ]);
       // On the page, only outright declines and processing errors fail; 0341 succeeds (it declines later, off-session).
       const decline = card.behaviour === 'decline_after_attach' || card.behaviour === 'challenge_3ds' ? undefined : declineFor[card.behaviour];
       const status = card.behaviour === 'challenge_3ds' ? 'requires_action' : decline ? 'failed' : 'succeeded';
@@ -145,7 +158,18 @@ export function pageRoutes(ctx: GatewayContext): express.Router {
         `insert into sandbox_gateway.payments
            (id, idempotency_key, checkout_id, amount_minor, currency, status, failure_code, failure_message, payment_method_token, off_session, metadata)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10)`,
-        [paymentId, checkout.idempotency_key, checkout.id, checkout.amount_minor, checkout.currency, status, decline?.code ?? null, decline?.message ?? null, token, JSON.stringify(checkout.metadata)],
+        [
+          paymentId,
+          checkout.idempotency_key,
+          checkout.id,
+          checkout.amount_minor,
+          checkout.currency,
+          status,
+          decline?.code ?? null,
+          decline?.message ?? null,
+          token,
+          JSON.stringify(checkout.metadata),
+        ],
       );
       if (status === 'failed') return () => renderForm(req, res, checkout, 402, decline!.message);
       if (status === 'requires_action') return () => res.redirect(303, `${req.baseUrl}/checkout/${checkout.id}/challenge/${paymentId}`);
@@ -175,10 +199,9 @@ export function pageRoutes(ctx: GatewayContext): express.Router {
     await formPost(async (client, events) => {
       const checkout = await openCheckout(req, res, client, true);
       if (!checkout) return null;
-      const { rows } = await client.query<{ status: string; checkout_id: string | null }>(
-        'select status, checkout_id from sandbox_gateway.payments where id = $1 for update',
-        [paymentId],
-      );
+      const { rows } = await client.query<{ status: string; checkout_id: string | null }>('select status, checkout_id from sandbox_gateway.payments where id = $1 for update', [
+        paymentId,
+      ]);
       if (rows[0]?.checkout_id !== checkout.id || rows[0]?.status !== 'requires_action') {
         return () => renderForm(req, res, checkout, 409, NO_LONGER_PENDING);
       }
@@ -208,10 +231,7 @@ export function pageRoutes(ctx: GatewayContext): express.Router {
     const base = baseUrl(req);
     const paymentId = req.params.paymentId!;
     await formPost(async (client, events) => {
-      const { rows } = await client.query<{ status: string; off_session: boolean }>(
-        'select status, off_session from sandbox_gateway.payments where id = $1 for update',
-        [paymentId],
-      );
+      const { rows } = await client.query<{ status: string; off_session: boolean }>('select status, off_session from sandbox_gateway.payments where id = $1 for update', [paymentId]);
       if (!rows[0]?.off_session || rows[0].status !== 'requires_action') {
         return () => res.status(409).type('html').send(messagePage('Nothing to do', 'This payment no longer needs authentication.'));
       }

@@ -40,9 +40,7 @@ export interface CheckoutView {
 }
 
 export function checkoutPage(view: CheckoutView, error?: string): string {
-  const cards = sandboxTestCards
-    .map((card) => `<tr><td><code>${card.number.replace(/(\d{4})(?=\d)/g, '$1 ')}</code></td><td>${escapeHtml(card.description)}</td></tr>`)
-    .join('');
+  const cards = sandboxTestCards.map((card) => `<tr><td><code>${card.number.replace(/(\d{4})(?=\d)/g, '$1 ')}</code></td><td>${escapeHtml(card.description)}</td></tr>`).join('');
   return page(
     'Pay — sandbox',
     `<h1>${escapeHtml(view.description || 'Payment')}</h1>

@@ -64,11 +64,7 @@ export function finishApp(app: express.Express): void {
   });
   app.use((error: Error & { status?: number; type?: string }, req: express.Request, res: express.Response, _next: express.NextFunction) => {
     const status = error.status && error.status >= 400 && error.status < 600 ? error.status : 500;
-    const code =
-      error.type === 'entity.too.large' ? 'PAYLOAD_TOO_LARGE'
-      : error.type === 'entity.parse.failed' ? 'MALFORMED_JSON'
-      : status < 500 ? 'BAD_REQUEST'
-      : 'INTERNAL_ERROR';
+    const code = error.type === 'entity.too.large' ? 'PAYLOAD_TOO_LARGE' : error.type === 'entity.parse.failed' ? 'MALFORMED_JSON' : status < 500 ? 'BAD_REQUEST' : 'INTERNAL_ERROR';
     if (status >= 500) req.log.error({ err: error }, 'unhandled error');
     else req.log.warn({ code, message: error.message }, 'bad request');
     if (res.headersSent) return;

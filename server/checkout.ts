@@ -124,7 +124,10 @@ interface PaymentRow {
 /** A link that expires within this margin is not handed out again. */
 const EXPIRY_MARGIN_MS = 5 * 60_000;
 
-function linkOf(row: { id: string; invoice_id: string; provider: ProviderName; action_url: string; action_expires_at: Date | null; amount_minor: string; currency: string }, reused: boolean): CheckoutLink {
+function linkOf(
+  row: { id: string; invoice_id: string; provider: ProviderName; action_url: string; action_expires_at: Date | null; amount_minor: string; currency: string },
+  reused: boolean,
+): CheckoutLink {
   return {
     paymentId: row.id,
     invoiceId: row.invoice_id,
@@ -188,18 +191,25 @@ async function openCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): P
   const { pool, providers, logger } = deps;
   const log = logger.child({ subscriptionId: request.subscriptionId });
   for (let round = 0; ; round++) {
-    const ctx = await query<ContextRow>(pool, 'select * from app_private.checkout_context($1, $2, $3)', [
-      request.subscriptionId,
-      request.tenantId,
-      request.customerId ?? null,
-    ]);
+    const ctx = await query<ContextRow>(pool, 'select * from app_private.checkout_context($1, $2, $3)', [request.subscriptionId, request.tenantId, request.customerId ?? null]);
     if (ctx.payment_id) {
       if (ctx.payment_flow !== 'checkout' || ctx.payment_status === 'processing') {
         throw new CheckoutError(409, 'PAYMENT_IN_FLIGHT', 'a payment of this invoice is under way; ask again once it has settled');
       }
       const open = ctx.action_url && (!ctx.action_expires_at || ctx.action_expires_at.getTime() > Date.now() + EXPIRY_MARGIN_MS);
       if (open) {
-        return linkOf({ id: ctx.payment_id, invoice_id: ctx.invoice_id, provider: ctx.payment_provider!, action_url: ctx.action_url!, action_expires_at: ctx.action_expires_at, amount_minor: ctx.amount_minor, currency: ctx.currency }, true);
+        return linkOf(
+          {
+            id: ctx.payment_id,
+            invoice_id: ctx.invoice_id,
+            provider: ctx.payment_provider!,
+            action_url: ctx.action_url!,
+            action_expires_at: ctx.action_expires_at,
+            amount_minor: ctx.amount_minor,
+            currency: ctx.currency,
+          },
+          true,
+        );
       }
       if (ctx.action_url) {
         // The link expired: ask its provider how it ended (paid after all, or abandoned) before making another.
@@ -219,11 +229,7 @@ async function openCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): P
     if (candidates.length === 0) {
       throw new CheckoutError(422, 'NO_PAYMENT_PROVIDER', `no configured payment provider can take ${ctx.currency} for this ${ctx.livemode ? 'live' : 'test-mode'} tenant`);
     }
-    const payment = await query<PaymentRow>(pool, 'select * from app_private.begin_checkout_payment($1, $2, $3)', [
-      ctx.invoice_id,
-      candidates[0]!.name,
-      request.returnUrl ?? null,
-    ]);
+    const payment = await query<PaymentRow>(pool, 'select * from app_private.begin_checkout_payment($1, $2, $3)', [ctx.invoice_id, candidates[0]!.name, request.returnUrl ?? null]);
     if (payment.action_url) return linkOf({ ...payment, action_url: payment.action_url }, true); // a concurrent request just made it
     const returnPage = `${deps.publicUrl}/checkout/return?payment=${payment.id}`;
     let result;
@@ -296,10 +302,18 @@ export function checkoutRoutes(options: CheckoutRoutesOptions): express.Router {
       'Referrer-Policy': 'no-referrer',
     });
     try {
-      if (!UUID.test(paymentId)) return void res.status(404).type('html').send(returnPage('Not found', '<p>This payment does not exist.</p>', 'not_found'));
+      if (!UUID.test(paymentId))
+        return void res
+          .status(404)
+          .type('html')
+          .send(returnPage('Not found', '<p>This payment does not exist.</p>', 'not_found'));
       const { rows } = await options.pool.query<OutcomeRow>('select * from app_private.checkout_outcome($1)', [paymentId]);
       const row = rows[0];
-      if (!row) return void res.status(404).type('html').send(returnPage('Not found', '<p>This payment does not exist.</p>', 'not_found'));
+      if (!row)
+        return void res
+          .status(404)
+          .type('html')
+          .send(returnPage('Not found', '<p>This payment does not exist.</p>', 'not_found'));
       const inFlight = paymentInFlight(row.payment_status);
       // The customer is back before (or without) the provider's webhook: have the worker ask the provider now.
       if (inFlight && waited === 0 && !canceled) await options.pool.query('select app_private.request_reconcile($1)', [paymentId]);
@@ -360,7 +374,11 @@ function renderOutcome(row: OutcomeRow, view: { canceled: boolean; waited: numbe
         return returnPage('Payment not completed', `<p>You left the payment page before paying. No money was taken.</p>${retry}${what}${back}`, 'not_completed');
       }
       if (view.waited >= MAX_REFRESHES) {
-        return returnPage('Payment being confirmed', `<p>The payment provider has not confirmed your payment yet. You will get an e-mail as soon as it does; there is no need to pay again.</p>${what}${back}`, 'pending');
+        return returnPage(
+          'Payment being confirmed',
+          `<p>The payment provider has not confirmed your payment yet. You will get an e-mail as soon as it does; there is no need to pay again.</p>${what}${back}`,
+          'pending',
+        );
       }
       const next = `/checkout/return?payment=${view.paymentId}&wait=${view.waited + 1}`;
       return returnPage('Confirming your payment…', `<p>This takes a few seconds; the page refreshes by itself.</p>${what}`, 'confirming', next);

@@ -55,10 +55,7 @@ function required(values: Record<string, unknown>, name: string): string {
 
 async function findTenant(owner: pg.Client, ref: string): Promise<{ id: string; name: string }> {
   const byId = /^[0-9a-f-]{36}$/i.test(ref);
-  const { rows } = await owner.query<{ id: string; name: string }>(
-    `select id, name from app_public.tenants where ${byId ? 'id = $1::uuid' : 'invoice_prefix = upper($1)'}`,
-    [ref],
-  );
+  const { rows } = await owner.query<{ id: string; name: string }>(`select id, name from app_public.tenants where ${byId ? 'id = $1::uuid' : 'invoice_prefix = upper($1)'}`, [ref]);
   if (!rows[0]) throw Object.assign(new Error(`no tenant ${ref} (give its id or invoice prefix)`), { exitCode: EX_DATAERR });
   return rows[0];
 }
@@ -72,10 +69,13 @@ const commands: Record<string, Command> = {
       const name = required(values, 'name');
       const prefix = required(values, 'invoice-prefix').toUpperCase();
       await owner.query('begin');
-      const { rows: tenant } = await owner.query<{ id: string; test_mode: boolean }>(
-        'select id, test_mode from app_private.create_tenant($1, $2, $3, $4, $5)',
-        [name, prefix, String(values.currency ?? 'USD').toUpperCase(), values['time-zone'] ?? 'UTC', !values.live],
-      );
+      const { rows: tenant } = await owner.query<{ id: string; test_mode: boolean }>('select id, test_mode from app_private.create_tenant($1, $2, $3, $4, $5)', [
+        name,
+        prefix,
+        String(values.currency ?? 'USD').toUpperCase(),
+        values['time-zone'] ?? 'UTC',
+        !values.live,
+      ]);
       const { rows: key } = await owner.query<{ token: string; prefix: string }>(`select token, prefix from app_private.issue_api_key($1, 'first key', 'cli')`, [tenant[0]!.id]);
       await owner.query('commit');
       out(`tenant ${tenant[0]!.id} (${name}, ${tenant[0]!.test_mode ? 'test' : 'live'} mode, invoices ${prefix}-YYYY-NNNNNN)`);
@@ -149,7 +149,7 @@ function mainUsage(): string {
     'commands:',
     ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     '',
-    'Run `npm run abonement -- <command> --help` for a command\'s options.',
+    "Run `npm run abonement -- <command> --help` for a command's options.",
     'The database comes from the same settings as npm start (see .env.example).',
   ].join('\n');
 }

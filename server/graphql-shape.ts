@@ -122,17 +122,10 @@ const relationNames: Array<[string, string, string, string]> = [
  * is partial), so Amber's index check hides them, although the index on
  * (tenant_id, parent_id, …) serves them: listed explicitly.
  */
-const listedBackwards = new Set([
-  'invoices_subscription_fkey',
-  'refunds_subscription_fkey',
-  'payments_invoice_fkey',
-  'refunds_payment_fkey',
-]);
+const listedBackwards = new Set(['invoices_subscription_fkey', 'refunds_subscription_fkey', 'payments_invoice_fkey', 'refunds_payment_fkey']);
 
 const rules: PgSmartTagRule[] = [
-  ...Object.entries(exposedClasses).map(
-    ([name, behavior]): PgSmartTagRule => ({ kind: 'class', match: `app_public.${name}`, tags: { behavior } }),
-  ),
+  ...Object.entries(exposedClasses).map(([name, behavior]): PgSmartTagRule => ({ kind: 'class', match: `app_public.${name}`, tags: { behavior } })),
   // Report views: read-only lists (security_invoker views, so RLS decides the rows).
   { kind: 'class', match: (c: PgClass) => c.getNamespace()?.nspname === 'app_reports', tags: { behavior: `${READ} -single` } },
   { kind: 'class', match: 'app_reports.tenant_subscription_counts', tags: { name: 'subscription_counts' } },
@@ -278,10 +271,7 @@ export const PaginationLimitsPlugin: GraphileConfig.Plugin = {
           ...rest,
           first: {
             ...args.first,
-            description: build.wrapDescription(
-              `Read the first \`n\` values of the set (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}); page on with \`after\`.`,
-              'arg',
-            ),
+            description: build.wrapDescription(`Read the first \`n\` values of the set (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}); page on with \`after\`.`, 'arg'),
             defaultValue: DEFAULT_PAGE_SIZE,
             applyPlan(_: unknown, $connection: { setFirst($n: Step): void }, arg: { getRaw(): Step }) {
               $connection.setFirst(lambda(arg.getRaw(), checkPageSize));
@@ -360,4 +350,3 @@ export function customerSessionTokenPlugin(sessionKey: Uint8Array): GraphileConf
     'AbonementCustomerSessionTokenPlugin',
   );
 }
-

@@ -106,14 +106,20 @@ export const API_SCHEMAS = ['app_public', 'app_reports'];
 export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
   return {
     extends: [PostGraphileAmberPreset, PostGraphileConnectionFilterPreset, PgSimplifyInflectionPreset],
-    plugins: [ShapeSmartTagsPlugin, ShapeBehaviorPlugin, SubscriptionNamesPlugin, PaginationLimitsPlugin, NewestFirstPlugin, StrictBigIntPlugin, customerSessionTokenPlugin(sessionKey), CheckoutLinkMutationPlugin],
+    plugins: [
+      ShapeSmartTagsPlugin,
+      ShapeBehaviorPlugin,
+      SubscriptionNamesPlugin,
+      PaginationLimitsPlugin,
+      NewestFirstPlugin,
+      StrictBigIntPlugin,
+      customerSessionTokenPlugin(sessionKey),
+      CheckoutLinkMutationPlugin,
+    ],
     schema: {
       // Filtering (postgraphile-plugin-connection-filter): indexed columns only (Amber's index behaviours),
       // cheap operators only, no filtering through relations, computed columns, arrays or functions.
-      connectionFilterAllowedOperators: [
-        'isNull', 'equalTo', 'notEqualTo', 'in', 'notIn',
-        'lessThan', 'lessThanOrEqualTo', 'greaterThan', 'greaterThanOrEqualTo',
-      ],
+      connectionFilterAllowedOperators: ['isNull', 'equalTo', 'notEqualTo', 'in', 'notIn', 'lessThan', 'lessThanOrEqualTo', 'greaterThan', 'greaterThanOrEqualTo'],
       connectionFilterArrays: false,
       connectionFilterComputedColumns: false,
       connectionFilterSetofFunctions: false,

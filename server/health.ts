@@ -77,6 +77,6 @@ export function healthRoutes(app: express.Express, options: ReadinessOptions): v
   app.get('/readyz', async (req, res) => {
     const report = await checkReadiness(options);
     if (!report.ready) req.log?.warn({ checks: report.checks }, 'not ready');
-    res.status(report.ready ? 200 : 503).json({ status: report.ready ? 'ready' : 'not_ready', ...report.checks && { checks: report.checks } });
+    res.status(report.ready ? 200 : 503).json({ status: report.ready ? 'ready' : 'not_ready', ...(report.checks && { checks: report.checks }) });
   });
 }

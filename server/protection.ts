@@ -120,11 +120,7 @@ export function measureQuery(document: DocumentNode, maxDepth: number): Measure 
           continue;
         }
         const pageArg = selection.arguments?.find((a) => a.name.value === 'first' || a.name.value === 'last');
-        const page =
-          pageArg?.value.kind === Kind.INT ? Math.max(1, Number(pageArg.value.value))
-          : pageArg ? 100
-          : isConnectionSelection(selection.selectionSet) ? DEFAULT_PAGE
-          : 1;
+        const page = pageArg?.value.kind === Kind.INT ? Math.max(1, Number(pageArg.value.value)) : pageArg ? 100 : isConnectionSelection(selection.selectionSet) ? DEFAULT_PAGE : 1;
         const inner = walk(selection.selectionSet, depth + 1, seen);
         deepest = Math.max(deepest, inner.depth);
         cost += 1 + page * inner.cost;
@@ -181,9 +177,7 @@ export function graphqlLimits(options: ProtectionOptions, schema?: GraphQLSchema
     if (!checked) {
       const measure = measureQuery(document!, options.graphqlMaxDepth);
       const errors = measure.depth > options.graphqlMaxDepth || measure.cost > options.graphqlMaxCost || !schema ? [] : validate(schema, document!);
-      checked = errors.length
-        ? { refusal: { code: 'GRAPHQL_VALIDATION_FAILED', messages: errors.map((e) => e.message) } }
-        : { document: document!, measure };
+      checked = errors.length ? { refusal: { code: 'GRAPHQL_VALIDATION_FAILED', messages: errors.map((e) => e.message) } } : { document: document!, measure };
     }
     if (cache.size > 1000) cache.clear();
     cache.set(query, checked);

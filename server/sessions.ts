@@ -66,8 +66,7 @@ export async function verifyCustomerSession(token: string, key: Uint8Array): Pro
   try {
     const { payload } = await jwtVerify(token, key, { issuer: SESSION_ISSUER, audience: SESSION_AUDIENCE, algorithms: ['HS256'] });
     const { sub, tid, sid, exp } = payload as { sub?: unknown; tid?: unknown; sid?: unknown; exp?: unknown };
-    if (typeof sub !== 'string' || typeof tid !== 'string' || typeof sid !== 'string' || typeof exp !== 'number'
-      || !UUID.test(sub) || !UUID.test(tid) || !UUID.test(sid)) {
+    if (typeof sub !== 'string' || typeof tid !== 'string' || typeof sid !== 'string' || typeof exp !== 'number' || !UUID.test(sub) || !UUID.test(tid) || !UUID.test(sid)) {
       throw new SessionTokenError('INVALID_SESSION_TOKEN', 'the session token lacks its tenant, customer or session');
     }
     return { sessionId: sid, tenantId: tid, customerId: sub, expiresAt: new Date(exp * 1000) };

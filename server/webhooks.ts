@@ -114,7 +114,10 @@ export function webhookRoutes(options: WebhookIntakeOptions): express.Router {
         for (const [index, result] of stored.entries()) {
           accepted.inc({ provider, result: result.isNew ? 'new' : 'duplicate' });
           if (!result.isNew) duplicates++;
-          req.log.debug({ provider, eventId: verdict.events[index]!.eventId, type: verdict.events[index]!.providerType, inbox: result.eventId, new: result.isNew }, 'webhook event stored');
+          req.log.debug(
+            { provider, eventId: verdict.events[index]!.eventId, type: verdict.events[index]!.providerType, inbox: result.eventId, new: result.isNew },
+            'webhook event stored',
+          );
         }
         res.status(200).json({ received: stored.length, duplicates });
       } catch (failure) {
@@ -172,10 +175,9 @@ export class InboxWriter {
 
   private async write(batch: Waiting[]): Promise<void> {
     try {
-      const { rows } = await this.pool.query<{ event_id: string; is_new: boolean }>(
-        'select event_id, is_new from app_private.accept_provider_events($1)',
-        [JSON.stringify(batch.map((w) => w.event))],
-      );
+      const { rows } = await this.pool.query<{ event_id: string; is_new: boolean }>('select event_id, is_new from app_private.accept_provider_events($1)', [
+        JSON.stringify(batch.map((w) => w.event)),
+      ]);
       if (rows.length !== batch.length) throw new Error(`inbox returned ${rows.length} rows for ${batch.length} events`);
       this.observe(batch.length);
       for (const [index, waiting] of batch.entries()) waiting.resolve({ eventId: rows[index]!.event_id, isNew: rows[index]!.is_new });

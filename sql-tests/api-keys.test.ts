@@ -22,7 +22,7 @@ async function issue(tenantId: string) {
 }
 
 describe('issue_api_key', () => {
-  test('issues a token in the tenant\'s mode and stores only its SHA-256', async () => {
+  test("issues a token in the tenant's mode and stores only its SHA-256", async () => {
     // Setup
     const test_ = await createTenant(db, { testMode: true });
     const live = await createTenant(db, { testMode: false });
@@ -33,9 +33,7 @@ describe('issue_api_key', () => {
     assert.match(a.token, /^ak_test_[A-Za-z0-9]{12}_[A-Za-z0-9]{40}$/);
     assert.match(b.token, /^ak_live_[A-Za-z0-9]{12}_[A-Za-z0-9]{40}$/);
     assert.equal(a.prefix, a.token.slice(0, 'ak_test_'.length + 12));
-    const { rows } = await db.asOwner((c) =>
-      c.query(`select secret_hash = sha256(convert_to($1, 'UTF8')) as ok, public_id from app_private.api_keys where id = $2`, [a.token, a.id]),
-    );
+    const { rows } = await db.asOwner((c) => c.query(`select secret_hash = sha256(convert_to($1, 'UTF8')) as ok, public_id from app_private.api_keys where id = $2`, [a.token, a.id]));
     assert.equal(rows[0].ok, true);
   });
 

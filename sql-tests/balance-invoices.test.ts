@@ -29,8 +29,7 @@ const lines = [
 ];
 const createInvoice = (customerId: string, l: unknown, currency: string | null = null) =>
   db.asTenant(world.tenantId, (c) => c.query('select * from app_public.create_invoice($1, $2, $3, $4)', [customerId, JSON.stringify(l), key(), currency]));
-const credit = (amount: number) =>
-  db.asTenant(world.tenantId, (c) => c.query('select * from app_public.credit_balance($1, $2, $3)', [world.customerId, amount, key()]));
+const credit = (amount: number) => db.asTenant(world.tenantId, (c) => c.query('select * from app_public.credit_balance($1, $2, $3)', [world.customerId, amount, key()]));
 async function ledger(customerId: string) {
   const { rows } = await db.asOwner((c) =>
     c.query(`select kind, amount_minor, balance_after_minor from app_public.balance_transactions where customer_id = $1 order by created_at, balance_after_minor desc`, [customerId]),
@@ -63,7 +62,14 @@ describe('one-off invoices', () => {
   });
 
   test('bad lines and currencies are refused', async () => {
-    for (const bad of [[], [{ description: '', unit_amount_minor: 1 }], [{ description: 'x', unit_amount_minor: -1 }], [{ description: 'x', unit_amount_minor: 1.5 }], [{ description: 'x', unit_amount_minor: 1, quantity: 0 }], { description: 'x' }]) {
+    for (const bad of [
+      [],
+      [{ description: '', unit_amount_minor: 1 }],
+      [{ description: 'x', unit_amount_minor: -1 }],
+      [{ description: 'x', unit_amount_minor: 1.5 }],
+      [{ description: 'x', unit_amount_minor: 1, quantity: 0 }],
+      { description: 'x' },
+    ]) {
       const error = await errorOf(createInvoice(world.customerId, bad));
       assert.deepEqual([error.code, error.detail], ['AB400', 'INVALID_LINES'], JSON.stringify(bad));
     }
@@ -93,18 +99,14 @@ describe('customer balance', () => {
     await credit(10000);
     const { rows } = await createInvoice(world.customerId, lines);
     assert.deepEqual([rows[0].status, rows[0].amount_due_minor], ['paid', '0']);
-    const { rows: balance } = await db.asTenant(world.tenantId, (c) =>
-      c.query(`select balance_minor from app_public.customer_balances where customer_id = $1`, [world.customerId]),
-    );
+    const { rows: balance } = await db.asTenant(world.tenantId, (c) => c.query(`select balance_minor from app_public.customer_balances where customer_id = $1`, [world.customerId]));
     assert.equal(balance[0].balance_minor, '2000');
   });
 
   test('a voided invoice gives its applied credit back: canceling the subscription voids its open invoice', async () => {
     // Setup: 300 of credit, then a subscription whose first invoice (price 1000) uses it and waits for payment
     await credit(300);
-    const { rows: subs } = await db.asTenant(world.tenantId, (c) =>
-      c.query('select * from app_public.create_subscription($1, $2, null, $3)', [world.customerId, world.priceId, key()]),
-    );
+    const { rows: subs } = await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, null, $3)', [world.customerId, world.priceId, key()]));
     const { rows: invoices } = await db.asOwner((c) => c.query('select * from app_public.invoices where subscription_id = $1', [subs[0].id]));
     assert.equal(invoices[0].balance_applied_minor, '300');
     // Action
@@ -125,9 +127,7 @@ describe('customer balance', () => {
     await credit(3000);
     const one = [{ description: 'A', unit_amount_minor: 2000 }];
     await Promise.all([createInvoice(world.customerId, one), createInvoice(world.customerId, one), createInvoice(world.customerId, one)]);
-    const { rows } = await db.asOwner((c) =>
-      c.query(`select sum(balance_applied_minor)::int as applied from app_public.invoices where customer_id = $1`, [world.customerId]),
-    );
+    const { rows } = await db.asOwner((c) => c.query(`select sum(balance_applied_minor)::int as applied from app_public.invoices where customer_id = $1`, [world.customerId]));
     assert.equal(rows[0].applied, 3000);
     const entries = await ledger(world.customerId);
     assert.ok(entries.every((e) => Number(e.balance_after_minor) >= 0));

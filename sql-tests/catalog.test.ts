@@ -43,34 +43,29 @@ describe('tenant self-service', () => {
   test('an unknown currency or a negative amount is refused', async () => {
     const planId = (await db.asTenant(tenantId, (c) => c.query(`insert into app_public.plans (name) values ('P') returning id`))).rows[0].id;
     const insert = (currency: string, amount: number) =>
-      db.asTenant(tenantId, (c) =>
-        c.query(`insert into app_public.prices (plan_id, currency, interval, amount_minor) values ($1, $2, 'month', $3)`, [planId, currency, amount]),
-      );
+      db.asTenant(tenantId, (c) => c.query(`insert into app_public.prices (plan_id, currency, interval, amount_minor) values ($1, $2, 'month', $3)`, [planId, currency, amount]));
     assert.equal((await errorOf(insert('XXX', 100))).code, '23503');
     assert.equal((await errorOf(insert('USD', -1))).code, '23514');
   });
 
   test('creates a customer (idempotently) and attaches a card token, which it cannot read back', async () => {
     const k = key();
-    const create = () =>
-      db.asTenant(tenantId, (c) => c.query(`select * from app_public.create_customer('ext-1', 'ann@example.com', $1, 'Ann', 'de')`, [k]));
+    const create = () => db.asTenant(tenantId, (c) => c.query(`select * from app_public.create_customer('ext-1', 'ann@example.com', $1, 'Ann', 'de')`, [k]));
     const first = (await create()).rows[0];
     const again = (await create()).rows[0];
     assert.equal(again.id, first.id);
     assert.equal(first.country, 'DE');
     const card = await db.asTenant(tenantId, (c) =>
-      c.query(`insert into app_public.payment_methods (customer_id, provider, provider_token, last4, is_default) values ($1, 'sandbox', 'tok_abc', '4242', true) returning id, last4`, [first.id]),
+      c.query(`insert into app_public.payment_methods (customer_id, provider, provider_token, last4, is_default) values ($1, 'sandbox', 'tok_abc', '4242', true) returning id, last4`, [
+        first.id,
+      ]),
     );
     assert.equal(card.rows[0].last4, '4242');
     const pan = await errorOf(
-      db.asTenant(tenantId, (c) =>
-        c.query(`insert into app_public.payment_methods (customer_id, provider, provider_token) values ($1, 'sandbox', '4242424242424242')`, [first.id]),
-      ),
+      db.asTenant(tenantId, (c) => c.query(`insert into app_public.payment_methods (customer_id, provider, provider_token) values ($1, 'sandbox', '4242424242424242')`, [first.id])),
     );
     assert.equal(pan.code, '23514', 'a card number is never stored as a token');
-    const duplicate = await errorOf(
-      db.asTenant(tenantId, (c) => c.query(`select * from app_public.create_customer('ext-1', 'bob@example.com', $1)`, [key()])),
-    );
+    const duplicate = await errorOf(db.asTenant(tenantId, (c) => c.query(`select * from app_public.create_customer('ext-1', 'bob@example.com', $1)`, [key()])));
     assert.deepEqual([duplicate.code, duplicate.detail], ['AB409', 'CUSTOMER_EXISTS']);
   });
 });

@@ -40,8 +40,7 @@ describe('create_plan and create_price', () => {
 describe('set_plan_status and purchasable_plans', () => {
   test('a plan on sale with a price is purchasable inside its window only; status never returns to draft', async () => {
     const tenant = await createTenant(db);
-    const plan = (await db.asTenant(tenant, (c) => c.query(
-      `select * from app_public.create_plan('Summer', $1, sale_starts_at => '2026-05-01T00:00:00Z')`, [key()]))).rows[0];
+    const plan = (await db.asTenant(tenant, (c) => c.query(`select * from app_public.create_plan('Summer', $1, sale_starts_at => '2026-05-01T00:00:00Z')`, [key()]))).rows[0];
     await db.asTenant(tenant, (c) => c.query(`select * from app_public.create_price($1, 'USD', 'month', 500, $2)`, [plan.id, key()]));
     const purchasable = async () => (await db.asTenant(tenant, (c) => c.query('select id from app_public.purchasable_plans()'))).rows.map((r) => r.id);
     assert.deepEqual(await purchasable(), [], 'draft');

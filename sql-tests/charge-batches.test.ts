@@ -9,7 +9,20 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import { activeSubscription, beginPayment, createCustomer, createWorld, iso, openInvoice, payInvoice, recordResult, renewDue, setClock, subscribe, type Row } from './support/billing.ts';
+import {
+  activeSubscription,
+  beginPayment,
+  createCustomer,
+  createWorld,
+  iso,
+  openInvoice,
+  payInvoice,
+  recordResult,
+  renewDue,
+  setClock,
+  subscribe,
+  type Row,
+} from './support/billing.ts';
 
 let db: TestDatabase;
 before(async () => {
@@ -38,7 +51,9 @@ describe('begin_payments', () => {
     const paid = await openInvoice(db, (await subscribe(db, world)).id);
     await payInvoice(db, paid.id);
     const noCard = await createCustomer(db, world.tenantId);
-    const { rows: [manual] } = await db.asTenant(world.tenantId, (c) =>
+    const {
+      rows: [manual],
+    } = await db.asTenant(world.tenantId, (c) =>
       c.query(`select * from app_public.create_invoice($1, '[{"description": "Setup", "unit_amount_minor": 500}]', 'k-setup-' || gen_random_uuid())`, [noCard]),
     );
     // Action: one statement, on one session that keeps the locks.
@@ -62,7 +77,9 @@ describe('begin_payments', () => {
       const probe = async (paymentId: string) =>
         (await db.asWorker((c) => c.query(`select pg_try_advisory_lock(hashtextextended('abonement:payment:' || $1, 0)) as got`, [paymentId]))).rows[0].got;
       assert.equal(await probe(created.id), false);
-      const { rows: [released] } = await client.query('select app_private.unlock_payments($1::uuid[]) as n', [[created.id, pending.id]]);
+      const {
+        rows: [released],
+      } = await client.query('select app_private.unlock_payments($1::uuid[]) as n', [[created.id, pending.id]]);
       assert.equal(released.n, 2);
     } finally {
       client.release();
@@ -76,7 +93,9 @@ describe('begin_payments', () => {
     const holder = await db.pools.worker.connect();
     try {
       await holder.query(`select pg_advisory_lock(hashtextextended('abonement:payment:' || $1, 0))`, [pending.id]);
-      const { rows: [row] } = await db.asWorker((c) => c.query('select * from app_private.begin_payments($1::uuid[])', [[invoice.id]]));
+      const {
+        rows: [row],
+      } = await db.asWorker((c) => c.query('select * from app_private.begin_payments($1::uuid[])', [[invoice.id]]));
       assert.deepEqual([row.outcome, row.locked, row.provider_token], ['resend', false, null]);
     } finally {
       await holder.query(`select pg_advisory_unlock_all()`);
@@ -98,7 +117,9 @@ describe('begin_payments', () => {
     assert.equal(early.outcome, 'not_due');
     assert.equal((await payments(invoice.id)).length, 1);
     // On its day.
-    const { rows: [open] } = await db.asOwner((c) => c.query('select next_attempt_at from app_public.invoices where id = $1', [invoice.id]));
+    const {
+      rows: [open],
+    } = await db.asOwner((c) => c.query('select next_attempt_at from app_public.invoices where id = $1', [invoice.id]));
     await setClock(db, new Date(open.next_attempt_at).toISOString());
     const due = (await db.asWorker((c) => c.query('select * from app_private.begin_payments($1::uuid[])', [[invoice.id]]))).rows[0];
     assert.deepEqual([due.outcome, due.idempotency_key], ['begun', `abonement-${invoice.id}-2`]);
@@ -119,7 +140,15 @@ describe('apply_payment_results', () => {
       c.query('select * from app_private.apply_payment_results($1::jsonb)', [
         JSON.stringify([
           { payment_id: attempts[0]!.id, outcome: 'succeeded', provider_payment_id: 'pp_1', amount_minor: '1000', currency: 'USD' },
-          { payment_id: attempts[1]!.id, outcome: 'failed', provider_payment_id: 'pp_2', amount_minor: '1000', currency: 'USD', failure_category: 'hard_decline', failure_code: 'stolen_card' },
+          {
+            payment_id: attempts[1]!.id,
+            outcome: 'failed',
+            provider_payment_id: 'pp_2',
+            amount_minor: '1000',
+            currency: 'USD',
+            failure_category: 'hard_decline',
+            failure_code: 'stolen_card',
+          },
           { payment_id: attempts[2]!.id, outcome: 'bogus' },
         ]),
       ]),
@@ -134,7 +163,9 @@ describe('apply_payment_results', () => {
     assert.equal(invoiceStatus.get(invoices[0]!.id), 'paid');
     assert.equal(invoiceStatus.get(invoices[2]!.id), 'open');
     assert.equal((await payments(invoices[2]!.id))[0]!.status, 'pending', 'the bad answer changed nothing: its job retries and re-sends');
-    const { rows: [provider] } = await db.asOwner((c) => c.query('select provider_payment_id, status from app_public.payments where id = $1', [attempts[0]!.id]));
+    const {
+      rows: [provider],
+    } = await db.asOwner((c) => c.query('select provider_payment_id, status from app_public.payments where id = $1', [attempts[0]!.id]));
     assert.deepEqual([provider.provider_payment_id, provider.status], ['pp_1', 'succeeded']);
     // A replay of the batch changes nothing (invariant 5).
     const { rows: again } = await db.asWorker((c) =>

@@ -37,11 +37,9 @@ describe('app_hidden.now()', () => {
     await setClock(db, '2026-04-01T00:00:00Z');
     const test_ = await createWorld(db, { testMode: true });
     const live = await createWorld(db);
-    const advance = (tenantId: string, to: string) =>
-      db.asTenant(tenantId, (c) => c.query(`select app_public.advance_test_clock($1)`, [to]));
+    const advance = (tenantId: string, to: string) => db.asTenant(tenantId, (c) => c.query(`select app_public.advance_test_clock($1)`, [to]));
     await advance(test_.tenantId, '2026-06-01T00:00:00Z');
-    const now = async (tenantId: string) =>
-      iso((await db.asTenant(tenantId, (c) => c.query(`select app_hidden.now() as now`))).rows[0].now);
+    const now = async (tenantId: string) => iso((await db.asTenant(tenantId, (c) => c.query(`select app_hidden.now() as now`))).rows[0].now);
     assert.equal(await now(test_.tenantId), '2026-06-01T00:00:00.000Z');
     assert.equal(await now(live.tenantId), '2026-04-01T00:00:00.000Z', 'other tenants are not moved');
     assert.deepEqual(Object.values(await errorOf(advance(test_.tenantId, '2026-05-01T00:00:00Z'))).slice(0, 2), ['AB422', 'CLOCK_BACKWARDS']);
@@ -80,7 +78,13 @@ describe('nothing else reads the time', () => {
         });
     }
     // The clock itself, and the one place that converts clock time to real time for job scheduling.
-    const allowed = [/^015-tenants\.sql:.*return coalesce\(frozen, pg_catalog\.transaction_timestamp\(\)\);$/, /^041-billing-internals\.sql:.*select pg_catalog\.transaction_timestamp\(\) \+ greatest/];
-    assert.deepEqual(offenders.filter((o) => !allowed.some((a) => a.test(o))), []);
+    const allowed = [
+      /^015-tenants\.sql:.*return coalesce\(frozen, pg_catalog\.transaction_timestamp\(\)\);$/,
+      /^041-billing-internals\.sql:.*select pg_catalog\.transaction_timestamp\(\) \+ greatest/,
+    ];
+    assert.deepEqual(
+      offenders.filter((o) => !allowed.some((a) => a.test(o))),
+      [],
+    );
   });
 });

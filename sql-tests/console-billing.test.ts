@@ -47,9 +47,32 @@ async function audit(action: string, targetId: string): Promise<Row[]> {
 describe('secret names', () => {
   test('SQL and admin/secret-names.ts agree', async () => {
     const names = [
-      'password_hash', 'provider_token', 'secret_hash', 'webhook_secret', 'apiKey', 'api_key', 'privateKey', 'cvc', 'card_cvv', 'salt',
-      'otp', 'credentials', 'paymentMethod', 'token', 'tokens_used', 'passage', 'hashtag', 'pan', 'company', 'idempotency_key', 'brand', 'last4',
-      'provider_idempotency_key', 'accessToken', 'ID_TOKEN', 'Secret',
+      'password_hash',
+      'provider_token',
+      'secret_hash',
+      'webhook_secret',
+      'apiKey',
+      'api_key',
+      'privateKey',
+      'cvc',
+      'card_cvv',
+      'salt',
+      'otp',
+      'credentials',
+      'paymentMethod',
+      'token',
+      'tokens_used',
+      'passage',
+      'hashtag',
+      'pan',
+      'company',
+      'idempotency_key',
+      'brand',
+      'last4',
+      'provider_idempotency_key',
+      'accessToken',
+      'ID_TOKEN',
+      'Secret',
     ];
     const { rows } = await db.asOperator((c) => c.query('select n, app_hidden.is_secret_name(n) as secret from unnest($1::text[]) n', [names]));
     for (const row of rows) assert.equal(row.secret, isSecretName(row.n), row.n);
@@ -57,9 +80,7 @@ describe('secret names', () => {
 
   test('without_secret_keys removes them at any depth, in objects inside arrays too', async () => {
     const { rows } = await db.asOperator((c) =>
-      c.query(`select app_hidden.without_secret_keys($1) as v`, [
-        { a: 1, token: 't', nested: { apiKey: 'k', keep: [{ card_token: 'x', brand: 'visa' }, 'plain'] }, list: [1, 2] },
-      ]),
+      c.query(`select app_hidden.without_secret_keys($1) as v`, [{ a: 1, token: 't', nested: { apiKey: 'k', keep: [{ card_token: 'x', brand: 'visa' }, 'plain'] }, list: [1, 2] }]),
     );
     assert.deepEqual(rows[0].v, { a: 1, nested: { keep: [{ brand: 'visa' }, 'plain'] }, list: [1, 2] });
   });
@@ -69,7 +90,10 @@ describe('secret names', () => {
     const { rows } = await db.asOperator((c) =>
       c.query(`select column_name from information_schema.columns where table_schema = 'app_private' and table_name = 'console_provider_events'`),
     );
-    assert.deepEqual(rows.map((r) => r.column_name).filter((n: string) => ['payload', 'raw'].includes(n)), []);
+    assert.deepEqual(
+      rows.map((r) => r.column_name).filter((n: string) => ['payload', 'raw'].includes(n)),
+      [],
+    );
   });
 });
 
@@ -114,8 +138,7 @@ describe('console_review_payment', () => {
     const sub = await subscribe(db, world);
     const invoice = await openInvoice(db, sub.id);
     const payment = await beginPayment(db, invoice.id);
-    const review = (role: string, id: string) =>
-      db.asOperator((c) => c.query('select app_private.console_review_payment($1, $2) as r', [id, key()]), operators[role]);
+    const review = (role: string, id: string) => db.asOperator((c) => c.query('select app_private.console_review_payment($1, $2) as r', [id, key()]), operators[role]);
     assert.equal((await errorOf(review('finance', payment.id))).detail, 'PAYMENT_NEEDS_NO_REVIEW');
     await recordResult(db, payment.id, 'unknown');
     assert.equal((await errorOf(review('support', payment.id))).detail, 'FORBIDDEN');
@@ -131,14 +154,16 @@ describe('console_review_payment', () => {
 describe('console_billing_summary', () => {
   test('counts for every operator role; nobody else gets a console figure through the claim helpers', async () => {
     const { rows } = await db.asOperator((c) => c.query('select * from app_private.console_billing_summary()'), operators.viewer);
-    const { rows: exact } = await db.asOwner((c) => c.query(`select count(*) filter (where status = 'active') as active, count(*) filter (where status = 'past_due') as past_due from app_public.subscriptions`));
+    const { rows: exact } = await db.asOwner((c) =>
+      c.query(`select count(*) filter (where status = 'active') as active, count(*) filter (where status = 'past_due') as past_due from app_public.subscriptions`),
+    );
     assert.equal(rows[0].active_subscriptions, exact[0].active);
     assert.equal(rows[0].past_due_subscriptions, exact[0].past_due);
     assert.equal(rows[0].active_subscriptions_estimated, false);
     assert.equal(await sqlState(db.asTenant(world.tenantId, (c) => c.query('select * from app_private.console_billing_summary()'))), '42501');
   });
 
-  test('on a big table, active subscriptions are the planner\'s estimate (and say so)', async () => {
+  test("on a big table, active subscriptions are the planner's estimate (and say so)", async () => {
     for (let i = 0; i < 4; i++) {
       const sub = await subscribe(db, world);
       await payInvoice(db, (await openInvoice(db, sub.id)).id);
@@ -155,9 +180,7 @@ describe('console_billing_summary', () => {
       );
       // Action: as the console does it, on the operator's login role.
       await client.query(`set local role ${db.roles.operator}`);
-      await client.query(`select set_config('jwt.claims.operator_id', $1, true), set_config('jwt.claims.operator_role', 'viewer', true)`, [
-        operators.viewer!.operator_id,
-      ]);
+      await client.query(`select set_config('jwt.claims.operator_id', $1, true), set_config('jwt.claims.operator_role', 'viewer', true)`, [operators.viewer!.operator_id]);
       const { rows } = await client.query('select * from app_private.console_billing_summary()');
       // Assertions
       assert.equal(rows[0].active_subscriptions_estimated, true);

@@ -20,7 +20,10 @@ describe('customer_entitlements', () => {
     // Action
     const { rows } = await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.customer_entitlements($1)', [world.customerId]));
     // Assertions
-    assert.deepEqual(rows.map((r) => [r.plan_code, r.subscription_id, r.status]), [['pro', active.id, 'active']]);
+    assert.deepEqual(
+      rows.map((r) => [r.plan_code, r.subscription_id, r.status]),
+      [['pro', active.id, 'active']],
+    );
     assert.ok(incomplete.id);
     const claim = await db.asTenant(world.tenantId, (c) => c.query('select app_public.customer_entitlements_claim($1) as c', [world.customerId]));
     const end = Math.floor((await getRow(db, 'app_public.subscriptions', active.id)).current_period_end.getTime() / 1000);
@@ -32,7 +35,10 @@ describe('customer_entitlements', () => {
     const other = await createWorld(db);
     const active = await activeSubscription(db, world);
     const own = await db.asCustomer(world.tenantId, world.customerId, (c) => c.query('select * from app_public.customer_entitlements()'));
-    assert.deepEqual(own.rows.map((r) => r.subscription_id), [active.id]);
+    assert.deepEqual(
+      own.rows.map((r) => r.subscription_id),
+      [active.id],
+    );
     const plan = await getRow(db, 'app_public.plans', world.planId);
     assert.equal(own.rows[0].plan_code, plan.id, 'without a code the plan id stands in');
     const foreign = await db.asTenant(other.tenantId, (c) => c.query('select * from app_public.customer_entitlements($1)', [world.customerId]));

@@ -32,9 +32,7 @@ async function claim(k: string | null, options: { header?: string | null; actor?
 }
 
 async function finish(k: string, response: unknown) {
-  const { rows } = await db.asWorker((c) =>
-    c.query('select app_private.finish_external_idempotency_key($1, $2, $3) as kept', [tenantId, k, JSON.stringify(response)]),
-  );
+  const { rows } = await db.asWorker((c) => c.query('select app_private.finish_external_idempotency_key($1, $2, $3) as kept', [tenantId, k, JSON.stringify(response)]));
   return rows[0].kept as unknown;
 }
 
@@ -70,9 +68,7 @@ describe('claim_external_idempotency_key / finish_external_idempotency_key', () 
     const world = await createWorld(db);
     tenantId = world.tenantId;
     const used = key();
-    await db.asTenant(world.tenantId, (c) =>
-      c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [world.customerId, world.priceId, world.paymentMethodId, used]),
-    );
+    await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [world.customerId, world.priceId, world.paymentMethodId, used]));
     assert.equal((await errorOf(claim(used))).detail, 'IDEMPOTENCY_KEY_REUSED');
   });
 

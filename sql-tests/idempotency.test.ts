@@ -7,18 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import {
-  activeSubscription,
-  backendPid,
-  createWorld,
-  errorOf,
-  key,
-  openTransaction,
-  setClock,
-  settle,
-  waitUntilBlocked,
-  type World,
-} from './support/billing.ts';
+import { activeSubscription, backendPid, createWorld, errorOf, key, openTransaction, setClock, settle, waitUntilBlocked, type World } from './support/billing.ts';
 
 let db: TestDatabase;
 let world: World;
@@ -66,17 +55,18 @@ describe('idempotency keys', () => {
   test('the same key with other parameters, or for another operation, is IDEMPOTENCY_KEY_REUSED', async () => {
     const k = key();
     await db.asTenant(world.tenantId, (c) => createSub(c, k));
-    const otherPrice = await db.asOwner(async (c) =>
-      (await c.query(`insert into app_public.prices (tenant_id, plan_id, currency, interval, amount_minor) values ($1, $2, 'USD', 'year', 9000) returning id`, [
-        world.tenantId,
-        world.planId,
-      ])).rows[0].id,
+    const otherPrice = await db.asOwner(
+      async (c) =>
+        (
+          await c.query(`insert into app_public.prices (tenant_id, plan_id, currency, interval, amount_minor) values ($1, $2, 'USD', 'year', 9000) returning id`, [
+            world.tenantId,
+            world.planId,
+          ])
+        ).rows[0].id,
     );
     const reused = await errorOf(db.asTenant(world.tenantId, (c) => createSub(c, k, otherPrice)));
     assert.deepEqual([reused.code, reused.detail], ['AB409', 'IDEMPOTENCY_KEY_REUSED']);
-    const otherOperation = await errorOf(
-      db.asTenant(world.tenantId, (c) => c.query(`select * from app_public.create_customer('x', 'x@example.com', $1)`, [k])),
-    );
+    const otherOperation = await errorOf(db.asTenant(world.tenantId, (c) => c.query(`select * from app_public.create_customer('x', 'x@example.com', $1)`, [k])));
     assert.equal(otherOperation.detail, 'IDEMPOTENCY_KEY_REUSED');
     assert.equal(await subscriptionsOfCustomer(), 1);
   });
@@ -85,9 +75,7 @@ describe('idempotency keys', () => {
     const k = key();
     await db.asTenant(world.tenantId, (c) => createSub(c, k));
     const other = await createWorld(db);
-    const { rows } = await db.asTenant(other.tenantId, (c) =>
-      c.query('select * from app_public.create_subscription($1, $2, null, $3)', [other.customerId, other.priceId, k]),
-    );
+    const { rows } = await db.asTenant(other.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, null, $3)', [other.customerId, other.priceId, k]));
     assert.equal(rows[0].customer_id, other.customerId);
   });
 
@@ -159,9 +147,7 @@ describe('idempotency keys', () => {
     assert.equal(await subscriptionsOfCustomer(), 2, 'an expired key is a new request');
     assert.equal(fresh.rows[0].status, 'incomplete');
     const other = key();
-    await db.asTenant(world.tenantId, (c) =>
-      c.query(`select app_public.create_customer('cleanup-test', 'c@example.com', $1)`, [other]),
-    );
+    await db.asTenant(world.tenantId, (c) => c.query(`select app_public.create_customer('cleanup-test', 'c@example.com', $1)`, [other]));
     await setClock(db, '2026-04-03T00:00:01Z');
     const { rows } = await db.asWorker((c) => c.query('select app_private.delete_expired_idempotency_keys() as n'));
     assert.ok(rows[0].n >= 2);

@@ -26,20 +26,15 @@ let tables: { name: string; tenantColumn: string; customerColumn: string | null;
 
 async function populate(world: World): Promise<Row> {
   const sub = await activeSubscription(db, world);
-  const admin = await db.asOwner((c) =>
-    c.query(`select app_private.upsert_operator($1, 'admin', 'x') as id`, [`admin-${randomUUID()}@example.com`]),
-  );
-  await db.asOperator(
-    (c) => c.query(`select app_public.credit_balance($1, 500, $2)`, [world.customerId, key()]),
-    { operator_id: admin.rows[0].id, operator_role: 'admin' },
-  );
+  const admin = await db.asOwner((c) => c.query(`select app_private.upsert_operator($1, 'admin', 'x') as id`, [`admin-${randomUUID()}@example.com`]));
+  await db.asOperator((c) => c.query(`select app_public.credit_balance($1, 500, $2)`, [world.customerId, key()]), { operator_id: admin.rows[0].id, operator_role: 'admin' });
   await db.asTenant(world.tenantId, (c) => c.query(`select app_public.refund_subscription($1, $2)`, [sub.id, key()]));
   await db.asOwner(async (c) => {
     await c.query(`insert into app_private.test_clocks (tenant_id, frozen_at) values ($1, '2026-04-01Z') on conflict do nothing`, [world.tenantId]);
-    await c.query(
-      `insert into app_private.provider_events (provider, provider_event_id, tenant_id, type, payload) values ('sandbox', $1, $2, 'charge', '{}')`,
-      [randomUUID(), world.tenantId],
-    );
+    await c.query(`insert into app_private.provider_events (provider, provider_event_id, tenant_id, type, payload) values ('sandbox', $1, $2, 'charge', '{}')`, [
+      randomUUID(),
+      world.tenantId,
+    ]);
     // API tables: an API key and a customer session.
     await c.query(`select app_private.issue_api_key($1, 'isolation')`, [world.tenantId]);
     await c.query(
@@ -57,14 +52,12 @@ async function populate(world: World): Promise<Row> {
     );
   });
   // Outbox tables: a webhook endpoint (and its secret), its deliveries, the customer's e-mails, a renewal reminder.
-  await db.asTenant(world.tenantId, (c) =>
-    c.query(`select * from app_public.create_webhook_endpoint('https://example.com/isolation', null, null, $1)`, [key()]),
-  );
+  await db.asTenant(world.tenantId, (c) => c.query(`select * from app_public.create_webhook_endpoint('https://example.com/isolation', null, null, $1)`, [key()]));
   await db.asWorker(async (c) => {
-    const { rows: events } = await c.query(
-      `select id from app_public.events where tenant_id = $1 and type = 'payment.succeeded' and data->>'customer_id' = $2`,
-      [world.tenantId, world.customerId],
-    );
+    const { rows: events } = await c.query(`select id from app_public.events where tenant_id = $1 and type = 'payment.succeeded' and data->>'customer_id' = $2`, [
+      world.tenantId,
+      world.customerId,
+    ]);
     for (const e of events) await c.query('select app_private.fan_out_webhooks($1), app_private.queue_event_emails($1)', [e.id]);
   });
   await db.asOwner((c) =>
@@ -130,205 +123,205 @@ type Word = (typeof WORDS)[number];
 type ActorKind = 'tenant' | 'customer' | 'anonymous' | 'owner' | 'operator';
 const EXPECTED: Record<string, Record<ActorKind, string | readonly string[]>> = {
   'app_private.api_keys': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_private.audit_log': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_private.customer_sessions': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_private.idempotency_keys': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'grant grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'grant grant grant grant',
   },
   'app_private.invoice_counters': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'grant grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'grant grant grant grant',
   },
   'app_private.payment_reconciliations': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_private.provider_events': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
     // Inbound events may arrive before their tenant is known: the owner's policy is not scoped by the claim (000001.sql).
-    owner:     ['all', 'all', 'all', '23505 duplicate key value violates unique constraint "provider_events_once"'],
-    operator:  'all grant grant grant',
+    owner: ['all', 'all', 'all', '23505 duplicate key value violates unique constraint "provider_events_once"'],
+    operator: 'all grant grant grant',
   },
   'app_private.renewal_reminders': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_private.sent_emails': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_private.test_clocks': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_private.webhook_endpoint_secrets': {
-    tenant:    'schema schema schema schema',
-    customer:  'schema schema schema schema',
+    tenant: 'schema schema schema schema',
+    customer: 'schema schema schema schema',
     anonymous: 'schema schema schema schema',
-    owner:     '0 0 0 rls',
-    operator:  'grant grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'grant grant grant grant',
   },
   'app_public.balance_transactions': {
-    tenant:    '0 grant grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
     // The ledger's trigger writes the balance first, and RLS refuses that row.
-    owner:     ['0', '0', '0', '42501 new row violates row-level security policy for table "customer_balances"'],
-    operator:  'all grant grant grant',
+    owner: ['0', '0', '0', '42501 new row violates row-level security policy for table "customer_balances"'],
+    operator: 'all grant grant grant',
   },
   'app_public.customer_balances': {
-    tenant:    '0 grant grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.customers': {
-    tenant:    '0 0 grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 0 grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.events': {
-    tenant:    '0 grant grant grant',
-    customer:  'grant grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: 'grant grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.invoice_lines': {
-    tenant:    '0 grant grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.invoices': {
-    tenant:    '0 grant grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
     // The state machine's trigger refuses the copied row before RLS sees it.
-    owner:     ['0', '0', '0', 'AB409 invoice <uuid> cannot move from (new) to paid'],
-    operator:  'all grant grant grant',
+    owner: ['0', '0', '0', 'AB409 invoice <uuid> cannot move from (new) to paid'],
+    operator: 'all grant grant grant',
   },
   'app_public.payment_methods': {
-    tenant:    '0 0 0 grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 0 0 grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.payment_routing_rules': {
-    tenant:    '0 0 0 grant',
-    customer:  'grant grant grant grant',
+    tenant: '0 0 0 grant',
+    customer: 'grant grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.payments': {
-    tenant:    '0 grant grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
     // The state machine's trigger refuses the copied row before RLS sees it.
-    owner:     ['0', '0', '0', 'AB409 payment <uuid> cannot move from (new) to succeeded'],
-    operator:  'all grant grant grant',
+    owner: ['0', '0', '0', 'AB409 payment <uuid> cannot move from (new) to succeeded'],
+    operator: 'all grant grant grant',
   },
   'app_public.plans': {
-    tenant:    '0 0 0 grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 0 0 grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.prices': {
-    tenant:    '0 0 grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 0 grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.refunds': {
-    tenant:    '0 grant grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.status_changes': {
-    tenant:    '0 grant grant grant',
-    customer:  'grant grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: 'grant grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.subscriptions': {
-    tenant:    '0 grant grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
     // The state machine's trigger refuses the copied row before RLS sees it.
-    owner:     ['0', '0', '0', 'AB409 subscription <uuid> cannot move from (new) to canceled'],
-    operator:  'all grant grant grant',
+    owner: ['0', '0', '0', 'AB409 subscription <uuid> cannot move from (new) to canceled'],
+    operator: 'all grant grant grant',
   },
   'app_public.tenants': {
-    tenant:    '0 0 grant grant',
-    customer:  '0 grant grant grant',
+    tenant: '0 0 grant grant',
+    customer: '0 grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.webhook_deliveries': {
-    tenant:    '0 grant grant grant',
-    customer:  'grant grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: 'grant grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
   'app_public.webhook_endpoints': {
-    tenant:    '0 grant grant grant',
-    customer:  'grant grant grant grant',
+    tenant: '0 grant grant grant',
+    customer: 'grant grant grant grant',
     anonymous: 'grant grant grant grant',
-    owner:     '0 0 0 rls',
-    operator:  'all grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
   },
 };
 
@@ -345,12 +338,18 @@ function expectations(table: string, actor: ActorKind): readonly string[] | unde
 function expand(expected: string, table: string, all: number): Outcome {
   const [schema, relation] = table.split('.') as [string, string];
   switch (expected as Word) {
-    case '0': return { rows: 0 };
-    case 'all': return { rows: all };
-    case 'rls': return { error: `42501 new row violates row-level security policy for table "${relation}"` };
-    case 'grant': return { error: `42501 permission denied for table ${relation}` };
-    case 'schema': return { error: `42501 permission denied for schema ${schema}` };
-    default: return { error: expected };
+    case '0':
+      return { rows: 0 };
+    case 'all':
+      return { rows: all };
+    case 'rls':
+      return { error: `42501 new row violates row-level security policy for table "${relation}"` };
+    case 'grant':
+      return { error: `42501 permission denied for table ${relation}` };
+    case 'schema':
+      return { error: `42501 permission denied for schema ${schema}` };
+    default:
+      return { error: expected };
   }
 }
 
@@ -384,10 +383,13 @@ const actors = (): Actor[] => [
     label: "the owner with tenant A's claim",
     kind: 'owner',
     run: (fn) =>
-      db.asOwner(async (c) => {
-        await c.query(`select set_config('jwt.claims.tenant_id', $1, true)`, [a.tenantId]);
-        return fn(c);
-      }, { rollback: true }),
+      db.asOwner(
+        async (c) => {
+          await c.query(`select set_config('jwt.claims.tenant_id', $1, true)`, [a.tenantId]);
+          return fn(c);
+        },
+        { rollback: true },
+      ),
     role: () => db.roles.owner,
   },
   { label: 'an operator', kind: 'operator', run: (fn) => db.asOperator(fn, { operator_id: operatorId, operator_role: 'admin' }, { rollback: true }), role: () => db.roles.operator },
@@ -457,14 +459,31 @@ describe('isolation matrix', () => {
           .map((attempt) => `${attempt}: expected ${JSON.stringify(expected[attempt])}, got ${JSON.stringify(actual[attempt])}`);
         assert.deepEqual(differing, [], `${actor.label}: outcomes differ from EXPECTED in sql-tests/isolation.test.ts:\n${differing.join('\n')}`);
         // Nothing changed underneath.
-        const { rows } = await db.asOwner((c) => c.query(`select count(*)::int as n from app_public.subscriptions where id in ($1, $2) and status = 'canceled'`, [aSubscription.id, bSubscription.id]));
+        const { rows } = await db.asOwner((c) =>
+          c.query(`select count(*)::int as n from app_public.subscriptions where id in ($1, $2) and status = 'canceled'`, [aSubscription.id, bSubscription.id]),
+        );
         assert.equal(rows[0].n, 2);
       });
     });
   }
 
   test('positive control: tenant A and its customer do see their own rows', async () => {
-    for (const table of ['plans', 'prices', 'customers', 'subscriptions', 'invoices', 'invoice_lines', 'payments', 'refunds', 'events', 'status_changes', 'balance_transactions', 'customer_balances', 'webhook_endpoints', 'webhook_deliveries']) {
+    for (const table of [
+      'plans',
+      'prices',
+      'customers',
+      'subscriptions',
+      'invoices',
+      'invoice_lines',
+      'payments',
+      'refunds',
+      'events',
+      'status_changes',
+      'balance_transactions',
+      'customer_balances',
+      'webhook_endpoints',
+      'webhook_deliveries',
+    ]) {
       const { rows } = await db.asTenant(a.tenantId, (c) => c.query(`select count(*)::int as n from app_public.${table}`));
       assert.ok(rows[0].n > 0, `tenant A sees its ${table}`);
     }
@@ -478,12 +497,15 @@ describe('isolation matrix', () => {
 
   test("a tenant cannot insert a price on another tenant's plan (composite FK), nor act on its subscriptions through functions", async () => {
     const price = await errorOf(
-      db.asTenant(a.tenantId, (c) =>
-        c.query(`insert into app_public.prices (plan_id, currency, interval, amount_minor) values ($1, 'USD', 'month', 1)`, [b.planId]),
-      ),
+      db.asTenant(a.tenantId, (c) => c.query(`insert into app_public.prices (plan_id, currency, interval, amount_minor) values ($1, 'USD', 'month', 1)`, [b.planId])),
     );
     assert.equal(price.code, '23503');
-    for (const fn of [`app_public.cancel_subscription($1, false, 'k1')`, `app_public.refund_quote($1)`, `app_public.pause_subscription($1, 'k2')`, `app_public.refund_subscription($1, 'k3')`]) {
+    for (const fn of [
+      `app_public.cancel_subscription($1, false, 'k1')`,
+      `app_public.refund_quote($1)`,
+      `app_public.pause_subscription($1, 'k2')`,
+      `app_public.refund_subscription($1, 'k3')`,
+    ]) {
       const error = await errorOf(db.asTenant(a.tenantId, (c) => c.query(`select * from ${fn}`, [bSubscription.id])));
       assert.deepEqual([error.code, error.detail], ['AB404', 'SUBSCRIPTION_NOT_FOUND'], fn);
     }

@@ -96,9 +96,7 @@ describe('at least one enabled admin remains', () => {
       await second.query(secondError ? 'rollback' : 'commit');
       // Assertions
       assert.equal(secondError, 'AB001', 'the second demotion sees the first and is refused');
-      const { rows } = await db.pools.owner.query<{ n: number }>(
-        `select count(*)::int as n from app_private.operators where role = 'admin' and disabled_at is null`,
-      );
+      const { rows } = await db.pools.owner.query<{ n: number }>(`select count(*)::int as n from app_private.operators where role = 'admin' and disabled_at is null`);
       assert.equal(rows[0]!.n, 1);
     } finally {
       await first.query('rollback').catch(() => undefined);
@@ -141,10 +139,7 @@ describe('changes of operators', () => {
   });
 
   test('the operator role can read the audit log but not write it', async () => {
-    assert.equal(
-      await sqlState(db.asOperator((c) => c.query(`insert into app_private.console_audit_log (action, resource) values ('x', 'y')`))),
-      '42501',
-    );
+    assert.equal(await sqlState(db.asOperator((c) => c.query(`insert into app_private.console_audit_log (action, resource) values ('x', 'y')`))), '42501');
     assert.equal(await sqlState(db.asOperator((c) => c.query('delete from app_private.console_audit_log'))), '42501');
     await db.asOperator((c) => c.query('select count(*) from app_private.console_audit_log'));
   });

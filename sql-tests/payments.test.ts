@@ -73,19 +73,22 @@ describe('invariant 1: one payment in flight, one success per invoice', () => {
     const world = await createWorld(db);
     const invoice = await openInvoice(db, (await subscribe(db, world)).id);
     const insert = (status: string) =>
-      db.asOwner(async (c) => {
-        for (const s of [status, status]) {
-          await c.query(
-            `insert into app_public.payments (tenant_id, invoice_id, customer_id, currency, amount_minor, provider, idempotency_key, attempt, status)
+      db.asOwner(
+        async (c) => {
+          for (const s of [status, status]) {
+            await c.query(
+              `insert into app_public.payments (tenant_id, invoice_id, customer_id, currency, amount_minor, provider, idempotency_key, attempt, status)
              values ($1, $2, $3, 'USD', 1000, 'sandbox', gen_random_uuid()::text, 1, 'pending')`,
-            [world.tenantId, invoice.id, world.customerId],
-          );
-          if (s === 'succeeded') {
-            await c.query(`update app_public.payments set status = 'processing' where invoice_id = $1 and status = 'pending'`, [invoice.id]);
-            await c.query(`update app_public.payments set status = 'succeeded' where invoice_id = $1 and status = 'processing'`, [invoice.id]);
+              [world.tenantId, invoice.id, world.customerId],
+            );
+            if (s === 'succeeded') {
+              await c.query(`update app_public.payments set status = 'processing' where invoice_id = $1 and status = 'pending'`, [invoice.id]);
+              await c.query(`update app_public.payments set status = 'succeeded' where invoice_id = $1 and status = 'processing'`, [invoice.id]);
+            }
           }
-        }
-      }, { rollback: true });
+        },
+        { rollback: true },
+      );
     const inFlight = await errorOf(insert('pending'));
     assert.equal(inFlight.code, '23505');
     const succeeded = await errorOf(insert('succeeded'));
@@ -103,9 +106,7 @@ describe('invariant 1: one payment in flight, one success per invoice', () => {
   test('no payment method: NO_PAYMENT_METHOD', async () => {
     const world = await createWorld(db);
     const customer = await createCustomer(db, world.tenantId);
-    const { rows } = await db.asTenant(world.tenantId, (c) =>
-      c.query(`select * from app_public.create_subscription($1, $2, null, 'no-card')`, [customer, world.priceId]),
-    );
+    const { rows } = await db.asTenant(world.tenantId, (c) => c.query(`select * from app_public.create_subscription($1, $2, null, 'no-card')`, [customer, world.priceId]));
     const error = await errorOf(beginPayment(db, (await openInvoice(db, rows[0].id)).id));
     assert.deepEqual([error.code, error.detail], ['AB422', 'NO_PAYMENT_METHOD']);
   });
@@ -140,10 +141,11 @@ describe('invariant 5: provider results applied once, in any order', () => {
     const result = await recordResult(db, payment.id, 'succeeded', null, 'pi_1');
     assert.equal(result.status, 'succeeded');
     assert.equal(result.provider_payment_id, 'pi_1');
-    const { rows: history } = await db.asOwner((c) =>
-      c.query(`select to_status from app_public.status_changes where entity_id = $1 order by changed_at, ctid`, [payment.id]),
+    const { rows: history } = await db.asOwner((c) => c.query(`select to_status from app_public.status_changes where entity_id = $1 order by changed_at, ctid`, [payment.id]));
+    assert.deepEqual(
+      history.map((h) => h.to_status),
+      ['pending', 'processing', 'succeeded'],
     );
-    assert.deepEqual(history.map((h) => h.to_status), ['pending', 'processing', 'succeeded']);
     const paid = await getRow(db, 'app_public.invoices', invoice.id);
     assert.equal(paid.status, 'paid');
     assert.equal(paid.amount_paid_minor, '1000');
@@ -158,8 +160,7 @@ describe('invariant 5: provider results applied once, in any order', () => {
     const payment = await beginPayment(db, invoice.id);
     await recordResult(db, payment.id, 'succeeded');
     const once = await getRow(db, 'app_public.subscriptions', sub.id);
-    const count = async () =>
-      (await db.asOwner((c) => c.query(`select (select count(*) from app_public.events) + (select count(*) from app_public.status_changes) as n`))).rows[0].n;
+    const count = async () => (await db.asOwner((c) => c.query(`select (select count(*) from app_public.events) + (select count(*) from app_public.status_changes) as n`))).rows[0].n;
     const before = await count();
     // Action: the same result again, then stale results arriving late.
     for (const outcome of ['succeeded', 'processing', 'requires_action', 'failed', 'canceled']) {
@@ -172,9 +173,7 @@ describe('invariant 5: provider results applied once, in any order', () => {
     assert.equal((await getRow(db, 'app_public.payments', payment.id)).status, 'succeeded');
     assert.equal((await getRow(db, 'app_public.invoices', invoice.id)).amount_paid_minor, '1000');
     assert.equal(await count(), before, 'no new events or history rows');
-    const { rows } = await db.asOwner((c) =>
-      c.query(`select count(*)::int as n from app_public.events where subject_id = $1 and type = 'subscription.renewed'`, [sub.id]),
-    );
+    const { rows } = await db.asOwner((c) => c.query(`select count(*)::int as n from app_public.events where subject_id = $1 and type = 'subscription.renewed'`, [sub.id]));
     assert.equal(rows[0].n, 1);
   });
 
@@ -202,9 +201,7 @@ describe('invariant 5: provider results applied once, in any order', () => {
     assert.equal((await errorOf(beginPayment(db, invoice.id))).detail, 'PAYMENT_IN_FLIGHT');
     const { rows: stuck } = await db.asWorker((c) => c.query(`select id from app_private.stuck_payments(interval '15 minutes', 100)`));
     assert.ok(stuck.some((p) => p.id === payment.id));
-    const { rows: jobs } = await db.asOwner((c) =>
-      c.query(`select task_identifier from graphile_worker.jobs where key = $1`, [`payments__reconcile:${payment.id}`]),
-    );
+    const { rows: jobs } = await db.asOwner((c) => c.query(`select task_identifier from graphile_worker.jobs where key = $1`, [`payments__reconcile:${payment.id}`]));
     assert.equal(jobs[0]?.task_identifier, 'payments__reconcile');
     // Reconciliation learns it succeeded:
     const settled = await recordResult(db, payment.id, 'succeeded');
@@ -239,7 +236,10 @@ describe('dunning', () => {
       assert.equal((await getRow(db, 'app_public.subscriptions', sub.id)).status, 'past_due');
       await setClock(db, retryAt);
       const { rows: due } = await db.asWorker((c) => c.query(`select id from app_private.invoices_due_for_collection(1000)`));
-      assert.ok(due.some((d) => d.id === invoice.id), `due again at ${retryAt}`);
+      assert.ok(
+        due.some((d) => d.id === invoice.id),
+        `due again at ${retryAt}`,
+      );
     }
     await payInvoice(db, invoice.id, 'failed', 'soft_decline');
     const final = await getRow(db, 'app_public.invoices', invoice.id);

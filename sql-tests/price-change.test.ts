@@ -7,21 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import {
-  activeSubscription,
-  createPlan,
-  createPrice,
-  createWorld,
-  errorOf,
-  getRow,
-  iso,
-  key,
-  payInvoice,
-  renewDue,
-  setClock,
-  type Row,
-  type World,
-} from './support/billing.ts';
+import { activeSubscription, createPlan, createPrice, createWorld, errorOf, getRow, iso, key, payInvoice, renewDue, setClock, type Row, type World } from './support/billing.ts';
 
 let db: TestDatabase;
 before(async () => {
@@ -35,14 +21,10 @@ beforeEach(async () => {
 });
 
 const change = (world: World, subId: string, priceId: string, atPeriodEnd = false) =>
-  db.asTenant(world.tenantId, (c) =>
-    c.query('select * from app_public.change_subscription_price($1, $2, $3, $4)', [subId, priceId, atPeriodEnd, key()]),
-  );
+  db.asTenant(world.tenantId, (c) => c.query('select * from app_public.change_subscription_price($1, $2, $3, $4)', [subId, priceId, atPeriodEnd, key()]));
 
 async function prorationInvoices(subId: string): Promise<Row[]> {
-  const { rows } = await db.asOwner((c) =>
-    c.query(`select * from app_public.invoices where subscription_id = $1 and billing_reason = 'subscription_update'`, [subId]),
-  );
+  const { rows } = await db.asOwner((c) => c.query(`select * from app_public.invoices where subscription_id = $1 and billing_reason = 'subscription_update'`, [subId]));
   return rows;
 }
 async function balanceOf(customerId: string): Promise<string> {

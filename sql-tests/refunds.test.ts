@@ -7,19 +7,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import {
-  activeSubscription,
-  backendPid,
-  createWorld,
-  errorOf,
-  getRow,
-  key,
-  openTransaction,
-  setClock,
-  settle,
-  waitUntilBlocked,
-  type World,
-} from './support/billing.ts';
+import { activeSubscription, backendPid, createWorld, errorOf, getRow, key, openTransaction, setClock, settle, waitUntilBlocked, type World } from './support/billing.ts';
 
 let db: TestDatabase;
 before(async () => {
@@ -35,9 +23,7 @@ async function quote(world: World, subscriptionId: string) {
 }
 
 async function operator(role: string) {
-  const { rows } = await db.asOwner((c) =>
-    c.query(`select app_private.upsert_operator($1, $2, 'x') as id`, [`${role}-${randomUUID()}@example.com`, role]),
-  );
+  const { rows } = await db.asOwner((c) => c.query(`select app_private.upsert_operator($1, $2, 'x') as id`, [`${role}-${randomUUID()}@example.com`, role]));
   return { operator_id: rows[0].id as string, operator_role: role };
 }
 
@@ -120,17 +106,13 @@ describe('refund_subscription', () => {
     const sub = await activeSubscription(db, world);
     await setClock(db, '2026-04-16T00:00:00Z');
     // Action
-    const { rows } = await db.asTenant(world.tenantId, (c) =>
-      c.query('select * from app_public.refund_subscription($1, $2)', [sub.id, key()]),
-    );
+    const { rows } = await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.refund_subscription($1, $2)', [sub.id, key()]));
     const refund = rows[0];
     // Assertions
     assert.deepEqual([refund.status, refund.amount_minor, refund.rule], ['pending', '1500', 'prorated']);
     const ended = await getRow(db, 'app_public.subscriptions', sub.id);
     assert.deepEqual([ended.status, ended.cancellation_reason], ['canceled', 'refunded']);
-    const { rows: jobs } = await db.asOwner((c) =>
-      c.query(`select task_identifier from graphile_worker.jobs where key = $1`, [`refunds__execute:${refund.id}`]),
-    );
+    const { rows: jobs } = await db.asOwner((c) => c.query(`select task_identifier from graphile_worker.jobs where key = $1`, [`refunds__execute:${refund.id}`]));
     assert.equal(jobs[0]?.task_identifier, 'refunds__execute');
     for (let i = 0; i < 2; i++) {
       await db.asWorker((c) => c.query(`select app_private.record_refund_result($1, 'succeeded', 're_1')`, [refund.id]));
@@ -144,28 +126,17 @@ describe('refund_subscription', () => {
     await setClock(db, '2026-04-01T00:00:00Z');
     const sub = await activeSubscription(db, world);
     await setClock(db, '2026-04-20T00:00:00Z');
-    const byTenant = await errorOf(
-      db.asTenant(world.tenantId, (c) => c.query('select * from app_public.refund_subscription($1, $2, 2000)', [sub.id, key()])),
-    );
+    const byTenant = await errorOf(db.asTenant(world.tenantId, (c) => c.query('select * from app_public.refund_subscription($1, $2, 2000)', [sub.id, key()])));
     assert.deepEqual([byTenant.code, byTenant.detail], ['AB403', 'REFUND_OVERRIDE_FORBIDDEN']);
     const support = await operator('support');
-    const bySupport = await errorOf(
-      db.asOperator((c) => c.query('select * from app_public.refund_subscription($1, $2, 2000)', [sub.id, key()]), support),
-    );
+    const bySupport = await errorOf(db.asOperator((c) => c.query('select * from app_public.refund_subscription($1, $2, 2000)', [sub.id, key()]), support));
     assert.deepEqual([bySupport.code, bySupport.detail], ['AB403', 'FORBIDDEN']);
     const finance = await operator('finance');
-    const tooMuch = await errorOf(
-      db.asOperator((c) => c.query('select * from app_public.refund_subscription($1, $2, 3001)', [sub.id, key()]), finance),
-    );
+    const tooMuch = await errorOf(db.asOperator((c) => c.query('select * from app_public.refund_subscription($1, $2, 3001)', [sub.id, key()]), finance));
     assert.deepEqual([tooMuch.code, tooMuch.detail], ['AB422', 'REFUND_EXCEEDS_REMAINDER']);
-    const { rows } = await db.asOperator(
-      (c) => c.query(`select * from app_public.refund_subscription($1, $2, 2500, 'service_issue')`, [sub.id, key()]),
-      finance,
-    );
+    const { rows } = await db.asOperator((c) => c.query(`select * from app_public.refund_subscription($1, $2, 2500, 'service_issue')`, [sub.id, key()]), finance);
     assert.deepEqual([rows[0].amount_minor, rows[0].rule, rows[0].reason], ['2500', 'operator_override', 'service_issue']);
-    const { rows: audit } = await db.asOwner((c) =>
-      c.query(`select action, operator_id from app_private.audit_log where target_id = $1`, [rows[0].id]),
-    );
+    const { rows: audit } = await db.asOwner((c) => c.query(`select action, operator_id from app_private.audit_log where target_id = $1`, [rows[0].id]));
     assert.deepEqual(audit, [{ action: 'refund_subscription', operator_id: finance.operator_id }]);
   });
 
@@ -177,9 +148,7 @@ describe('refund_subscription', () => {
       c.query(`select * from app_public.refund_subscription($1, $2, null, 'requested_by_customer', 'balance')`, [sub.id, key()]),
     );
     assert.deepEqual([rows[0].status, rows[0].amount_minor], ['succeeded', '3000']);
-    const { rows: balance } = await db.asTenant(world.tenantId, (c) =>
-      c.query(`select balance_minor from app_public.customer_balances where customer_id = $1`, [world.customerId]),
-    );
+    const { rows: balance } = await db.asTenant(world.tenantId, (c) => c.query(`select balance_minor from app_public.customer_balances where customer_id = $1`, [world.customerId]));
     assert.equal(balance[0].balance_minor, '3000');
   });
 });
@@ -189,8 +158,11 @@ describe('invariant 2: refunds never exceed the payment', () => {
     await setClock(db, '2026-04-01T00:00:00Z');
     const sub = await activeSubscription(db, world);
     const { rows } = await db.asOwner((c) =>
-      c.query(`select p.id from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
-               where i.subscription_id = $1 and p.status = 'succeeded'`, [sub.id]),
+      c.query(
+        `select p.id from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
+               where i.subscription_id = $1 and p.status = 'succeeded'`,
+        [sub.id],
+      ),
     );
     return rows[0].id as string;
   }
@@ -230,9 +202,7 @@ describe('invariant 2: refunds never exceed the payment', () => {
   test('many refunds at once never sum past the payment; a failed refund frees its amount again', async () => {
     const world = await createWorld(db, { amount: 1000 });
     const paymentId = await paidPayment(world);
-    const results = await Promise.all(
-      Array.from({ length: 6 }, () => settle(db.asTenant(world.tenantId, (c) => refundPayment(c, paymentId, 300)))),
-    );
+    const results = await Promise.all(Array.from({ length: 6 }, () => settle(db.asTenant(world.tenantId, (c) => refundPayment(c, paymentId, 300)))));
     assert.equal(results.filter((r) => r.ok).length, 3);
     assert.ok(results.every((r) => r.ok || r.error.detail === 'REFUND_EXCEEDS_REMAINDER'));
     const { rows } = await db.asOwner((c) => c.query(`select id from app_public.refunds where payment_id = $1`, [paymentId]));
@@ -250,7 +220,8 @@ describe('invariant 2: refunds never exceed the payment', () => {
       c.query(`select i.subscription_id as id from app_public.payments p join app_public.invoices i on i.id = p.invoice_id where p.id = $1`, [paymentId]),
     );
     const subscriptionId = subs[0].id as string;
-    const refund = async (amount: number) => (await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.refund_payment($1, $2, $3)', [paymentId, amount, key()]))).rows[0];
+    const refund = async (amount: number) =>
+      (await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.refund_payment($1, $2, $3)', [paymentId, amount, key()]))).rows[0];
     const succeeded = await refund(500);
     await refund(700);
     const failed = await refund(400);
@@ -268,8 +239,11 @@ describe('invariant 2: refunds never exceed the payment', () => {
     assert.deepEqual(await remainders(), { function: '1800', quote: '1800', console: '1800' });
     assert.equal((await quote(world, subscriptionId)).amount_minor, '1800', 'the full-window quote is capped at the remainder');
     const { rows: unpaid } = await db.asOwner((c) =>
-      c.query(`select app_hidden.payment_refundable_minor(jsonb_populate_record(p, '{"status": "failed"}')) as n
-               from app_public.payments p where p.id = $1`, [paymentId]),
+      c.query(
+        `select app_hidden.payment_refundable_minor(jsonb_populate_record(p, '{"status": "failed"}')) as n
+               from app_public.payments p where p.id = $1`,
+        [paymentId],
+      ),
     );
     assert.equal(unpaid[0].n, '0', 'only a succeeded payment has anything to refund, whatever its refunds');
     const over = await errorOf(refund(1801));

@@ -7,18 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import {
-  activeSubscription,
-  createWorld,
-  getRow,
-  iso,
-  openTransaction,
-  payInvoice,
-  renewDue,
-  setClock,
-  subscriptionInvoices,
-  type World,
-} from './support/billing.ts';
+import { activeSubscription, createWorld, getRow, iso, openTransaction, payInvoice, renewDue, setClock, subscriptionInvoices, type World } from './support/billing.ts';
 
 let db: TestDatabase;
 before(async () => {
@@ -151,9 +140,18 @@ describe('period arithmetic', () => {
       start: '2026-01-15T14:30:00Z',
       periods: 11,
       expected: [
-        '2026-01-15T14:30:00.000Z', '2026-02-15T14:30:00.000Z', '2026-03-15T13:30:00.000Z', '2026-04-15T13:30:00.000Z',
-        '2026-05-15T13:30:00.000Z', '2026-06-15T13:30:00.000Z', '2026-07-15T13:30:00.000Z', '2026-08-15T13:30:00.000Z',
-        '2026-09-15T13:30:00.000Z', '2026-10-15T13:30:00.000Z', '2026-11-15T14:30:00.000Z', '2026-12-15T14:30:00.000Z',
+        '2026-01-15T14:30:00.000Z',
+        '2026-02-15T14:30:00.000Z',
+        '2026-03-15T13:30:00.000Z',
+        '2026-04-15T13:30:00.000Z',
+        '2026-05-15T13:30:00.000Z',
+        '2026-06-15T13:30:00.000Z',
+        '2026-07-15T13:30:00.000Z',
+        '2026-08-15T13:30:00.000Z',
+        '2026-09-15T13:30:00.000Z',
+        '2026-10-15T13:30:00.000Z',
+        '2026-11-15T14:30:00.000Z',
+        '2026-12-15T14:30:00.000Z',
       ],
     },
     {
@@ -183,10 +181,7 @@ describe('period arithmetic', () => {
       const boundaries = await runPeriods(world, c.start, c.periods);
       assert.deepEqual(boundaries, c.expected);
       const { rows } = await db.asOwner((client) =>
-        client.query(
-          `select distinct extract(day from period_start at time zone $2)::int as day from app_public.invoices where customer_id = $1`,
-          [world.customerId, c.timeZone],
-        ),
+        client.query(`select distinct extract(day from period_start at time zone $2)::int as day from app_public.invoices where customer_id = $1`, [world.customerId, c.timeZone]),
       );
       if (!c.name.includes('Jan 31') && !c.name.includes('Feb 29')) assert.equal(rows.length, 1, 'same local calendar day every period');
     });

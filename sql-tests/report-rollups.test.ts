@@ -13,19 +13,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import {
-  createCustomer,
-  createPaymentMethod,
-  createPrice,
-  createWorld,
-  errorOf,
-  key,
-  payInvoice,
-  renewDue,
-  setClock,
-  type Row,
-  type World,
-} from './support/billing.ts';
+import { createCustomer, createPaymentMethod, createPrice, createWorld, errorOf, key, payInvoice, renewDue, setClock, type Row, type World } from './support/billing.ts';
 
 let db: TestDatabase;
 before(async () => {
@@ -114,9 +102,7 @@ describe('report rollups', () => {
       const price = pick([world.priceId, world.priceId, world.yearly, world.eur]);
       const customerId = await createCustomer(db, world.tenantId);
       const paymentMethodId = await createPaymentMethod(db, world.tenantId, customerId);
-      const { rows } = await db.asTenant(world.tenantId, (c) =>
-        c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [customerId, price, paymentMethodId, key()]),
-      );
+      const { rows } = await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [customerId, price, paymentMethodId, key()]));
       subscriptions.push({ id: rows[0].id, tenantId: world.tenantId });
       const first = (await db.asOwner((c) => c.query(`select id from app_public.invoices where subscription_id = $1 and status = 'open'`, [rows[0].id]))).rows[0];
       const roll = random();
@@ -125,9 +111,13 @@ describe('report rollups', () => {
       return rows[0].id as string;
     };
     const openInvoices = async (): Promise<Row[]> =>
-      (await db.asOwner((c) => c.query(`select i.* from app_public.invoices i where i.status = 'open'
+      (
+        await db.asOwner((c) =>
+          c.query(`select i.* from app_public.invoices i where i.status = 'open'
          and not exists (select 1 from app_public.payments p where p.invoice_id = i.id and p.status in ('pending', 'requires_action', 'processing'))
-         order by i.created_at, i.id`))).rows;
+         order by i.created_at, i.id`),
+        )
+      ).rows;
     const subscriptionIn = async (statuses: string[]): Promise<Row | undefined> => {
       const { rows } = await db.asOwner((c) => c.query(`select * from app_public.subscriptions where status = any($1) order by created_at, id`, [statuses]));
       return rows.length ? pick(rows) : undefined;
@@ -137,71 +127,109 @@ describe('report rollups', () => {
     const operations: Array<[string, () => Promise<unknown>]> = [
       ['subscribe', newSubscription],
       ['subscribe', newSubscription],
-      ['pay an open invoice', async () => {
-        const invoices = await openInvoices();
-        if (invoices.length) await payInvoice(db, pick(invoices).id);
-      }],
-      ['decline an open invoice', async () => {
-        const all = await openInvoices();
-        const renewals = all.filter((i) => i.billing_reason === 'subscription_cycle');
-        const invoices = renewals.length && random() < 0.8 ? renewals : all;
-        if (invoices.length) await payInvoice(db, pick(invoices).id, 'failed', 'soft_decline');
-      }],
-      ['decline a renewal for good', async () => {
-        const renewals = (await openInvoices()).filter((i) => i.billing_reason === 'subscription_cycle' && i.status === 'open');
-        if (renewals.length) await payInvoice(db, pick(renewals).id, 'failed', 'hard_decline');
-      }],
-      ['move the clock and renew', async () => {
-        clock += Math.floor(1 + random() * 12) * 86_400_000 + Math.floor(random() * 86_400_000);
-        await setClock(db, new Date(clock).toISOString());
-        await renewDue(db);
-        await db.asWorker((c) => c.query('select app_private.expire_incomplete(100)'));
-      }],
-      ['cancel now', async () => {
-        const s = await subscriptionIn(['active', 'trialing', 'past_due', 'incomplete']);
-        if (s) await asTenantOf(s, (c) => c.query('select app_public.cancel_subscription($1, false, $2)', [s.id, key()]));
-      }],
-      ['cancel at period end', async () => {
-        const s = await subscriptionIn(['active']);
-        if (s && !s.cancel_at_period_end) await asTenantOf(s, (c) => c.query('select app_public.cancel_subscription($1, true, $2)', [s.id, key()]));
-      }],
-      ['pause', async () => {
-        const s = await subscriptionIn(['active']);
-        if (s) await businessRule(asTenantOf(s, (c) => c.query('select app_public.pause_subscription($1, $2)', [s.id, key()])));
-      }],
-      ['resume', async () => {
-        const s = await subscriptionIn(['paused']);
-        if (s) await asTenantOf(s, (c) => c.query('select app_public.resume_subscription($1, $2)', [s.id, key()]));
-      }],
-      ['refund a subscription', async () => {
-        const s = await subscriptionIn(['active']);
-        if (!s) return;
-        const refunds = await businessRule(asTenantOf<{ rows: Row[] }>(s, (c) => c.query('select * from app_public.refund_subscription($1, $2)', [s.id, key()])));
-        const id = refunds?.rows[0]?.id;
-        if (id) await db.asWorker((c) => c.query(`select app_private.record_refund_result($1::uuid, $2, 're_' || $1::text)`, [id, pick(['succeeded', 'succeeded', 'failed'])]));
-      }],
-      ['refund part of a payment', async () => {
-        const { rows } = await db.asOwner((c) => c.query(`select * from app_public.payments where status = 'succeeded' and refunded_minor < amount_minor order by created_at, id`));
-        if (!rows.length) return;
-        const p = pick(rows);
-        const { rows: refunds } = await asTenantOf<{ rows: Row[] }>(p, (c) =>
-          c.query('select * from app_public.refund_payment($1, $2, $3, $4)', [p.id, Math.max(1, Math.floor((p.amount_minor - p.refunded_minor) / 3)), key(), 'goodwill']),
-        );
-        if (refunds[0]?.status === 'pending') {
-          await db.asWorker((c) => c.query(`select app_private.record_refund_result($1::uuid, 'succeeded', 're_' || $1::text)`, [refunds[0]!.id]));
-        }
-      }],
-      ['change the price', async () => {
-        const s = await subscriptionIn(['active', 'trialing']);
-        if (!s) return;
-        const world = worlds.find((w) => w.tenantId === s.tenant_id)!;
-        const target = s.currency === 'EUR' ? null : s.price_id === world.priceId ? world.yearly : world.priceId;
-        if (target) await businessRule(asTenantOf(s, (c) => c.query('select app_public.change_subscription_price($1, $2, false, $3)', [s.id, target, key()])));
-      }],
-      ['change a tenant time zone', async () => {
-        const world = pick(worlds);
-        await db.asOwner((c) => c.query('update app_public.tenants set time_zone = $2 where id = $1', [world.tenantId, pick(['UTC', 'Asia/Tokyo', 'Pacific/Auckland', 'America/Los_Angeles'])]));
-      }],
+      [
+        'pay an open invoice',
+        async () => {
+          const invoices = await openInvoices();
+          if (invoices.length) await payInvoice(db, pick(invoices).id);
+        },
+      ],
+      [
+        'decline an open invoice',
+        async () => {
+          const all = await openInvoices();
+          const renewals = all.filter((i) => i.billing_reason === 'subscription_cycle');
+          const invoices = renewals.length && random() < 0.8 ? renewals : all;
+          if (invoices.length) await payInvoice(db, pick(invoices).id, 'failed', 'soft_decline');
+        },
+      ],
+      [
+        'decline a renewal for good',
+        async () => {
+          const renewals = (await openInvoices()).filter((i) => i.billing_reason === 'subscription_cycle' && i.status === 'open');
+          if (renewals.length) await payInvoice(db, pick(renewals).id, 'failed', 'hard_decline');
+        },
+      ],
+      [
+        'move the clock and renew',
+        async () => {
+          clock += Math.floor(1 + random() * 12) * 86_400_000 + Math.floor(random() * 86_400_000);
+          await setClock(db, new Date(clock).toISOString());
+          await renewDue(db);
+          await db.asWorker((c) => c.query('select app_private.expire_incomplete(100)'));
+        },
+      ],
+      [
+        'cancel now',
+        async () => {
+          const s = await subscriptionIn(['active', 'trialing', 'past_due', 'incomplete']);
+          if (s) await asTenantOf(s, (c) => c.query('select app_public.cancel_subscription($1, false, $2)', [s.id, key()]));
+        },
+      ],
+      [
+        'cancel at period end',
+        async () => {
+          const s = await subscriptionIn(['active']);
+          if (s && !s.cancel_at_period_end) await asTenantOf(s, (c) => c.query('select app_public.cancel_subscription($1, true, $2)', [s.id, key()]));
+        },
+      ],
+      [
+        'pause',
+        async () => {
+          const s = await subscriptionIn(['active']);
+          if (s) await businessRule(asTenantOf(s, (c) => c.query('select app_public.pause_subscription($1, $2)', [s.id, key()])));
+        },
+      ],
+      [
+        'resume',
+        async () => {
+          const s = await subscriptionIn(['paused']);
+          if (s) await asTenantOf(s, (c) => c.query('select app_public.resume_subscription($1, $2)', [s.id, key()]));
+        },
+      ],
+      [
+        'refund a subscription',
+        async () => {
+          const s = await subscriptionIn(['active']);
+          if (!s) return;
+          const refunds = await businessRule(asTenantOf<{ rows: Row[] }>(s, (c) => c.query('select * from app_public.refund_subscription($1, $2)', [s.id, key()])));
+          const id = refunds?.rows[0]?.id;
+          if (id) await db.asWorker((c) => c.query(`select app_private.record_refund_result($1::uuid, $2, 're_' || $1::text)`, [id, pick(['succeeded', 'succeeded', 'failed'])]));
+        },
+      ],
+      [
+        'refund part of a payment',
+        async () => {
+          const { rows } = await db.asOwner((c) => c.query(`select * from app_public.payments where status = 'succeeded' and refunded_minor < amount_minor order by created_at, id`));
+          if (!rows.length) return;
+          const p = pick(rows);
+          const { rows: refunds } = await asTenantOf<{ rows: Row[] }>(p, (c) =>
+            c.query('select * from app_public.refund_payment($1, $2, $3, $4)', [p.id, Math.max(1, Math.floor((p.amount_minor - p.refunded_minor) / 3)), key(), 'goodwill']),
+          );
+          if (refunds[0]?.status === 'pending') {
+            await db.asWorker((c) => c.query(`select app_private.record_refund_result($1::uuid, 'succeeded', 're_' || $1::text)`, [refunds[0]!.id]));
+          }
+        },
+      ],
+      [
+        'change the price',
+        async () => {
+          const s = await subscriptionIn(['active', 'trialing']);
+          if (!s) return;
+          const world = worlds.find((w) => w.tenantId === s.tenant_id)!;
+          const target = s.currency === 'EUR' ? null : s.price_id === world.priceId ? world.yearly : world.priceId;
+          if (target) await businessRule(asTenantOf(s, (c) => c.query('select app_public.change_subscription_price($1, $2, false, $3)', [s.id, target, key()])));
+        },
+      ],
+      [
+        'change a tenant time zone',
+        async () => {
+          const world = pick(worlds);
+          await db.asOwner((c) =>
+            c.query('update app_public.tenants set time_zone = $2 where id = $1', [world.tenantId, pick(['UTC', 'Asia/Tokyo', 'Pacific/Auckland', 'America/Los_Angeles'])]),
+          );
+        },
+      ],
       ['compact', () => db.asWorker((c) => c.query('select app_private.compact_report_rollups()'))],
     ];
 
@@ -219,8 +247,18 @@ describe('report rollups', () => {
     // The sequence went through the moves that matter to the reports.
     const { rows: moves } = await db.asOwner((c) => c.query(`select distinct entity || ':' || to_status as move from app_public.status_changes`));
     const seen = new Set(moves.map((r) => r.move));
-    for (const move of ['subscription:active', 'subscription:past_due', 'subscription:canceled', 'subscription:paused', 'subscription:incomplete_expired',
-      'invoice:paid', 'invoice:uncollectible', 'payment:succeeded', 'payment:failed', 'refund:succeeded']) {
+    for (const move of [
+      'subscription:active',
+      'subscription:past_due',
+      'subscription:canceled',
+      'subscription:paused',
+      'subscription:incomplete_expired',
+      'invoice:paid',
+      'invoice:uncollectible',
+      'payment:succeeded',
+      'payment:failed',
+      'refund:succeeded',
+    ]) {
       assert.ok(seen.has(move), `seed ${seed}: the random sequence never reached ${move} (${[...seen].sort().join(', ')}) after ${log.join(' → ')}`);
     }
     const { rows: renewals } = await db.asOwner((c) => c.query('select sum(renewals)::int as n, sum(dunned)::int as d from app_private.rollup_renewals_stored'));
@@ -236,7 +274,7 @@ describe('report rollups', () => {
     assert.deepEqual(await differences(), []);
   });
 
-  test('a tenant month follows the tenant\'s wall clock, also after its time zone changes', async () => {
+  test("a tenant month follows the tenant's wall clock, also after its time zone changes", async () => {
     await setClock(db, '2026-03-31T20:00:00Z'); // 1 April 05:00 in Tokyo, 31 March in New York
     const world = await createWorld(db, { timeZone: 'Asia/Tokyo', amount: 700 });
     const { rows } = await db.asTenant(world.tenantId, (c) =>
@@ -264,7 +302,10 @@ describe('report rollups', () => {
       assert.ok(rows[0].id);
     }
     const { rows } = await db.asTenant(a.tenantId, (c) => c.query('select distinct tenant_id from app_hidden.rollup_subscription_counts'));
-    assert.deepEqual(rows.map((r) => r.tenant_id), [a.tenantId]);
+    assert.deepEqual(
+      rows.map((r) => r.tenant_id),
+      [a.tenantId],
+    );
     assert.equal((await errorOf(db.asTenant(a.tenantId, (c) => c.query(`insert into app_hidden.rollup_mrr values ($1, '2026-01-01', 'USD', 1, 0, 1)`, [a.tenantId])))).code, '42501');
     assert.equal((await errorOf(db.asCustomer(a.tenantId, a.customerId, (c) => c.query('select * from app_hidden.rollup_money')))).code, '42501');
     assert.equal((await errorOf(db.asOperator((c) => c.query('select app_private.rebuild_report_rollups()')))).code, '42501');

@@ -14,19 +14,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import {
-  activeSubscription,
-  createCustomer,
-  createPaymentMethod,
-  createPrice,
-  createWorld,
-  key,
-  payInvoice,
-  renewDue,
-  setClock,
-  type Row,
-  type World,
-} from './support/billing.ts';
+import { activeSubscription, createCustomer, createPaymentMethod, createPrice, createWorld, key, payInvoice, renewDue, setClock, type Row, type World } from './support/billing.ts';
 
 let db: TestDatabase;
 let world: World;
@@ -85,9 +73,7 @@ describe('report views', () => {
   });
 
   test('active subscriptions by plan and status', async () => {
-    assert.deepEqual(await report('active_subscriptions_by_plan_status', 'status'), [
-      { plan_id: world.planId, plan_name: 'Pro', status: 'active', currency: 'EUR', subscriptions: 1 },
-    ]);
+    assert.deepEqual(await report('active_subscriptions_by_plan_status', 'status'), [{ plan_id: world.planId, plan_name: 'Pro', status: 'active', currency: 'EUR', subscriptions: 1 }]);
   });
 
   test('new and churned subscriptions by month', async () => {
@@ -117,14 +103,15 @@ describe('report views', () => {
   });
 
   test('refunds by month and reason', async () => {
-    assert.deepEqual(await report('refunds_by_month_reason', 'month'), [
-      { month: '2026-02', currency: 'USD', reason: 'requested_by_customer', refunds: 1, amount_minor: '11539' },
-    ]);
+    assert.deepEqual(await report('refunds_by_month_reason', 'month'), [{ month: '2026-02', currency: 'USD', reason: 'requested_by_customer', refunds: 1, amount_minor: '11539' }]);
   });
 
-  test('reports run with the reader\'s rights: another tenant sees only its own figures; customers and anonymous none', async () => {
+  test("reports run with the reader's rights: another tenant sees only its own figures; customers and anonymous none", async () => {
     const { rows } = await db.asTenant(other.tenantId, (c) => c.query(`select distinct tenant_id from app_reports.revenue_by_month`));
-    assert.deepEqual(rows.map((r) => r.tenant_id), [other.tenantId]);
+    assert.deepEqual(
+      rows.map((r) => r.tenant_id),
+      [other.tenantId],
+    );
     for (const run of [
       () => db.asCustomer(world.tenantId, world.customerId, (c) => c.query('select * from app_reports.mrr_by_month')),
       () => db.asAnonymous((c) => c.query('select * from app_reports.mrr_by_month')),

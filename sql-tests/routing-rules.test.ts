@@ -49,9 +49,10 @@ describe('payment_routing_rules', () => {
     const { rowCount: updated } = await db.asTenant(other, (c) => c.query(`update app_public.payment_routing_rules set provider = 'stripe' where id = $1`, [rule.id]));
     const { rowCount: deleted } = await db.asTenant(other, (c) => c.query('delete from app_public.payment_routing_rules where id = $1', [rule.id]));
     assert.deepEqual([updated, deleted], [0, 0]);
-    const foreignInsert = await errorOf(db.asTenant(other, (c) =>
-      c.query(`insert into app_public.payment_routing_rules (tenant_id, priority, provider) values ($1, 1, 'stripe')`, [owner])));
-    assert.equal(foreignInsert.code, '42501', 'tenant_id is not the tenant\'s to choose');
+    const foreignInsert = await errorOf(
+      db.asTenant(other, (c) => c.query(`insert into app_public.payment_routing_rules (tenant_id, priority, provider) values ($1, 1, 'stripe')`, [owner])),
+    );
+    assert.equal(foreignInsert.code, '42501', "tenant_id is not the tenant's to choose");
     const moved = await errorOf(db.asTenant(owner, (c) => c.query('update app_public.payment_routing_rules set tenant_id = $2 where id = $1', [rule.id, other])));
     assert.equal(moved.code, '42501');
     assert.equal((await db.asOwner((c) => c.query('select provider from app_public.payment_routing_rules where id = $1', [rule.id]))).rows[0].provider, 'sandbox');
@@ -60,7 +61,10 @@ describe('payment_routing_rules', () => {
   test('customers and anonymous visitors cannot read routing', async () => {
     const tenant = await createTenant(db);
     await insertRule(tenant, 1, 'sandbox');
-    assert.equal(await sqlState(db.asRequestRole(db.roles.customer, { tenant_id: tenant, customer_id: tenant }, (c) => c.query('select * from app_public.payment_routing_rules'))), '42501');
+    assert.equal(
+      await sqlState(db.asRequestRole(db.roles.customer, { tenant_id: tenant, customer_id: tenant }, (c) => c.query('select * from app_public.payment_routing_rules'))),
+      '42501',
+    );
     assert.equal(await sqlState(db.asAnonymous((c) => c.query('select * from app_public.payment_routing_rules'))), '42501');
   });
 
@@ -74,9 +78,7 @@ describe('payment_routing_rules', () => {
 
   test('a tenant sets its default provider (and, with it, the rest of its settings it may change)', async () => {
     const tenant = await createTenant(db);
-    await db.asTenant(tenant, (c) =>
-      c.query(`update app_public.tenants set default_payment_provider = 'stripe', time_zone = 'Europe/Moscow' where id = $1`, [tenant]),
-    );
+    await db.asTenant(tenant, (c) => c.query(`update app_public.tenants set default_payment_provider = 'stripe', time_zone = 'Europe/Moscow' where id = $1`, [tenant]));
     const { rows } = await db.asOwner((c) => c.query('select default_payment_provider, time_zone from app_public.tenants where id = $1', [tenant]));
     assert.deepEqual(rows[0], { default_payment_provider: 'stripe', time_zone: 'Europe/Moscow' });
     assert.equal((await errorOf(db.asTenant(tenant, (c) => c.query(`update app_public.tenants set default_payment_provider = 'paypal' where id = $1`, [tenant])))).code, '23514');

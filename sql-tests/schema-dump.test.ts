@@ -155,9 +155,7 @@ describe('db/schema.sql', () => {
     }
     const committed = readFileSync(schemaFile, 'utf8');
     if (committed !== generated) {
-      assert.fail(
-        `db/schema.sql differs from the schema the migrations produce: run \`npm run db:schema\` and commit it.\n${shortDiff(committed, generated)}`,
-      );
+      assert.fail(`db/schema.sql differs from the schema the migrations produce: run \`npm run db:schema\` and commit it.\n${shortDiff(committed, generated)}`);
     }
   });
 
@@ -170,9 +168,6 @@ describe('db/schema.sql', () => {
   }
 
   test('the short diff shows what changed', () => {
-    assert.equal(
-      shortDiff('a\nb\nc\nd\n', 'a\nb\nX\nd\n'),
-      '@@ from line 3: 1 committed, 1 generated @@\n  b\n- c\n+ X',
-    );
+    assert.equal(shortDiff('a\nb\nc\nd\n', 'a\nb\nX\nd\n'), '@@ from line 3: 1 committed, 1 generated @@\n  b\n- c\n+ X');
   });
 });

@@ -19,12 +19,11 @@ after(async () => {
 
 describe('schemas and privileges', () => {
   test('our four schemas exist', async () => {
-    const { rows } = await db.asOwner((c) =>
-      c.query<{ nspname: string }>(
-        `select nspname from pg_namespace where nspname like 'app\\_%' order by nspname`,
-      ),
+    const { rows } = await db.asOwner((c) => c.query<{ nspname: string }>(`select nspname from pg_namespace where nspname like 'app\\_%' order by nspname`));
+    assert.deepEqual(
+      rows.map((r) => r.nspname),
+      ['app_hidden', 'app_private', 'app_public', 'app_reports'],
     );
-    assert.deepEqual(rows.map((r) => r.nspname), ['app_hidden', 'app_private', 'app_public', 'app_reports']);
   });
 
   test('request roles cannot reach app_private', async () => {
@@ -37,9 +36,7 @@ describe('schemas and privileges', () => {
   test('the operator role cannot read password hashes', async () => {
     const code = await sqlState(db.asOperator((c) => c.query('select password_hash from app_private.operators')));
     assert.equal(code, '42501');
-    const { rows } = await db.asOperator((c) =>
-      c.query(`select column_name from information_schema.columns where table_schema = 'app_private' and table_name = 'operators'`),
-    );
+    const { rows } = await db.asOperator((c) => c.query(`select column_name from information_schema.columns where table_schema = 'app_private' and table_name = 'operators'`));
     assert.ok(rows.length > 0, 'operator sees the table');
     assert.ok(!rows.some((r) => r.column_name === 'password_hash'), 'password_hash is invisible to the operator role');
   });
@@ -72,9 +69,7 @@ describe('role switching', () => {
   });
 
   test('the authenticator itself inherits nothing from the request roles', async () => {
-    const { rows } = await db.pools.authenticator.query<{ inherit: boolean }>(
-      'select rolinherit as inherit from pg_roles where rolname = current_user',
-    );
+    const { rows } = await db.pools.authenticator.query<{ inherit: boolean }>('select rolinherit as inherit from pg_roles where rolname = current_user');
     assert.equal(rows[0]!.inherit, false);
   });
 
@@ -101,7 +96,10 @@ describe('billing schema conventions', () => {
         select conrelid::regclass || '.' || conname as name from pg_constraint
         where contype = 'f' and connamespace::regnamespace::text like 'app\\_%' and confdeltype = 'a'`),
     );
-    assert.deepEqual(rows.map((r) => r.name), []);
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      [],
+    );
   });
 
   test('every foreign key has an index whose leading columns cover it', async () => {
@@ -121,7 +119,10 @@ describe('billing schema conventions', () => {
                   <@ (select array_agg(a.attname::text) from unnest((i.indkey::int2[])[0:cardinality(con.conkey) - 1]) k
                       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k))`),
     );
-    assert.deepEqual(rows.map((r) => r.name), []);
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      [],
+    );
   });
 
   test('every app_public table and function is commented', async () => {
@@ -133,7 +134,10 @@ describe('billing schema conventions', () => {
         select 'function ' || p.oid::regprocedure from pg_proc p
         where p.pronamespace = 'app_public'::regnamespace and obj_description(p.oid, 'pg_proc') is null`),
     );
-    assert.deepEqual(rows.map((r) => r.name), []);
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      [],
+    );
   });
 
   test('every function of our schemas is commented', async () => {
@@ -144,22 +148,36 @@ describe('billing schema conventions', () => {
           and obj_description(p.oid, 'pg_proc') is null
         order by 1`),
     );
-    assert.deepEqual(rows.map((r) => r.name), [], 'add a `comment on function` in db/migrations/current/');
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      [],
+      'add a `comment on function` in db/migrations/current/',
+    );
   });
 
   test('every live function states its volatility where it is defined (the default, volatile, is never implied)', async () => {
     // The catalog cannot tell a stated volatile from the default, so this reads the migrations: for each
     // function (name and argument list), its last definition in committed order, then current/.
     const files = [
-      ...readdirSync(path.join(migrationsFolder, 'committed')).filter((f) => f.endsWith('.sql')).sort().map((f) => path.join('committed', f)),
-      ...readdirSync(path.join(migrationsFolder, 'current')).filter((f) => f.endsWith('.sql')).sort().map((f) => path.join('current', f)),
+      ...readdirSync(path.join(migrationsFolder, 'committed'))
+        .filter((f) => f.endsWith('.sql'))
+        .sort()
+        .map((f) => path.join('committed', f)),
+      ...readdirSync(path.join(migrationsFolder, 'current'))
+        .filter((f) => f.endsWith('.sql'))
+        .sort()
+        .map((f) => path.join('current', f)),
     ];
     const last = new Map<string, { where: string; states: boolean }>();
     for (const file of files) {
       const text = readFileSync(path.join(migrationsFolder, file), 'utf8');
       for (const m of text.matchAll(/create\s+(?:or\s+replace\s+)?function\s+([a-z_]+\.[a-z_0-9]+)\s*\(([^$]*?)\bas\s+\$/gi)) {
         const [, name, rest] = m as unknown as [string, string, string];
-        const args = rest.slice(0, rest.search(/\)\s*returns\b/i)).replace(/\s+/g, ' ').trim().toLowerCase();
+        const args = rest
+          .slice(0, rest.search(/\)\s*returns\b/i))
+          .replace(/\s+/g, ' ')
+          .trim()
+          .toLowerCase();
         last.set(`${name.toLowerCase()}(${args})`, {
           where: `${file}:${text.slice(0, m.index).split('\n').length}`,
           states: /\b(volatile|stable|immutable)\b/i.test(rest.slice(rest.search(/\)\s*returns\b/i))),
@@ -183,7 +201,10 @@ describe('billing schema conventions', () => {
         select c.oid::regclass::text as name from pg_attribute a join pg_class c on c.oid = a.attrelid
         where c.relnamespace = 'app_public'::regnamespace and c.relkind = 'r' and a.attname = 'tenant_id' and not a.attnotnull`),
     );
-    assert.deepEqual(rows.map((r) => r.name), []);
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      [],
+    );
   });
 
   test('request roles cannot execute worker functions', async () => {

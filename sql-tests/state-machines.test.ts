@@ -99,7 +99,15 @@ async function walk(c: pg.PoolClient, table: string, path: string[], insert: (c:
 }
 
 for (const machine of [
-  { name: 'subscription', table: 'app_public.subscriptions', statuses: SUBSCRIPTION_STATUSES, legal: SUBSCRIPTION_LEGAL, path: SUBSCRIPTION_PATH, insert: insertSubscription, initial: ['incomplete', 'trialing'] },
+  {
+    name: 'subscription',
+    table: 'app_public.subscriptions',
+    statuses: SUBSCRIPTION_STATUSES,
+    legal: SUBSCRIPTION_LEGAL,
+    path: SUBSCRIPTION_PATH,
+    insert: insertSubscription,
+    initial: ['incomplete', 'trialing'],
+  },
   { name: 'payment', table: 'app_public.payments', statuses: PAYMENT_STATUSES, legal: PAYMENT_LEGAL, path: PAYMENT_PATH, insert: insertPayment, initial: ['pending'] },
 ]) {
   describe(`${machine.name} state machine, as the owner`, () => {
@@ -127,13 +135,13 @@ for (const machine of [
               // Assertions
               if (expectedEvent) {
                 await attempt;
-                const history = await c.query(
-                  `select from_status, to_status from app_public.status_changes where entity_id = $1 order by changed_at, ctid`,
-                  [id],
-                );
+                const history = await c.query(`select from_status, to_status from app_public.status_changes where entity_id = $1 order by changed_at, ctid`, [id]);
                 assert.deepEqual(history.rows.at(-1), { from_status: from, to_status: to });
                 const events = await c.query(`select type from app_public.events where subject_id = $1`, [id]);
-                assert.ok(events.rows.some((e) => e.type === expectedEvent), `${expectedEvent} written`);
+                assert.ok(
+                  events.rows.some((e) => e.type === expectedEvent),
+                  `${expectedEvent} written`,
+                );
               } else {
                 const error = await errorOf(attempt);
                 assert.equal(error.code, 'AB409');
@@ -174,7 +182,9 @@ describe('webhook delivery state machine, as the owner', () => {
   });
 
   async function insertDelivery(c: pg.PoolClient, status: string): Promise<string> {
-    const { rows: [e] } = await c.query(`select app_hidden.emit_event($1, 'test.delivery', 'subscription', gen_random_uuid(), '{}') as id`, [world.tenantId]);
+    const {
+      rows: [e],
+    } = await c.query(`select app_hidden.emit_event($1, 'test.delivery', 'subscription', gen_random_uuid(), '{}') as id`, [world.tenantId]);
     const { rows } = await c.query(
       `insert into app_public.webhook_deliveries (tenant_id, event_id, endpoint_id, event_type, status) values ($1, $2, $3, 'test.delivery', $4) returning id`,
       [world.tenantId, e.id, endpointId, status],
@@ -183,11 +193,18 @@ describe('webhook delivery state machine, as the owner', () => {
   }
 
   test('the transition table is exactly the documented moves, starting at pending, with no events', async () => {
-    const { rows } = await db.asOwner((c) =>
-      c.query(`select from_status, to_status, event_type from app_private.state_transitions where machine = 'webhook_delivery'`),
+    const { rows } = await db.asOwner((c) => c.query(`select from_status, to_status, event_type from app_private.state_transitions where machine = 'webhook_delivery'`));
+    assert.deepEqual(
+      rows
+        .filter((r) => r.from_status !== null)
+        .map((r) => `${r.from_status}>${r.to_status}`)
+        .sort(),
+      [...DELIVERY_LEGAL].sort(),
     );
-    assert.deepEqual(rows.filter((r) => r.from_status !== null).map((r) => `${r.from_status}>${r.to_status}`).sort(), [...DELIVERY_LEGAL].sort());
-    assert.deepEqual(rows.filter((r) => r.from_status === null).map((r) => r.to_status), ['pending']);
+    assert.deepEqual(
+      rows.filter((r) => r.from_status === null).map((r) => r.to_status),
+      ['pending'],
+    );
     assert.ok(rows.every((r) => r.event_type === null));
   });
 
@@ -229,9 +246,7 @@ describe('request roles cannot write statuses at all', () => {
   test('a tenant cannot update its own subscription or payment rows directly', async () => {
     const sub = await subscribe(db, world);
     for (const table of ['app_public.subscriptions', 'app_public.payments', 'app_public.invoices']) {
-      const code = await sqlState(
-        db.asTenant(world.tenantId, (c) => c.query(`update ${table} set status = 'canceled' where id = $1`, [sub.id])),
-      );
+      const code = await sqlState(db.asTenant(world.tenantId, (c) => c.query(`update ${table} set status = 'canceled' where id = $1`, [sub.id])));
       assert.equal(code, '42501', `${table}: permission denied`);
     }
   });

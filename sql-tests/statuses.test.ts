@@ -107,6 +107,10 @@ describe('lib/statuses.ts against the schema', () => {
     const checked = new Set<unknown>([...COLUMNS.map(([, list]) => list), statuses.PAYMENT_IN_FLIGHT_STATUSES]);
     for (const machine of Object.values(statuses.STATE_MACHINES)) checked.add(machine);
     const unchecked = Object.entries(statuses).filter(([name, value]) => name !== 'STATE_MACHINES' && typeof value !== 'function' && !checked.has(value));
-    assert.deepEqual(unchecked.map(([name]) => name), [], 'map each list to its column in COLUMNS');
+    assert.deepEqual(
+      unchecked.map(([name]) => name),
+      [],
+      'map each list to its column in COLUMNS',
+    );
   });
 });

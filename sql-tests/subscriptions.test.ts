@@ -30,9 +30,7 @@ import {
 const db = fileDatabase({ clock: '2026-04-01T10:00:00Z' });
 
 async function operatorId(role: string): Promise<string> {
-  const { rows } = await db.asOwner((c) =>
-    c.query(`select app_private.upsert_operator($1, $2, 'x') as id`, [`${role}-${randomUUID()}@example.com`, role]),
-  );
+  const { rows } = await db.asOwner((c) => c.query(`select app_private.upsert_operator($1, $2, 'x') as id`, [`${role}-${randomUUID()}@example.com`, role]));
   return rows[0].id;
 }
 
@@ -53,10 +51,11 @@ describe('create_subscription', () => {
     assert.equal(invoice!.amount_due_minor, '1999');
     assert.match(invoice!.number, /^T[0-9A-F]{8}-2026-000001$/);
     const { rows: events } = await db.asOwner((c) => c.query(`select type from app_public.events where subject_id = $1`, [sub.id]));
-    assert.deepEqual(events.map((e) => e.type), ['subscription.created']);
-    const { rows: jobs } = await db.asOwner((c) =>
-      c.query(`select task_identifier from graphile_worker.jobs where key = $1`, [`invoices__collect:${invoice!.id}`]),
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ['subscription.created'],
     );
+    const { rows: jobs } = await db.asOwner((c) => c.query(`select task_identifier from graphile_worker.jobs where key = $1`, [`invoices__collect:${invoice!.id}`]));
     assert.equal(jobs[0]?.task_identifier, 'invoices__collect');
   });
 
@@ -130,9 +129,7 @@ describe('create_subscription', () => {
     const other = await createCustomer(db, world.tenantId);
     const otherCard = await createPaymentMethod(db, world.tenantId, other);
     const error = await errorOf(
-      db.asTenant(world.tenantId, (c) =>
-        c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [world.customerId, world.priceId, otherCard, key()]),
-      ),
+      db.asTenant(world.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [world.customerId, world.priceId, otherCard, key()])),
     );
     assert.deepEqual([error.code, error.detail], ['AB404', 'PAYMENT_METHOD_NOT_FOUND']);
   });
@@ -140,11 +137,7 @@ describe('create_subscription', () => {
   test("a tenant cannot subscribe another tenant's customer", async () => {
     const a = await createWorld(db);
     const b = await createWorld(db);
-    const error = await errorOf(
-      db.asTenant(a.tenantId, (c) =>
-        c.query('select * from app_public.create_subscription($1, $2, null, $3)', [b.customerId, a.priceId, key()]),
-      ),
-    );
+    const error = await errorOf(db.asTenant(a.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, null, $3)', [b.customerId, a.priceId, key()])));
     assert.deepEqual([error.code, error.detail], ['AB404', 'CUSTOMER_NOT_FOUND']);
   });
 });
@@ -190,22 +183,14 @@ describe('cancel_subscription', () => {
     assert.equal(after.cancellation_reason, 'period_end');
   });
 
-  test('a customer cancels its own subscription, never another customer\'s', async () => {
+  test("a customer cancels its own subscription, never another customer's", async () => {
     const mine = await activeSubscription(db, world);
     const otherCustomer = await createCustomer(db, world.tenantId);
-    const { rows } = await db.asCustomer(world.tenantId, otherCustomer, (c) =>
-      c.query('select count(*)::int as n from app_public.subscriptions where id = $1', [mine.id]),
-    );
+    const { rows } = await db.asCustomer(world.tenantId, otherCustomer, (c) => c.query('select count(*)::int as n from app_public.subscriptions where id = $1', [mine.id]));
     assert.equal(rows[0].n, 0, 'invisible to another customer');
-    const error = await errorOf(
-      db.asCustomer(world.tenantId, otherCustomer, (c) =>
-        c.query('select * from app_public.cancel_subscription($1, false, $2)', [mine.id, key()]),
-      ),
-    );
+    const error = await errorOf(db.asCustomer(world.tenantId, otherCustomer, (c) => c.query('select * from app_public.cancel_subscription($1, false, $2)', [mine.id, key()])));
     assert.deepEqual([error.code, error.detail], ['AB404', 'SUBSCRIPTION_NOT_FOUND']);
-    const own = await db.asCustomer(world.tenantId, world.customerId, (c) =>
-      c.query('select * from app_public.cancel_subscription($1, true, $2)', [mine.id, key()]),
-    );
+    const own = await db.asCustomer(world.tenantId, world.customerId, (c) => c.query('select * from app_public.cancel_subscription($1, true, $2)', [mine.id, key()]));
     assert.equal(own.rows[0].cancel_at_period_end, true);
   });
 
@@ -224,8 +209,11 @@ describe('cancel_subscription', () => {
     assert.equal(rows[0].status, 'canceled');
     assert.equal(rows[0].cancellation_reason, 'operator');
     const { rows: audit } = await db.asOwner((c) =>
-      c.query(`select operator_id, operator_role, action, before->>'status' as before, after->>'status' as after
-               from app_private.audit_log where target_id = $1`, [sub.id]),
+      c.query(
+        `select operator_id, operator_role, action, before->>'status' as before, after->>'status' as after
+               from app_private.audit_log where target_id = $1`,
+        [sub.id],
+      ),
     );
     assert.deepEqual(audit, [{ operator_id: support, operator_role: 'support', action: 'cancel_subscription', before: 'active', after: 'canceled' }]);
   });
@@ -236,10 +224,8 @@ describe('pause_subscription and resume_subscription', () => {
   beforeEach(async () => {
     world = await createWorld(db);
   });
-  const pause = (id: string) =>
-    db.asTenant(world.tenantId, (c) => c.query('select * from app_public.pause_subscription($1, $2)', [id, key()]));
-  const resume = (id: string) =>
-    db.asTenant(world.tenantId, (c) => c.query('select * from app_public.resume_subscription($1, $2)', [id, key()]));
+  const pause = (id: string) => db.asTenant(world.tenantId, (c) => c.query('select * from app_public.pause_subscription($1, $2)', [id, key()]));
+  const resume = (id: string) => db.asTenant(world.tenantId, (c) => c.query('select * from app_public.resume_subscription($1, $2)', [id, key()]));
 
   test('a paused subscription is not renewed; resumed inside its paid period it just continues', async () => {
     const sub = await activeSubscription(db, world);
@@ -273,16 +259,12 @@ describe('pause_subscription and resume_subscription', () => {
   test('illegal moves: pausing a trial, resuming an active one, canceling a paused one', async () => {
     const trialWorld = await createWorld(db, { trialDays: 7 });
     const trial = await subscribe(db, trialWorld);
-    const e1 = await errorOf(
-      db.asTenant(trialWorld.tenantId, (c) => c.query('select * from app_public.pause_subscription($1, $2)', [trial.id, key()])),
-    );
+    const e1 = await errorOf(db.asTenant(trialWorld.tenantId, (c) => c.query('select * from app_public.pause_subscription($1, $2)', [trial.id, key()])));
     assert.equal(e1.detail, 'ILLEGAL_TRANSITION');
     const sub = await activeSubscription(db, world);
     assert.equal((await errorOf(resume(sub.id))).detail, 'ILLEGAL_TRANSITION');
     await pause(sub.id);
-    const e3 = await errorOf(
-      db.asTenant(world.tenantId, (c) => c.query('select * from app_public.cancel_subscription($1, false, $2)', [sub.id, key()])),
-    );
+    const e3 = await errorOf(db.asTenant(world.tenantId, (c) => c.query('select * from app_public.cancel_subscription($1, false, $2)', [sub.id, key()])));
     assert.deepEqual([e3.code, e3.detail], ['AB409', 'ILLEGAL_TRANSITION'], 'paused → canceled is not in docs/data-model.md, State machines');
   });
 });

@@ -20,7 +20,13 @@ describe('tenant report views', () => {
     const counts = await db.asTenant(a.tenantId, (c) => c.query('select status, subscriptions from app_reports.tenant_subscription_counts order by status'));
     const revenue = await db.asTenant(a.tenantId, (c) => c.query('select month, currency, collected_minor, payments from app_reports.tenant_monthly_revenue'));
     // Assertions
-    assert.deepEqual(counts.rows.map((r) => [r.status, r.subscriptions]), [['active', '1'], ['incomplete', '1']]);
+    assert.deepEqual(
+      counts.rows.map((r) => [r.status, r.subscriptions]),
+      [
+        ['active', '1'],
+        ['incomplete', '1'],
+      ],
+    );
     assert.equal(revenue.rowCount, 1);
     assert.deepEqual([revenue.rows[0].currency, revenue.rows[0].collected_minor, revenue.rows[0].payments], ['USD', '1500', '1']);
     assert.equal((await errorOf(db.asAnonymous((c) => c.query('select * from app_reports.tenant_monthly_revenue')))).code, '42501');

@@ -32,9 +32,7 @@ async function endpoint(events: string[] = ['*'], url = 'https://example.com/hoo
 }
 
 async function event(type: string): Promise<string> {
-  const { rows } = await db.asOwner((c) =>
-    c.query(`select app_hidden.emit_event($1, $2, 'subscription', gen_random_uuid(), '{"hello": "world"}') as id`, [tenant, type]),
-  );
+  const { rows } = await db.asOwner((c) => c.query(`select app_hidden.emit_event($1, $2, 'subscription', gen_random_uuid(), '{"hello": "world"}') as id`, [tenant, type]));
   return rows[0].id;
 }
 
@@ -79,7 +77,9 @@ describe('fan-out', () => {
     assert.deepEqual(rows.map((r) => r.endpoint_id).sort(), [all.id, exact.id].sort());
     assert.ok(rows.every((r) => r.status === 'pending' && r.event_type === 'subscription.renewed'));
     for (const r of rows) {
-      const { rows: [d] } = await db.asOwner((c) => c.query('select id from app_public.webhook_deliveries where event_id = $1 and endpoint_id = $2', [renewed, r.endpoint_id]));
+      const {
+        rows: [d],
+      } = await db.asOwner((c) => c.query('select id from app_public.webhook_deliveries where event_id = $1 and endpoint_id = $2', [renewed, r.endpoint_id]));
       assert.equal((await job(d.id))?.task_identifier, 'webhooks__deliver');
     }
     const failed = await event('payment.failed');
@@ -163,7 +163,9 @@ describe('attempts', () => {
     const a = await begin(d1.id);
     const row = await record(d1.id, a.attempt, 410);
     assert.equal(row.status, 'gave_up');
-    const { rows: [w] } = await db.asOwner((c) => c.query('select status, disabled_reason from app_public.webhook_endpoints where id = $1', [ep.id]));
+    const {
+      rows: [w],
+    } = await db.asOwner((c) => c.query('select status, disabled_reason from app_public.webhook_endpoints where id = $1', [ep.id]));
     assert.deepEqual([w.status, w.disabled_reason], ['disabled', 'gone']);
     const d2 = await delivery(e2, ep.id);
     assert.deepEqual([(await begin(d2.id)).status, (await delivery(e2, ep.id)).status], ['gave_up', 'gave_up']);
@@ -186,12 +188,19 @@ describe('console: retry now', () => {
       db.asOperator((c) => c.query('select * from app_private.console_retry_webhook_delivery($1)', [d.id]), { operator_id: operator, operator_role: role });
     const denied = await errorOf(retry(viewer, 'viewer'));
     assert.deepEqual([denied.code, denied.detail], ['AB403', 'FORBIDDEN']);
-    const { rows: [after] } = await retry(admin, 'admin');
+    const {
+      rows: [after],
+    } = await retry(admin, 'admin');
     assert.deepEqual([after.status, after.attempt_count], ['pending', 1]);
     const queued = await job(d.id);
     assert.ok(queued && new Date(queued.run_at).getTime() <= Date.now() + 1000, 'queued to run now');
-    const { rows: [log] } = await db.asOwner((c) =>
-      c.query(`select operator_id, action, before->>'status' as before, after->>'status' as after from app_private.console_audit_log where resource = 'webhook_deliveries' and record_id = $1`, [d.id]),
+    const {
+      rows: [log],
+    } = await db.asOwner((c) =>
+      c.query(
+        `select operator_id, action, before->>'status' as before, after->>'status' as after from app_private.console_audit_log where resource = 'webhook_deliveries' and record_id = $1`,
+        [d.id],
+      ),
     );
     assert.deepEqual([log.operator_id, log.action, log.before, log.after], [admin, 'retry_now', 'gave_up', 'pending']);
     const twice = await errorOf(retry(admin, 'admin'));

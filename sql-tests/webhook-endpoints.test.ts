@@ -26,16 +26,12 @@ after(async () => {
 });
 
 async function create(tenant: string, url: string, events: string[] | null = null, idempotencyKey: string | null = key()): Promise<Row> {
-  const { rows } = await db.asTenant(tenant, (c) =>
-    c.query('select * from app_public.create_webhook_endpoint($1, $2, $3, $4)', [url, events, 'test endpoint', idempotencyKey]),
-  );
+  const { rows } = await db.asTenant(tenant, (c) => c.query('select * from app_public.create_webhook_endpoint($1, $2, $3, $4)', [url, events, 'test endpoint', idempotencyKey]));
   return rows[0];
 }
 
 async function secretsOf(endpointId: string): Promise<Row[]> {
-  const { rows } = await db.asOwner((c) =>
-    c.query('select secret, expires_at from app_private.webhook_endpoint_secrets where endpoint_id = $1 order by created_at', [endpointId]),
-  );
+  const { rows } = await db.asOwner((c) => c.query('select secret, expires_at from app_private.webhook_endpoint_secrets where endpoint_id = $1 order by created_at', [endpointId]));
   return rows;
 }
 
@@ -51,7 +47,10 @@ describe('create_webhook_endpoint', () => {
     assert.equal(replay.secret, null, 'the secret is never stored with the idempotency record');
     const { rows } = await db.asOwner((c) => c.query(`select response from app_private.idempotency_keys where key = $1`, [idempotencyKey]));
     assert.ok(!JSON.stringify(rows[0].response).includes('whsec_'));
-    assert.deepEqual((await secretsOf(first.id)).map((s) => s.secret), [first.secret]);
+    assert.deepEqual(
+      (await secretsOf(first.id)).map((s) => s.secret),
+      [first.secret],
+    );
   });
 
   test('the same key with other parameters is refused; a key is required', async () => {
@@ -68,7 +67,15 @@ describe('create_webhook_endpoint', () => {
       assert.equal((await create(live, url)).url, url);
     }
     assert.equal((await create(testMode, 'http://hooks.example.com/test')).url, 'http://hooks.example.com/test');
-    for (const url of ['http://hooks.example.com/', 'ftp://example.com/', 'https://user:pass@example.com/', 'https://example.com/#x', 'https://exa mple.com/', 'example.com', 'https://example.com:70000/']) {
+    for (const url of [
+      'http://hooks.example.com/',
+      'ftp://example.com/',
+      'https://user:pass@example.com/',
+      'https://example.com/#x',
+      'https://exa mple.com/',
+      'example.com',
+      'https://example.com:70000/',
+    ]) {
       const error = await errorOf(create(live, url));
       assert.deepEqual([error.code, error.detail], ['AB400', 'INVALID_WEBHOOK_URL'], url);
     }
@@ -86,7 +93,10 @@ describe('create_webhook_endpoint', () => {
         ['payment.failed', 'payment.succeeded', 'subscription.created', 'subscription.renewal_upcoming', 'invoice.paid'],
       ]),
     );
-    assert.deepEqual(rows.map((r) => r.ok), [true, false, true, true, false]);
+    assert.deepEqual(
+      rows.map((r) => r.ok),
+      [true, false, true, true, false],
+    );
   });
 
   test('at most 16 endpoints per tenant', async () => {
@@ -130,9 +140,9 @@ describe('signing secrets', () => {
 
   test('rotation: a new secret once; the old one stays valid for the grace period; 0 ends it at once', async () => {
     const endpoint = await create(live, 'https://example.com/rotate');
-    const { rows: [rotated] } = await db.asTenant(live, (c) =>
-      c.query('select * from app_public.rotate_webhook_endpoint_secret($1, $2, $3)', [endpoint.id, null, key()]),
-    );
+    const {
+      rows: [rotated],
+    } = await db.asTenant(live, (c) => c.query('select * from app_public.rotate_webhook_endpoint_secret($1, $2, $3)', [endpoint.id, null, key()]));
     assert.match(rotated.secret, /^whsec_/);
     assert.notEqual(rotated.secret, endpoint.secret);
     const after1 = await secretsOf(endpoint.id);
@@ -141,12 +151,11 @@ describe('signing secrets', () => {
     assert.ok(hours > 23.9 && hours <= 24, `the old secret expires in 24 h (${hours})`);
     assert.equal(after1[1]!.expires_at, null);
 
-    const { rows: [again] } = await db.asTenant(live, (c) =>
-      c.query('select * from app_public.rotate_webhook_endpoint_secret($1, 0, $2)', [endpoint.id, key()]),
-    );
+    const {
+      rows: [again],
+    } = await db.asTenant(live, (c) => c.query('select * from app_public.rotate_webhook_endpoint_secret($1, 0, $2)', [endpoint.id, key()]));
     const active = (await secretsOf(endpoint.id)).filter((s) => s.expires_at === null || new Date(s.expires_at) > new Date());
-    assert.deepEqual(active.map((s) => s.secret).sort(), [endpoint.secret, again.secret].sort(),
-      'the first secret keeps its 24 h; the second ended at once; the newest is current');
+    assert.deepEqual(active.map((s) => s.secret).sort(), [endpoint.secret, again.secret].sort(), 'the first secret keeps its 24 h; the second ended at once; the newest is current');
     const tooLong = await errorOf(db.asTenant(live, (c) => c.query('select * from app_public.rotate_webhook_endpoint_secret($1, 700000)', [endpoint.id])));
     assert.deepEqual([tooLong.code, tooLong.detail], ['AB400', 'INVALID_INPUT']);
   });
@@ -155,11 +164,14 @@ describe('signing secrets', () => {
 describe('update and delete', () => {
   test('update changes only what is given; enabled false/true; another tenant gets not found', async () => {
     const endpoint = await create(live, 'https://example.com/update', ['payment.*']);
-    const update = (tenant: string, args: unknown[]) =>
-      db.asTenant(tenant, (c) => c.query('select * from app_public.update_webhook_endpoint($1, $2, $3, $4, $5, $6)', args));
-    const { rows: [disabled] } = await update(live, [endpoint.id, null, null, null, false, null]);
+    const update = (tenant: string, args: unknown[]) => db.asTenant(tenant, (c) => c.query('select * from app_public.update_webhook_endpoint($1, $2, $3, $4, $5, $6)', args));
+    const {
+      rows: [disabled],
+    } = await update(live, [endpoint.id, null, null, null, false, null]);
     assert.deepEqual([disabled.url, disabled.enabled_events, disabled.status, disabled.disabled_reason], ['https://example.com/update', ['payment.*'], 'disabled', 'requested']);
-    const { rows: [enabled] } = await update(live, [endpoint.id, 'https://example.com/v2', ['*'], 'v2', true, key()]);
+    const {
+      rows: [enabled],
+    } = await update(live, [endpoint.id, 'https://example.com/v2', ['*'], 'v2', true, key()]);
     assert.deepEqual([enabled.url, enabled.enabled_events, enabled.description, enabled.status, enabled.disabled_reason], ['https://example.com/v2', ['*'], 'v2', 'enabled', null]);
     const bad = await errorOf(update(live, [endpoint.id, 'http://example.com/', null, null, null, null]));
     assert.equal(bad.detail, 'INVALID_WEBHOOK_URL');
@@ -172,7 +184,7 @@ describe('update and delete', () => {
       assert.deepEqual([error.code, error.detail], ['AB404', 'WEBHOOK_ENDPOINT_NOT_FOUND']);
     }
     const { rows } = await db.asTenant(other, (c) => c.query('select count(*)::int as n from app_public.webhook_endpoints where id = $1', [endpoint.id]));
-    assert.equal(rows[0].n, 0, "another tenant does not see it");
+    assert.equal(rows[0].n, 0, 'another tenant does not see it');
   });
 
   test('delete removes the endpoint and its secrets; a replay with the key returns it; without a key it is not found', async () => {

@@ -56,20 +56,16 @@ try {
   await browserReady;
   process.stdout.write(`abonement tests: ${files.length} files, ${cluster.kind} PostgreSQL, template ready in ${Date.now() - started} ms\n`);
 
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${process.env.TEST_CONCURRENCY ?? '3'}`, ...files],
-    {
-      stdio: 'inherit',
-      env: {
-        ...process.env,
-        [TEST_ENV.superuserUrl]: cluster.superuserUrl,
-        [TEST_ENV.template]: template,
-        [TEST_ENV.rolePrefix]: prefix,
-        [TEST_ENV.roleSecret]: roleSecret,
-      },
+  const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${process.env.TEST_CONCURRENCY ?? '3'}`, ...files], {
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      [TEST_ENV.superuserUrl]: cluster.superuserUrl,
+      [TEST_ENV.template]: template,
+      [TEST_ENV.rolePrefix]: prefix,
+      [TEST_ENV.roleSecret]: roleSecret,
     },
-  );
+  });
   // Interrupted (Ctrl-C, CI timeout): stop the tests, then still clean up below.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => child.kill(signal));
   exitCode = await new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0))));
@@ -79,10 +75,7 @@ try {
 } finally {
   // Drop the template and any database a crashed test file left behind.
   await admin(async (c) => {
-    const { rows } = await c.query<{ datname: string }>(
-      `select datname from pg_database where datname = $1 or datname like $2`,
-      [template, `${template}\\_%`],
-    );
+    const { rows } = await c.query<{ datname: string }>(`select datname from pg_database where datname = $1 or datname like $2`, [template, `${template}\\_%`]);
     for (const { datname } of rows) await c.query(`drop database if exists ${quoteIdent(datname)} with (force)`);
   }).catch((error) => logger.error({ err: error }, 'could not drop test databases'));
   await cluster.stop();

@@ -37,17 +37,13 @@ describe('API process', () => {
     assert.equal(body.checks.worker!.ok, true);
     const beats = await db.asOwner((c) => c.query('select worker_id from app_private.worker_heartbeats'));
     assert.equal(beats.rowCount, 1);
-    const cron = await db.asOwner((c) =>
-      c.query(`select identifier from graphile_worker._private_known_crontabs where identifier = 'heartbeat'`),
-    );
+    const cron = await db.asOwner((c) => c.query(`select identifier from graphile_worker._private_known_crontabs where identifier = 'heartbeat'`));
     assert.equal(cron.rowCount, 1, 'the heartbeat crontab entry is registered with Graphile Worker');
   });
 
   test('the hourly cleanup task runs in the worker and deletes expired idempotency keys', async () => {
     // Setup: an idempotency key whose 24 h window has passed.
-    const tenant = await db.asOwner((c) =>
-      c.query<{ id: string }>(`insert into app_public.tenants (name, invoice_prefix) values ('cleanup', 'CLN') returning id`),
-    );
+    const tenant = await db.asOwner((c) => c.query<{ id: string }>(`insert into app_public.tenants (name, invoice_prefix) values ('cleanup', 'CLN') returning id`));
     await db.asOwner((c) =>
       c.query(
         `insert into app_private.idempotency_keys (tenant_id, key, operation, fingerprint, created_at, expires_at)

@@ -51,10 +51,7 @@ const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, recor
   const [idempotencyKey] = useState(newIdempotencyKey);
   const [values, setValues] = useState<Record<string, string>>(() =>
     Object.fromEntries(
-      form.fields.map((field) => [
-        field.name,
-        field.defaultParam ? String(params[field.defaultParam] ?? '') : field.type === 'select' ? (field.options?.[0]?.value ?? '') : '',
-      ]),
+      form.fields.map((field) => [field.name, field.defaultParam ? String(params[field.defaultParam] ?? '') : field.type === 'select' ? (field.options?.[0]?.value ?? '') : '']),
     ),
   );
   const [submitting, setSubmitting] = useState(false);
@@ -143,9 +140,7 @@ const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, recor
           ) : null}
         </FormGroup>
       ))}
-      {error ? (
-        <MessageBox mb="lg" variant="danger" message={error} data-testid="sql-action-error" />
-      ) : null}
+      {error ? <MessageBox mb="lg" variant="danger" message={error} data-testid="sql-action-error" /> : null}
       <Button type="submit" variant={form.variant === 'danger' ? 'danger' : 'contained'} disabled={submitting} data-testid="sql-action-submit">
         {form.submitLabel}
       </Button>

@@ -54,8 +54,6 @@ export const READ_ONLY: Record<string, readonly OperatorRole[]> = { new: [], edi
 export function roleAccess(rules: Record<string, readonly OperatorRole[]> = {}): FeatureType {
   const merged = { ...DEFAULT_RULES, ...rules };
   return buildFeature({
-    actions: Object.fromEntries(
-      Object.entries(merged).map(([action, roles]) => [action, { isAccessible: roles.length === 0 ? false : allowRoles(roles) }]),
-    ),
+    actions: Object.fromEntries(Object.entries(merged).map(([action, roles]) => [action, { isAccessible: roles.length === 0 ? false : allowRoles(roles) }])),
   });
 }

@@ -28,14 +28,49 @@ interface ReportDefinition {
 
 /** The only views this page reads: names never come from the request. */
 export const REPORTS: readonly ReportDefinition[] = [
-  { name: 'mrr_by_month', label: 'MRR by month', description: 'Monthly recurring revenue on the 1st of each month (UTC), yearly prices as 1/12, minor units per currency.', orderBy: 'r.month desc, t.name, r.currency' },
-  { name: 'revenue_by_month', label: 'Revenue by month', description: 'Succeeded payments minus succeeded refunds per month (UTC), currency and provider.', orderBy: 'r.month desc, t.name, r.currency, r.provider' },
-  { name: 'tenant_monthly_revenue', label: 'Collected and refunded by month', description: 'Per calendar month in the tenant\'s time zone and currency.', orderBy: 'r.month desc, t.name, r.currency' },
-  { name: 'active_subscriptions_by_plan_status', label: 'Subscriptions by plan and status', description: 'Subscriptions that have not ended, by plan, status and currency.', orderBy: 't.name, r.plan_name, r.status' },
+  {
+    name: 'mrr_by_month',
+    label: 'MRR by month',
+    description: 'Monthly recurring revenue on the 1st of each month (UTC), yearly prices as 1/12, minor units per currency.',
+    orderBy: 'r.month desc, t.name, r.currency',
+  },
+  {
+    name: 'revenue_by_month',
+    label: 'Revenue by month',
+    description: 'Succeeded payments minus succeeded refunds per month (UTC), currency and provider.',
+    orderBy: 'r.month desc, t.name, r.currency, r.provider',
+  },
+  {
+    name: 'tenant_monthly_revenue',
+    label: 'Collected and refunded by month',
+    description: "Per calendar month in the tenant's time zone and currency.",
+    orderBy: 'r.month desc, t.name, r.currency',
+  },
+  {
+    name: 'active_subscriptions_by_plan_status',
+    label: 'Subscriptions by plan and status',
+    description: 'Subscriptions that have not ended, by plan, status and currency.',
+    orderBy: 't.name, r.plan_name, r.status',
+  },
   { name: 'tenant_subscription_counts', label: 'Subscriptions by status', description: 'All subscriptions per status and currency.', orderBy: 't.name, r.status, r.currency' },
-  { name: 'subscription_movements_by_month', label: 'New and churned subscriptions', description: 'New subscriptions by start and churned (canceled) ones by end, per month (UTC).', orderBy: 'r.month desc, t.name' },
-  { name: 'renewal_rates_by_month', label: 'Renewal and dunning rates', description: 'Renewals paid on the first attempt, and of the others the share recovered by dunning, per month (UTC).', orderBy: 'r.month desc, t.name' },
-  { name: 'refunds_by_month_reason', label: 'Refunds by reason', description: 'Succeeded refunds per month (UTC), currency and reason.', orderBy: 'r.month desc, t.name, r.currency, r.reason' },
+  {
+    name: 'subscription_movements_by_month',
+    label: 'New and churned subscriptions',
+    description: 'New subscriptions by start and churned (canceled) ones by end, per month (UTC).',
+    orderBy: 'r.month desc, t.name',
+  },
+  {
+    name: 'renewal_rates_by_month',
+    label: 'Renewal and dunning rates',
+    description: 'Renewals paid on the first attempt, and of the others the share recovered by dunning, per month (UTC).',
+    orderBy: 'r.month desc, t.name',
+  },
+  {
+    name: 'refunds_by_month_reason',
+    label: 'Refunds by reason',
+    description: 'Succeeded refunds per month (UTC), currency and reason.',
+    orderBy: 'r.month desc, t.name, r.currency, r.reason',
+  },
 ];
 
 /** Rows shown at most (a report across all tenants can be long; filter by tenant for the rest). */

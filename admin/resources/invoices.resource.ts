@@ -51,10 +51,7 @@ export async function invoicesResource(context: ResourceContext): Promise<Resour
       summary,
       offeredFor: (params) => (status === 'void' ? ['draft', 'open', 'uncollectible'] : ['open']).includes(String(params.status)),
       run: async (client, id, _input, key) => {
-        const { rows } = await client.query<{ number: string; status: string }>(
-          'select number, status from app_private.console_close_invoice($1, $2, $3)',
-          [id, status, key],
-        );
+        const { rows } = await client.query<{ number: string; status: string }>('select number, status from app_private.console_close_invoice($1, $2, $3)', [id, status, key]);
         return { message: `Invoice ${rows[0]?.number} is ${rows[0]?.status}.` };
       },
     });

@@ -89,9 +89,7 @@ export async function jobsResource(context: ResourceContext): Promise<ResourceWi
           summary: JOB_SUMMARY,
           run: async (client, id) => {
             const { rows } = await client.query<{ changed: number }>('select app_private.console_complete_jobs($1::bigint[]) as changed', [[id]]);
-            return rows[0]?.changed
-              ? { message: 'The job was removed from the queue.', redirect: { resourceId: 'jobs' } }
-              : { message: NOT_CHANGED, failed: true };
+            return rows[0]?.changed ? { message: 'The job was removed from the queue.', redirect: { resourceId: 'jobs' } } : { message: NOT_CHANGED, failed: true };
           },
         }),
       },

@@ -39,16 +39,12 @@ export function reconcileNowAction(deps: SqlActionDeps) {
       { label: 'Outcome unknown since', param: 'outcome_unknown_since' },
       { label: 'Last change', param: 'updated_at' },
     ],
-    offeredFor: (params) =>
-      paymentInFlight(String(params.status)) ||
-      (params.status === 'failed' && params.failure_category === 'gateway_error'),
+    offeredFor: (params) => paymentInFlight(String(params.status)) || (params.status === 'failed' && params.failure_category === 'gateway_error'),
     run: async (client, id, _input, key) => {
       const { rows } = await client.query<{ result: { queued: string } }>('select app_private.console_review_payment($1, $2) as result', [id, key]);
       return {
         message:
-          rows[0]?.result.queued === 'invoices__collect'
-            ? 'The invoice is collected again now.'
-            : 'The provider is asked about this payment now; its answer is applied when it comes.',
+          rows[0]?.result.queued === 'invoices__collect' ? 'The invoice is collected again now.' : 'The provider is asked about this payment now; its answer is applied when it comes.',
         redirect: { resourceId: 'payments', recordId: id },
       };
     },

@@ -33,19 +33,26 @@ export async function sentEmailsResource({ knex, pool, logger }: ResourceContext
         last_error: { type: 'textarea' },
       },
       actions: {
-        resend: sqlRecordAction({ pool, logger }, {
-          roles: ['admin', 'support'],
-          icon: 'Send',
-          description: 'Sends this e-mail again, to the customer’s current address. An e-mail already queued is left alone (EMAIL_QUEUED).',
-          submitLabel: 'Resend',
-          // console_resend_email takes no key: a second submission finds the e-mail queued and is refused.
-          idempotencyKey: 'none',
-          summary: [{ label: 'Template', param: 'template' }, { label: 'Sent to', param: 'to_address' }, { label: 'Status', param: 'status' }],
-          run: async (client, id) => {
-            await client.query('select id from app_private.console_resend_email($1)', [id]);
-            return { message: 'The e-mail is queued again, to the customer’s current address.' };
+        resend: sqlRecordAction(
+          { pool, logger },
+          {
+            roles: ['admin', 'support'],
+            icon: 'Send',
+            description: 'Sends this e-mail again, to the customer’s current address. An e-mail already queued is left alone (EMAIL_QUEUED).',
+            submitLabel: 'Resend',
+            // console_resend_email takes no key: a second submission finds the e-mail queued and is refused.
+            idempotencyKey: 'none',
+            summary: [
+              { label: 'Template', param: 'template' },
+              { label: 'Sent to', param: 'to_address' },
+              { label: 'Status', param: 'status' },
+            ],
+            run: async (client, id) => {
+              await client.query('select id from app_private.console_resend_email($1)', [id]);
+              return { message: 'The e-mail is queued again, to the customer’s current address.' };
+            },
           },
-        }),
+        ),
       },
     },
     features: [roleAccess({ new: [], edit: [], delete: [], bulkDelete: [] })],

@@ -46,8 +46,7 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
         : 'The subscription ends now. Its unpaid invoices are voided (except one whose payment is in flight). Nothing is refunded: refund the payment separately.',
       submitLabel: atPeriodEnd ? 'Cancel at period end' : 'Cancel now',
       summary,
-      offeredFor: (params) =>
-        !ENDED.has(String(params.status)) && (!atPeriodEnd || (['active', 'trialing'].includes(String(params.status)) && params.cancel_at_period_end !== true)),
+      offeredFor: (params) => !ENDED.has(String(params.status)) && (!atPeriodEnd || (['active', 'trialing'].includes(String(params.status)) && params.cancel_at_period_end !== true)),
       run: async (client, id, _input, key) => {
         const { rows } = await client.query<{ status: string }>('select status from app_public.cancel_subscription($1, $2, $3)', [id, atPeriodEnd, key]);
         return { message: atPeriodEnd ? 'The subscription ends at the end of its period.' : `The subscription is ${rows[0]?.status}.` };
@@ -78,8 +77,7 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
         resume: sqlRecordAction(context, {
           roles: SUPPORT,
           icon: 'Play',
-          description:
-            'Resumes the subscription. Inside its paid period it simply continues; after it, a new period starts now with a new invoice.',
+          description: 'Resumes the subscription. Inside its paid period it simply continues; after it, a new period starts now with a new invoice.',
           submitLabel: 'Resume',
           summary,
           offeredFor: (params) => params.status === 'paused',

@@ -34,19 +34,25 @@ export async function webhookDeliveriesResource({ knex, pool, logger }: Resource
         last_error: { type: 'textarea' },
       },
       actions: {
-        retryNow: sqlRecordAction({ pool, logger }, {
-          roles: ['admin', 'support'],
-          icon: 'RefreshCw',
-          description: 'Sends this delivery again now (a failed or given-up one; the receiver de-duplicates by event id).',
-          submitLabel: 'Retry now',
-          // Retrying a delivery twice is the same as once: the function takes no key.
-          idempotencyKey: 'none',
-          summary: [{ label: 'Status', param: 'status' }, { label: 'Attempts', param: 'attempt_count' }],
-          run: async (client, id) => {
-            await client.query('select id from app_private.console_retry_webhook_delivery($1)', [id]);
-            return { message: 'The delivery is sent again now.' };
+        retryNow: sqlRecordAction(
+          { pool, logger },
+          {
+            roles: ['admin', 'support'],
+            icon: 'RefreshCw',
+            description: 'Sends this delivery again now (a failed or given-up one; the receiver de-duplicates by event id).',
+            submitLabel: 'Retry now',
+            // Retrying a delivery twice is the same as once: the function takes no key.
+            idempotencyKey: 'none',
+            summary: [
+              { label: 'Status', param: 'status' },
+              { label: 'Attempts', param: 'attempt_count' },
+            ],
+            run: async (client, id) => {
+              await client.query('select id from app_private.console_retry_webhook_delivery($1)', [id]);
+              return { message: 'The delivery is sent again now.' };
+            },
           },
-        }),
+        ),
       },
     },
     features: [roleAccess({ new: [], edit: [], delete: [], bulkDelete: [] })],

@@ -20,10 +20,7 @@ const task: BillingTask = async (payload, helpers, context) => {
   assertIdPayload(payload, 'email_id');
   const { mailer } = context.outbox;
   const log = context.logger.child({ jobId: helpers.job.id, emailId: payload.email_id });
-  const { rows } = await helpers.query<{ context: (EmailContext & { attempt: number }) | null }>(
-    'select app_private.begin_email_send($1) as context',
-    [payload.email_id],
-  );
+  const { rows } = await helpers.query<{ context: (EmailContext & { attempt: number }) | null }>('select app_private.begin_email_send($1) as context', [payload.email_id]);
   const mail = rows[0]?.context;
   if (!mail) {
     log.debug('nothing to send');
@@ -52,7 +49,9 @@ const task: BillingTask = async (payload, helpers, context) => {
     });
   } catch (error) {
     const message = (error as Error).message?.slice(0, 500) ?? String(error);
-    const { rows: [after] } = await record('error', null, message);
+    const {
+      rows: [after],
+    } = await record('error', null, message);
     log.warn({ template: mail.template, attempt: mail.attempt, status: after?.status, error: message }, 'e-mail not sent');
     if (after?.status === 'queued') throw new Error(`SMTP send failed (attempt ${mail.attempt}): ${message}`);
     return;

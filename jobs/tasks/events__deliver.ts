@@ -10,10 +10,9 @@ import { assertIdPayload, type BillingTask } from '../context.ts';
 
 const task: BillingTask = async (payload, helpers, context) => {
   assertIdPayload(payload, 'event_id');
-  const { rows } = await helpers.query<{ webhooks: number; emails: number }>(
-    'select app_private.fan_out_webhooks($1) as webhooks, app_private.queue_event_emails($1) as emails',
-    [payload.event_id],
-  );
+  const { rows } = await helpers.query<{ webhooks: number; emails: number }>('select app_private.fan_out_webhooks($1) as webhooks, app_private.queue_event_emails($1) as emails', [
+    payload.event_id,
+  ]);
   const { webhooks, emails } = rows[0]!;
   if (webhooks > 0 || emails > 0) {
     context.logger.debug({ jobId: helpers.job.id, eventId: payload.event_id, webhooks, emails }, 'event fanned out');

@@ -6,9 +6,7 @@ import type { Task } from 'graphile-worker';
 import { workerIdentity } from '../identity.ts';
 
 const heartbeat: Task = async (_payload, helpers) => {
-  await helpers.withPgClient((client) =>
-    client.query('select app_private.record_heartbeat($1, $2)', [workerIdentity.id, workerIdentity.startedAt]),
-  );
+  await helpers.withPgClient((client) => client.query('select app_private.record_heartbeat($1, $2)', [workerIdentity.id, workerIdentity.startedAt]));
   helpers.logger.debug('heartbeat recorded');
 };
 

@@ -74,10 +74,7 @@ async function prepare(db: Db, event: ProviderEvent, context: JobContext): Promi
 const task: BillingTask = async (payload, helpers, context) => {
   assertIdPayload(payload, 'event_id');
   await helpers.withPgClient(async (client) => {
-    const { rows } = await client.query<InboxRow>(
-      'select id, provider, provider_event_id, payload, processed_at from app_private.provider_events where id = $1',
-      [payload.event_id],
-    );
+    const { rows } = await client.query<InboxRow>('select id, provider, provider_event_id, payload, processed_at from app_private.provider_events where id = $1', [payload.event_id]);
     const row = rows[0];
     if (!row || row.processed_at) return; // gone, or done by an earlier run
     const log = helpers.logger;

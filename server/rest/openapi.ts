@@ -29,7 +29,10 @@ function responseRef(route: RouteSpec): JsonSchema {
 
 function parameters(route: RouteSpec): JsonSchema[] {
   const list: JsonSchema[] = [];
-  for (const [where, schema] of [['path', route.params], ['query', route.query]] as const) {
+  for (const [where, schema] of [
+    ['path', route.params],
+    ['query', route.query],
+  ] as const) {
     if (!schema) continue;
     const json = inputSchema(schema) as { properties?: Record<string, JsonSchema>; required?: string[] };
     for (const [name, property] of Object.entries(json.properties ?? {})) {
@@ -48,7 +51,8 @@ function parameters(route: RouteSpec): JsonSchema[] {
       name: 'Idempotency-Key',
       in: 'header',
       required: false,
-      description: 'Makes the call safe to retry: a repeat with the same key returns the first response (keys live 24 hours, per tenant). Required by every call that creates or changes billing state.',
+      description:
+        'Makes the call safe to retry: a repeat with the same key returns the first response (keys live 24 hours, per tenant). Required by every call that creates or changes billing state.',
       schema: { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' },
     });
   }
@@ -69,9 +73,7 @@ export function openApiDocument(): JsonSchema {
       summary: route.summary,
       tags: [route.tag],
       parameters: parameters(route),
-      ...(route.body
-        ? { requestBody: { required: false, content: { 'application/json': { schema: inputSchema(route.body) } } } }
-        : {}),
+      ...(route.body ? { requestBody: { required: false, content: { 'application/json': { schema: inputSchema(route.body) } } } } : {}),
       responses: {
         '200': { description: 'OK', content: { 'application/json': { schema: responseRef(route) } } },
         '400': errorResponse('Malformed or invalid request (INVALID_REQUEST, MALFORMED_JSON, INVALID_CURSOR, …)'),
@@ -107,7 +109,11 @@ export function openApiDocument(): JsonSchema {
     tags: [...new Set(routes.map((r) => r.tag))].map((name) => ({ name })),
     paths,
     components: {
-      schemas: Object.fromEntries(Object.entries(schemas).sort(([a], [b]) => a.localeCompare(b)).map(([id, schema]) => [id, clean(schema)])),
+      schemas: Object.fromEntries(
+        Object.entries(schemas)
+          .sort(([a], [b]) => a.localeCompare(b))
+          .map(([id, schema]) => [id, clean(schema)]),
+      ),
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'A tenant API key (ak_live_…, ak_test_…) or a customer session token.' },
       },

@@ -78,8 +78,7 @@ export function encodeCursor(createdAt: Date, id: string): string {
 export function decodeCursor(cursor: string): [string, string] {
   try {
     const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && !Number.isNaN(Date.parse(value[0]))
-      && typeof value[1] === 'string' && UUID.test(value[1])) {
+    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && !Number.isNaN(Date.parse(value[0])) && typeof value[1] === 'string' && UUID.test(value[1])) {
       return [value[0], value[1]];
     }
   } catch {
@@ -92,13 +91,7 @@ export function decodeCursor(cursor: string): [string, string] {
  * A page of `table`, newest first, continuing after the cursor: keyset
  * pagination on (created_at, id), which every listed table indexes per tenant.
  */
-async function listPage(
-  client: pg.PoolClient,
-  table: string,
-  cols: string,
-  filters: Array<[column: string, value: unknown]>,
-  page: Page,
-): Promise<unknown> {
+async function listPage(client: pg.PoolClient, table: string, cols: string, filters: Array<[column: string, value: unknown]>, page: Page): Promise<unknown> {
   const values: unknown[] = [];
   const where: string[] = [];
   for (const [column, value] of filters) {
@@ -145,61 +138,133 @@ async function callReturning(client: pg.PoolClient, fn: string, args: Record<str
   return one(client, `select ${cols} from ${call.text} as t`, call.values);
 }
 
-const getSubscription = (client: pg.PoolClient, id: string) =>
-  one(client, `select ${columns.subscription} from app_public.subscriptions where id = $1`, [id]);
+const getSubscription = (client: pg.PoolClient, id: string) => one(client, `select ${columns.subscription} from app_public.subscriptions where id = $1`, [id]);
 
 export const routes: RouteSpec[] = [
   {
-    method: 'get', path: '/v1/tenant', operationId: 'getTenant', tag: 'Tenant', readOnly: true,
+    method: 'get',
+    path: '/v1/tenant',
+    operationId: 'getTenant',
+    tag: 'Tenant',
+    readOnly: true,
     summary: 'The tenant this API key belongs to',
-    query: s.NoQuery, response: s.Tenant, notFound: 'TENANT',
-    run: ({ client }) => one(client, `select id, 'tenant' as object, name, status, test_mode, default_currency, time_zone, created_at
-      from app_public.current_tenant() where id is not null`, []),
+    query: s.NoQuery,
+    response: s.Tenant,
+    notFound: 'TENANT',
+    run: ({ client }) =>
+      one(
+        client,
+        `select id, 'tenant' as object, name, status, test_mode, default_currency, time_zone, created_at
+      from app_public.current_tenant() where id is not null`,
+        [],
+      ),
   },
 
   /* Customers */
   {
-    method: 'post', path: '/v1/customers', operationId: 'createCustomer', tag: 'Customers', readOnly: false,
+    method: 'post',
+    path: '/v1/customers',
+    operationId: 'createCustomer',
+    tag: 'Customers',
+    readOnly: false,
     summary: 'Create a customer (app_public.create_customer)',
-    body: s.CreateCustomerBody, response: s.Customer,
-    run: ({ client }, { body }) => callReturning(client, 'app_public.create_customer', {
-      external_id: body.external_id, email: body.email, idempotency_key: null, name: body.name, country: body.country, locale: body.locale, metadata: body.metadata,
-    }, columns.customer),
+    body: s.CreateCustomerBody,
+    response: s.Customer,
+    run: ({ client }, { body }) =>
+      callReturning(
+        client,
+        'app_public.create_customer',
+        {
+          external_id: body.external_id,
+          email: body.email,
+          idempotency_key: null,
+          name: body.name,
+          country: body.country,
+          locale: body.locale,
+          metadata: body.metadata,
+        },
+        columns.customer,
+      ),
   },
   {
-    method: 'get', path: '/v1/customers', operationId: 'listCustomers', tag: 'Customers', readOnly: true,
-    summary: 'List customers, newest first', query: s.CustomerListQuery, response: s.listOf('Customer', s.Customer),
-    run: ({ client }, { query }) => listPage(client, 'app_public.customers', columns.customer, [['email', query.email], ['external_id', query.external_id]], query),
+    method: 'get',
+    path: '/v1/customers',
+    operationId: 'listCustomers',
+    tag: 'Customers',
+    readOnly: true,
+    summary: 'List customers, newest first',
+    query: s.CustomerListQuery,
+    response: s.listOf('Customer', s.Customer),
+    run: ({ client }, { query }) =>
+      listPage(
+        client,
+        'app_public.customers',
+        columns.customer,
+        [
+          ['email', query.email],
+          ['external_id', query.external_id],
+        ],
+        query,
+      ),
   },
   {
-    method: 'get', path: '/v1/customers/:id', operationId: 'getCustomer', tag: 'Customers', readOnly: true,
-    summary: 'Get a customer', params: s.idParams, query: s.NoQuery, response: s.Customer, notFound: 'CUSTOMER',
+    method: 'get',
+    path: '/v1/customers/:id',
+    operationId: 'getCustomer',
+    tag: 'Customers',
+    readOnly: true,
+    summary: 'Get a customer',
+    params: s.idParams,
+    query: s.NoQuery,
+    response: s.Customer,
+    notFound: 'CUSTOMER',
     run: ({ client }, { params }) => one(client, `select ${columns.customer} from app_public.customers where id = $1`, [params.id]),
   },
   {
-    method: 'post', path: '/v1/customers/:id/sessions', operationId: 'createCustomerSession', tag: 'Customers', readOnly: false,
+    method: 'post',
+    path: '/v1/customers/:id/sessions',
+    operationId: 'createCustomerSession',
+    tag: 'Customers',
+    readOnly: false,
     summary: 'Create a self-service session token for a customer (app_public.create_customer_session)',
-    params: s.idParams, body: s.CreateSessionBody, response: s.CustomerSession,
+    params: s.idParams,
+    body: s.CreateSessionBody,
+    response: s.CustomerSession,
     run: async ({ client, sessionKey }, { params, body }) => {
-      const row = (await callReturning(client, 'app_public.create_customer_session',
-        { customer_id: params.id, expires_in_seconds: body.expires_in_seconds }, 'id, tenant_id, customer_id, issued_at, expires_at')) as CustomerSessionRow;
+      const row = (await callReturning(
+        client,
+        'app_public.create_customer_session',
+        { customer_id: params.id, expires_in_seconds: body.expires_in_seconds },
+        'id, tenant_id, customer_id, issued_at, expires_at',
+      )) as CustomerSessionRow;
       return {
-        id: row.id, object: 'customer_session', customer: row.customer_id, token: await signCustomerSession(row, sessionKey),
-        issued_at: row.issued_at, expires_at: row.expires_at,
+        id: row.id,
+        object: 'customer_session',
+        customer: row.customer_id,
+        token: await signCustomerSession(row, sessionKey),
+        issued_at: row.issued_at,
+        expires_at: row.expires_at,
       };
     },
   },
   {
-    method: 'get', path: '/v1/customers/:id/entitlements', operationId: 'getCustomerEntitlements', tag: 'Customers', readOnly: true,
+    method: 'get',
+    path: '/v1/customers/:id/entitlements',
+    operationId: 'getCustomerEntitlements',
+    tag: 'Customers',
+    readOnly: true,
     summary: 'What a customer may use now, for access tokens (app_public.customer_entitlements)',
-    params: s.idParams, query: s.NoQuery, response: s.Entitlements,
+    params: s.idParams,
+    query: s.NoQuery,
+    response: s.Entitlements,
     run: async ({ client }, { params }) => {
-      const { rows } = await client.query(
-        `select plan_code, plan_id as plan, subscription_id as subscription, status, period_end from app_public.customer_entitlements($1)`,
-        [params.id],
-      );
+      const { rows } = await client.query(`select plan_code, plan_id as plan, subscription_id as subscription, status, period_end from app_public.customer_entitlements($1)`, [
+        params.id,
+      ]);
       return {
-        object: 'entitlements', customer: params.id, data: rows,
+        object: 'entitlements',
+        customer: params.id,
+        data: rows,
         claim: rows.map((r: { plan_code: string; period_end: Date }) => [r.plan_code, Math.floor(r.period_end.getTime() / 1000)]),
       };
     },
@@ -207,9 +272,14 @@ export const routes: RouteSpec[] = [
 
   /* Plans */
   {
-    method: 'get', path: '/v1/plans', operationId: 'listPurchasablePlans', tag: 'Plans', readOnly: true,
+    method: 'get',
+    path: '/v1/plans',
+    operationId: 'listPurchasablePlans',
+    tag: 'Plans',
+    readOnly: true,
     summary: 'Plans that can be bought now, with their active prices (app_public.purchasable_plans)',
-    query: s.NoQuery, response: s.listOf('Plan', s.Plan),
+    query: s.NoQuery,
+    response: s.listOf('Plan', s.Plan),
     run: async ({ client }) => {
       const { rows } = await client.query(`
         select p.id, 'plan' as object, p.code, p.name, p.description, p.status, p.sale_starts_at, p.sale_ends_at, p.trial_days,
@@ -225,27 +295,71 @@ export const routes: RouteSpec[] = [
 
   /* Subscriptions */
   {
-    method: 'post', path: '/v1/subscriptions', operationId: 'createSubscription', tag: 'Subscriptions', readOnly: false,
+    method: 'post',
+    path: '/v1/subscriptions',
+    operationId: 'createSubscription',
+    tag: 'Subscriptions',
+    readOnly: false,
     summary: 'Subscribe a customer to a price (app_public.create_subscription)',
-    body: s.CreateSubscriptionBody, response: s.Subscription,
-    run: ({ client }, { body }) => callReturning(client, 'app_public.create_subscription', {
-      customer_id: body.customer, price_id: body.price, payment_method_id: body.payment_method ?? null, idempotency_key: null,
-    }, columns.subscription),
+    body: s.CreateSubscriptionBody,
+    response: s.Subscription,
+    run: ({ client }, { body }) =>
+      callReturning(
+        client,
+        'app_public.create_subscription',
+        {
+          customer_id: body.customer,
+          price_id: body.price,
+          payment_method_id: body.payment_method ?? null,
+          idempotency_key: null,
+        },
+        columns.subscription,
+      ),
   },
   {
-    method: 'get', path: '/v1/subscriptions', operationId: 'listSubscriptions', tag: 'Subscriptions', readOnly: true,
-    summary: 'List subscriptions, newest first', query: s.SubscriptionListQuery, response: s.listOf('Subscription', s.Subscription),
-    run: ({ client }, { query }) => listPage(client, 'app_public.subscriptions', columns.subscription, [['customer_id', query.customer], ['status', query.status]], query),
+    method: 'get',
+    path: '/v1/subscriptions',
+    operationId: 'listSubscriptions',
+    tag: 'Subscriptions',
+    readOnly: true,
+    summary: 'List subscriptions, newest first',
+    query: s.SubscriptionListQuery,
+    response: s.listOf('Subscription', s.Subscription),
+    run: ({ client }, { query }) =>
+      listPage(
+        client,
+        'app_public.subscriptions',
+        columns.subscription,
+        [
+          ['customer_id', query.customer],
+          ['status', query.status],
+        ],
+        query,
+      ),
   },
   {
-    method: 'get', path: '/v1/subscriptions/:id', operationId: 'getSubscription', tag: 'Subscriptions', readOnly: true,
-    summary: 'Get a subscription', params: s.idParams, query: s.NoQuery, response: s.Subscription, notFound: 'SUBSCRIPTION',
+    method: 'get',
+    path: '/v1/subscriptions/:id',
+    operationId: 'getSubscription',
+    tag: 'Subscriptions',
+    readOnly: true,
+    summary: 'Get a subscription',
+    params: s.idParams,
+    query: s.NoQuery,
+    response: s.Subscription,
+    notFound: 'SUBSCRIPTION',
     run: ({ client }, { params }) => getSubscription(client, params.id),
   },
   {
-    method: 'post', path: '/v1/subscriptions/:id/checkout', operationId: 'createCheckoutLink', tag: 'Subscriptions', readOnly: false,
+    method: 'post',
+    path: '/v1/subscriptions/:id/checkout',
+    operationId: 'createCheckoutLink',
+    tag: 'Subscriptions',
+    readOnly: false,
     summary: 'The payment link for the open invoice (server/checkout.ts); asking again returns the open link',
-    params: s.idParams, body: s.CheckoutBody, response: s.CheckoutLink,
+    params: s.idParams,
+    body: s.CheckoutBody,
+    response: s.CheckoutLink,
     external: async ({ identity, idempotencyKey, checkout }, { params, body }) => {
       if (!checkout) throw new CheckoutError(503, 'STARTING', 'the server is starting');
       const tenantId = identity.claims.tenant_id;
@@ -258,97 +372,237 @@ export const routes: RouteSpec[] = [
         headerIdempotencyKey: idempotencyKey ?? null,
       });
       return {
-        object: 'checkout_link', payment: link.paymentId, invoice: link.invoiceId, provider: link.provider, url: link.url,
-        expires_at: link.expiresAt?.toISOString() ?? null, amount_minor: link.amountMinor.toString(), currency: link.currency, reused: link.reused,
+        object: 'checkout_link',
+        payment: link.paymentId,
+        invoice: link.invoiceId,
+        provider: link.provider,
+        url: link.url,
+        expires_at: link.expiresAt?.toISOString() ?? null,
+        amount_minor: link.amountMinor.toString(),
+        currency: link.currency,
+        reused: link.reused,
       };
     },
   },
   {
-    method: 'post', path: '/v1/subscriptions/:id/cancel', operationId: 'cancelSubscription', tag: 'Subscriptions', readOnly: false,
+    method: 'post',
+    path: '/v1/subscriptions/:id/cancel',
+    operationId: 'cancelSubscription',
+    tag: 'Subscriptions',
+    readOnly: false,
     summary: 'Cancel now or at the end of the period (app_public.cancel_subscription)',
-    params: s.idParams, body: s.CancelBody, response: s.Subscription,
-    run: ({ client }, { params, body }) => callReturning(client, 'app_public.cancel_subscription',
-      { subscription_id: params.id, at_period_end: body.at_period_end ?? false, idempotency_key: null }, columns.subscription),
+    params: s.idParams,
+    body: s.CancelBody,
+    response: s.Subscription,
+    run: ({ client }, { params, body }) =>
+      callReturning(client, 'app_public.cancel_subscription', { subscription_id: params.id, at_period_end: body.at_period_end ?? false, idempotency_key: null }, columns.subscription),
   },
   {
-    method: 'post', path: '/v1/subscriptions/:id/pause', operationId: 'pauseSubscription', tag: 'Subscriptions', readOnly: false,
+    method: 'post',
+    path: '/v1/subscriptions/:id/pause',
+    operationId: 'pauseSubscription',
+    tag: 'Subscriptions',
+    readOnly: false,
     summary: 'Pause an active subscription (app_public.pause_subscription)',
-    params: s.idParams, body: s.EmptyBody, response: s.Subscription,
+    params: s.idParams,
+    body: s.EmptyBody,
+    response: s.Subscription,
     run: ({ client }, { params }) => callReturning(client, 'app_public.pause_subscription', { subscription_id: params.id, idempotency_key: null }, columns.subscription),
   },
   {
-    method: 'post', path: '/v1/subscriptions/:id/resume', operationId: 'resumeSubscription', tag: 'Subscriptions', readOnly: false,
+    method: 'post',
+    path: '/v1/subscriptions/:id/resume',
+    operationId: 'resumeSubscription',
+    tag: 'Subscriptions',
+    readOnly: false,
     summary: 'Resume a paused subscription (app_public.resume_subscription)',
-    params: s.idParams, body: s.EmptyBody, response: s.Subscription,
+    params: s.idParams,
+    body: s.EmptyBody,
+    response: s.Subscription,
     run: ({ client }, { params }) => callReturning(client, 'app_public.resume_subscription', { subscription_id: params.id, idempotency_key: null }, columns.subscription),
   },
   {
-    method: 'post', path: '/v1/subscriptions/:id/change_price', operationId: 'changeSubscriptionPrice', tag: 'Subscriptions', readOnly: false,
+    method: 'post',
+    path: '/v1/subscriptions/:id/change_price',
+    operationId: 'changeSubscriptionPrice',
+    tag: 'Subscriptions',
+    readOnly: false,
     summary: 'Upgrade or downgrade (app_public.change_subscription_price)',
-    params: s.idParams, body: s.ChangePriceBody, response: s.Subscription,
-    run: ({ client }, { params, body }) => callReturning(client, 'app_public.change_subscription_price',
-      { subscription_id: params.id, new_price_id: body.price, at_period_end: body.at_period_end ?? false, idempotency_key: null }, columns.subscription),
+    params: s.idParams,
+    body: s.ChangePriceBody,
+    response: s.Subscription,
+    run: ({ client }, { params, body }) =>
+      callReturning(
+        client,
+        'app_public.change_subscription_price',
+        { subscription_id: params.id, new_price_id: body.price, at_period_end: body.at_period_end ?? false, idempotency_key: null },
+        columns.subscription,
+      ),
   },
   {
-    method: 'get', path: '/v1/subscriptions/:id/refund_quote', operationId: 'quoteSubscriptionRefund', tag: 'Refunds', readOnly: true,
+    method: 'get',
+    path: '/v1/subscriptions/:id/refund_quote',
+    operationId: 'quoteSubscriptionRefund',
+    tag: 'Refunds',
+    readOnly: true,
     summary: 'What a refund would return now, and by which rule (app_public.refund_quote)',
-    params: s.idParams, query: s.NoQuery, response: s.RefundQuote,
-    run: ({ client }, { params }) => one(client, `select 'refund_quote' as object, amount_minor, currency, rule, payment_id as payment,
-      refundable_minor, period_start, period_end, quoted_at from app_public.refund_quote($1)`, [params.id]),
+    params: s.idParams,
+    query: s.NoQuery,
+    response: s.RefundQuote,
+    run: ({ client }, { params }) =>
+      one(
+        client,
+        `select 'refund_quote' as object, amount_minor, currency, rule, payment_id as payment,
+      refundable_minor, period_start, period_end, quoted_at from app_public.refund_quote($1)`,
+        [params.id],
+      ),
   },
   {
-    method: 'post', path: '/v1/subscriptions/:id/refund', operationId: 'refundSubscription', tag: 'Refunds', readOnly: false,
+    method: 'post',
+    path: '/v1/subscriptions/:id/refund',
+    operationId: 'refundSubscription',
+    tag: 'Refunds',
+    readOnly: false,
     summary: 'Refund the current period by the refund rule and end the subscription (app_public.refund_subscription)',
-    params: s.idParams, body: s.RefundSubscriptionBody, response: s.Refund,
-    run: ({ client }, { params, body }) => callReturning(client, 'app_public.refund_subscription',
-      { subscription_id: params.id, idempotency_key: null, reason: body.reason, destination: body.destination }, columns.refund),
+    params: s.idParams,
+    body: s.RefundSubscriptionBody,
+    response: s.Refund,
+    run: ({ client }, { params, body }) =>
+      callReturning(client, 'app_public.refund_subscription', { subscription_id: params.id, idempotency_key: null, reason: body.reason, destination: body.destination }, columns.refund),
   },
 
   /* Refunds */
   {
-    method: 'post', path: '/v1/refunds', operationId: 'createRefund', tag: 'Refunds', readOnly: false,
+    method: 'post',
+    path: '/v1/refunds',
+    operationId: 'createRefund',
+    tag: 'Refunds',
+    readOnly: false,
     summary: 'Refund part or all of a payment (app_public.refund_payment)',
-    body: s.RefundPaymentBody, response: s.Refund,
-    run: ({ client }, { body }) => callReturning(client, 'app_public.refund_payment',
-      { payment_id: body.payment, amount_minor: body.amount_minor, idempotency_key: null, reason: body.reason, destination: body.destination }, columns.refund),
+    body: s.RefundPaymentBody,
+    response: s.Refund,
+    run: ({ client }, { body }) =>
+      callReturning(
+        client,
+        'app_public.refund_payment',
+        { payment_id: body.payment, amount_minor: body.amount_minor, idempotency_key: null, reason: body.reason, destination: body.destination },
+        columns.refund,
+      ),
   },
   {
-    method: 'get', path: '/v1/refunds', operationId: 'listRefunds', tag: 'Refunds', readOnly: true,
-    summary: 'List refunds, newest first', query: s.RefundListQuery, response: s.listOf('Refund', s.Refund),
-    run: ({ client }, { query }) => listPage(client, 'app_public.refunds', columns.refund, [['customer_id', query.customer], ['payment_id', query.payment]], query),
+    method: 'get',
+    path: '/v1/refunds',
+    operationId: 'listRefunds',
+    tag: 'Refunds',
+    readOnly: true,
+    summary: 'List refunds, newest first',
+    query: s.RefundListQuery,
+    response: s.listOf('Refund', s.Refund),
+    run: ({ client }, { query }) =>
+      listPage(
+        client,
+        'app_public.refunds',
+        columns.refund,
+        [
+          ['customer_id', query.customer],
+          ['payment_id', query.payment],
+        ],
+        query,
+      ),
   },
   {
-    method: 'get', path: '/v1/refunds/:id', operationId: 'getRefund', tag: 'Refunds', readOnly: true,
-    summary: 'Get a refund', params: s.idParams, query: s.NoQuery, response: s.Refund, notFound: 'REFUND',
+    method: 'get',
+    path: '/v1/refunds/:id',
+    operationId: 'getRefund',
+    tag: 'Refunds',
+    readOnly: true,
+    summary: 'Get a refund',
+    params: s.idParams,
+    query: s.NoQuery,
+    response: s.Refund,
+    notFound: 'REFUND',
     run: ({ client }, { params }) => one(client, `select ${columns.refund} from app_public.refunds where id = $1`, [params.id]),
   },
 
   /* Invoices and payments */
   {
-    method: 'get', path: '/v1/invoices', operationId: 'listInvoices', tag: 'Invoices', readOnly: true,
-    summary: 'List invoices, newest first', query: s.InvoiceListQuery, response: s.listOf('Invoice', s.Invoice),
-    run: ({ client }, { query }) => listPage(client, 'app_public.invoices', columns.invoice,
-      [['customer_id', query.customer], ['subscription_id', query.subscription], ['status', query.status]], query),
+    method: 'get',
+    path: '/v1/invoices',
+    operationId: 'listInvoices',
+    tag: 'Invoices',
+    readOnly: true,
+    summary: 'List invoices, newest first',
+    query: s.InvoiceListQuery,
+    response: s.listOf('Invoice', s.Invoice),
+    run: ({ client }, { query }) =>
+      listPage(
+        client,
+        'app_public.invoices',
+        columns.invoice,
+        [
+          ['customer_id', query.customer],
+          ['subscription_id', query.subscription],
+          ['status', query.status],
+        ],
+        query,
+      ),
   },
   {
-    method: 'get', path: '/v1/invoices/:id', operationId: 'getInvoice', tag: 'Invoices', readOnly: true,
-    summary: 'Get an invoice with its lines', params: s.idParams, query: s.NoQuery, response: s.InvoiceWithLines, notFound: 'INVOICE',
-    run: ({ client }, { params }) => one(client, `select ${columns.invoice},
+    method: 'get',
+    path: '/v1/invoices/:id',
+    operationId: 'getInvoice',
+    tag: 'Invoices',
+    readOnly: true,
+    summary: 'Get an invoice with its lines',
+    params: s.idParams,
+    query: s.NoQuery,
+    response: s.InvoiceWithLines,
+    notFound: 'INVOICE',
+    run: ({ client }, { params }) =>
+      one(
+        client,
+        `select ${columns.invoice},
       coalesce((select jsonb_agg(jsonb_build_object('id', l.id, 'description', l.description, 'quantity', l.quantity,
         'unit_amount_minor', l.unit_amount_minor, 'amount_minor', l.amount_minor, 'price', l.price_id,
         'period_start', l.period_start, 'period_end', l.period_end) order by l.created_at, l.id)
         from app_public.invoice_lines l where l.tenant_id = i.tenant_id and l.invoice_id = i.id), '[]') as lines
-      from app_public.invoices i where i.id = $1`, [params.id]),
+      from app_public.invoices i where i.id = $1`,
+        [params.id],
+      ),
   },
   {
-    method: 'get', path: '/v1/payments', operationId: 'listPayments', tag: 'Payments', readOnly: true,
-    summary: 'List payments, newest first', query: s.PaymentListQuery, response: s.listOf('Payment', s.Payment),
-    run: ({ client }, { query }) => listPage(client, 'app_public.payments', columns.payment,
-      [['customer_id', query.customer], ['invoice_id', query.invoice], ['status', query.status]], query),
+    method: 'get',
+    path: '/v1/payments',
+    operationId: 'listPayments',
+    tag: 'Payments',
+    readOnly: true,
+    summary: 'List payments, newest first',
+    query: s.PaymentListQuery,
+    response: s.listOf('Payment', s.Payment),
+    run: ({ client }, { query }) =>
+      listPage(
+        client,
+        'app_public.payments',
+        columns.payment,
+        [
+          ['customer_id', query.customer],
+          ['invoice_id', query.invoice],
+          ['status', query.status],
+        ],
+        query,
+      ),
   },
   {
-    method: 'get', path: '/v1/payments/:id', operationId: 'getPayment', tag: 'Payments', readOnly: true,
-    summary: 'Get a payment', params: s.idParams, query: s.NoQuery, response: s.Payment, notFound: 'PAYMENT',
+    method: 'get',
+    path: '/v1/payments/:id',
+    operationId: 'getPayment',
+    tag: 'Payments',
+    readOnly: true,
+    summary: 'Get a payment',
+    params: s.idParams,
+    query: s.NoQuery,
+    response: s.Payment,
+    notFound: 'PAYMENT',
     run: ({ client }, { params }) => one(client, `select ${columns.payment} from app_public.payments where id = $1`, [params.id]),
   },
 ];

@@ -32,91 +32,116 @@ function component<T extends z.ZodType>(id: string, schema: T, description?: str
 const id = z.uuid();
 const timestamp = z.iso.datetime({ offset: true });
 const money = z.int().min(0).max(Number.MAX_SAFE_INTEGER).describe('Amount in minor units of `currency` (cents for USD, yen for JPY).');
-const currency = z.string().regex(/^[A-Z]{3}$/).describe('ISO 4217 currency code.');
+const currency = z
+  .string()
+  .regex(/^[A-Z]{3}$/)
+  .describe('ISO 4217 currency code.');
 const nullable = <T extends z.ZodType>(schema: T) => schema.nullable();
 
-export const Tenant = component('Tenant', z.object({
-  id,
-  object: z.literal('tenant'),
-  name: z.string(),
-  status: z.enum(TENANT_STATUSES),
-  test_mode: z.boolean(),
-  default_currency: currency,
-  time_zone: z.string(),
-  created_at: timestamp,
-}), 'The tenant the API key belongs to.');
+export const Tenant = component(
+  'Tenant',
+  z.object({
+    id,
+    object: z.literal('tenant'),
+    name: z.string(),
+    status: z.enum(TENANT_STATUSES),
+    test_mode: z.boolean(),
+    default_currency: currency,
+    time_zone: z.string(),
+    created_at: timestamp,
+  }),
+  'The tenant the API key belongs to.',
+);
 
-export const Customer = component('Customer', z.object({
-  id,
-  object: z.literal('customer'),
-  external_id: z.string(),
-  email: z.string(),
-  name: z.string(),
-  country: nullable(z.string()),
-  locale: z.string(),
-  currency: nullable(currency).describe('Set by the first subscription or invoice; never changes.'),
-  metadata: z.record(z.string(), z.unknown()),
-  created_at: timestamp,
-  updated_at: timestamp,
-}), 'An end user of the tenant, known by the tenant\'s own external_id.');
+export const Customer = component(
+  'Customer',
+  z.object({
+    id,
+    object: z.literal('customer'),
+    external_id: z.string(),
+    email: z.string(),
+    name: z.string(),
+    country: nullable(z.string()),
+    locale: z.string(),
+    currency: nullable(currency).describe('Set by the first subscription or invoice; never changes.'),
+    metadata: z.record(z.string(), z.unknown()),
+    created_at: timestamp,
+    updated_at: timestamp,
+  }),
+  "An end user of the tenant, known by the tenant's own external_id.",
+);
 
-export const Price = component('Price', z.object({
-  id,
-  object: z.literal('price'),
-  currency,
-  interval: z.enum(PRICE_INTERVALS),
-  amount_minor: money,
-}));
+export const Price = component(
+  'Price',
+  z.object({
+    id,
+    object: z.literal('price'),
+    currency,
+    interval: z.enum(PRICE_INTERVALS),
+    amount_minor: money,
+  }),
+);
 
-export const Plan = component('Plan', z.object({
-  id,
-  object: z.literal('plan'),
-  code: nullable(z.string()),
-  name: z.string(),
-  description: z.string(),
-  status: z.enum(PLAN_STATUSES),
-  sale_starts_at: nullable(timestamp),
-  sale_ends_at: nullable(timestamp),
-  trial_days: z.int(),
-  full_refund_days: z.int(),
-  prices: z.array(Price).describe('Active prices: one per currency and interval.'),
-  created_at: timestamp,
-}), 'Something the tenant sells; purchasable while active, inside its sale window and with a price.');
+export const Plan = component(
+  'Plan',
+  z.object({
+    id,
+    object: z.literal('plan'),
+    code: nullable(z.string()),
+    name: z.string(),
+    description: z.string(),
+    status: z.enum(PLAN_STATUSES),
+    sale_starts_at: nullable(timestamp),
+    sale_ends_at: nullable(timestamp),
+    trial_days: z.int(),
+    full_refund_days: z.int(),
+    prices: z.array(Price).describe('Active prices: one per currency and interval.'),
+    created_at: timestamp,
+  }),
+  'Something the tenant sells; purchasable while active, inside its sale window and with a price.',
+);
 
 export const subscriptionStatus = z.enum(SUBSCRIPTION_STATUSES);
 
-export const Subscription = component('Subscription', z.object({
-  id,
-  object: z.literal('subscription'),
-  customer: id,
-  price: id,
-  pending_price: nullable(id).describe('A price change that takes effect at the next period.'),
-  payment_method: nullable(id),
-  currency,
-  status: subscriptionStatus,
-  current_period_start: timestamp,
-  current_period_end: timestamp,
-  trial_end: nullable(timestamp),
-  cancel_at_period_end: z.boolean(),
-  canceled_at: nullable(timestamp),
-  cancellation_reason: nullable(z.string()),
-  ended_at: nullable(timestamp),
-  paused_at: nullable(timestamp),
-  started_at: timestamp,
-  created_at: timestamp,
-  updated_at: timestamp,
-}), 'A customer\'s subscription to a price. Statuses move only along the billing state machine.');
+export const Subscription = component(
+  'Subscription',
+  z.object({
+    id,
+    object: z.literal('subscription'),
+    customer: id,
+    price: id,
+    pending_price: nullable(id).describe('A price change that takes effect at the next period.'),
+    payment_method: nullable(id),
+    currency,
+    status: subscriptionStatus,
+    current_period_start: timestamp,
+    current_period_end: timestamp,
+    trial_end: nullable(timestamp),
+    cancel_at_period_end: z.boolean(),
+    canceled_at: nullable(timestamp),
+    cancellation_reason: nullable(z.string()),
+    ended_at: nullable(timestamp),
+    paused_at: nullable(timestamp),
+    started_at: timestamp,
+    created_at: timestamp,
+    updated_at: timestamp,
+  }),
+  "A customer's subscription to a price. Statuses move only along the billing state machine.",
+);
 
-export const InvoiceLine = component('InvoiceLine', z.object({
-  id,
-  description: z.string(),
-  quantity: z.int(),
-  unit_amount_minor: money,
-  amount_minor: money,
-  price: nullable(id),
-  period_start: nullable(timestamp),
-  period_end: nullable(timestamp),
-}));
+export const InvoiceLine = component(
+  'InvoiceLine',
+  z.object({
+    id,
+    description: z.string(),
+    quantity: z.int(),
+    unit_amount_minor: money,
+    amount_minor: money,
+    price: nullable(id),
+    period_start: nullable(timestamp),
+    period_end: nullable(timestamp),
+  }),
+);
 
 const invoiceFields = {
   id,
@@ -143,108 +168,141 @@ const invoiceFields = {
 export const Invoice = component('Invoice', z.object(invoiceFields), 'What a customer owes for one period (or a one-off charge).');
 export const InvoiceWithLines = component('InvoiceWithLines', z.object({ ...invoiceFields, lines: z.array(InvoiceLine) }));
 
-export const Payment = component('Payment', z.object({
-  id,
-  object: z.literal('payment'),
-  invoice: id,
-  customer: id,
-  currency,
-  amount_minor: money,
-  refunded_minor: money,
-  status: z.enum(PAYMENT_STATUSES),
-  provider: z.string(),
-  provider_payment_id: nullable(z.string()),
-  attempt: z.int(),
-  failure_category: nullable(z.string()),
-  failure_code: nullable(z.string()),
-  failure_message: nullable(z.string()),
-  succeeded_at: nullable(timestamp),
-  failed_at: nullable(timestamp),
-  created_at: timestamp,
-}), 'One charge attempt of an invoice.');
-
-export const Refund = component('Refund', z.object({
-  id,
-  object: z.literal('refund'),
-  payment: id,
-  customer: id,
-  subscription: nullable(id),
-  currency,
-  amount_minor: money,
-  reason: z.string(),
-  rule: z.enum(REFUND_RULES),
-  destination: z.enum(REFUND_DESTINATIONS),
-  status: z.enum(REFUND_STATUSES),
-  failure_code: nullable(z.string()),
-  failure_message: nullable(z.string()),
-  succeeded_at: nullable(timestamp),
-  created_at: timestamp,
-}), 'Money returned from a payment.');
-
-export const RefundQuote = component('RefundQuote', z.object({
-  object: z.literal('refund_quote'),
-  amount_minor: money,
-  currency,
-  rule: z.enum(['full_window', 'prorated', 'window_passed', 'no_payment']),
-  payment: nullable(id),
-  refundable_minor: money,
-  period_start: nullable(timestamp),
-  period_end: nullable(timestamp),
-  quoted_at: timestamp,
-}), 'What a refund of the subscription would return now, and by which rule.');
-
-export const CustomerSession = component('CustomerSession', z.object({
-  id,
-  object: z.literal('customer_session'),
-  customer: id,
-  token: z.string().describe('Send as `Authorization: Bearer <token>` on behalf of the customer.'),
-  issued_at: timestamp,
-  expires_at: timestamp,
-}), 'A self-service session for one customer (at most one hour).');
-
-export const Entitlement = component('Entitlement', z.object({
-  plan_code: z.string(),
-  plan: id,
-  subscription: id,
-  status: z.enum(['trialing', 'active']),
-  period_end: timestamp,
-}));
-
-export const Entitlements = component('Entitlements', z.object({
-  object: z.literal('entitlements'),
-  customer: id,
-  data: z.array(Entitlement),
-  claim: z.array(z.tuple([z.string(), z.int()])).describe('The compact form for an access token: [plan code, period end in Unix seconds].'),
-}), 'What a customer may use now: its trialing and active subscriptions.');
-
-export const CheckoutLink = component('CheckoutLink', z.object({
-  object: z.literal('checkout_link'),
-  payment: id.describe('The payment attempt this link pays (pending until the customer pays).'),
-  invoice: id,
-  provider: z.enum(PROVIDER_NAMES).describe('The provider that hosts the payment page, chosen by the tenant\'s routing rules.'),
-  url: z.string().describe('Send the customer here.'),
-  expires_at: nullable(timestamp).describe('When the provider stops accepting payment on this page; ask again for a new link after that.'),
-  amount_minor: money,
-  currency,
-  reused: z.boolean().describe('True when an open link made by an earlier request was returned instead of a new one.'),
-}), 'A hosted payment page for a subscription\'s open invoice.');
-
-export const ErrorBody = component('Error', z.object({
-  error: z.object({
-    code: z.string().describe('Machine-readable, e.g. PLAN_NOT_ON_SALE, ILLEGAL_TRANSITION, INVALID_REQUEST.'),
-    message: z.string(),
-    request_id: z.string().describe('Quote it when reporting a problem.'),
-    param: z.string().optional().describe('The request field at fault, for INVALID_REQUEST.'),
+export const Payment = component(
+  'Payment',
+  z.object({
+    id,
+    object: z.literal('payment'),
+    invoice: id,
+    customer: id,
+    currency,
+    amount_minor: money,
+    refunded_minor: money,
+    status: z.enum(PAYMENT_STATUSES),
+    provider: z.string(),
+    provider_payment_id: nullable(z.string()),
+    attempt: z.int(),
+    failure_category: nullable(z.string()),
+    failure_code: nullable(z.string()),
+    failure_message: nullable(z.string()),
+    succeeded_at: nullable(timestamp),
+    failed_at: nullable(timestamp),
+    created_at: timestamp,
   }),
-}));
+  'One charge attempt of an invoice.',
+);
+
+export const Refund = component(
+  'Refund',
+  z.object({
+    id,
+    object: z.literal('refund'),
+    payment: id,
+    customer: id,
+    subscription: nullable(id),
+    currency,
+    amount_minor: money,
+    reason: z.string(),
+    rule: z.enum(REFUND_RULES),
+    destination: z.enum(REFUND_DESTINATIONS),
+    status: z.enum(REFUND_STATUSES),
+    failure_code: nullable(z.string()),
+    failure_message: nullable(z.string()),
+    succeeded_at: nullable(timestamp),
+    created_at: timestamp,
+  }),
+  'Money returned from a payment.',
+);
+
+export const RefundQuote = component(
+  'RefundQuote',
+  z.object({
+    object: z.literal('refund_quote'),
+    amount_minor: money,
+    currency,
+    rule: z.enum(['full_window', 'prorated', 'window_passed', 'no_payment']),
+    payment: nullable(id),
+    refundable_minor: money,
+    period_start: nullable(timestamp),
+    period_end: nullable(timestamp),
+    quoted_at: timestamp,
+  }),
+  'What a refund of the subscription would return now, and by which rule.',
+);
+
+export const CustomerSession = component(
+  'CustomerSession',
+  z.object({
+    id,
+    object: z.literal('customer_session'),
+    customer: id,
+    token: z.string().describe('Send as `Authorization: Bearer <token>` on behalf of the customer.'),
+    issued_at: timestamp,
+    expires_at: timestamp,
+  }),
+  'A self-service session for one customer (at most one hour).',
+);
+
+export const Entitlement = component(
+  'Entitlement',
+  z.object({
+    plan_code: z.string(),
+    plan: id,
+    subscription: id,
+    status: z.enum(['trialing', 'active']),
+    period_end: timestamp,
+  }),
+);
+
+export const Entitlements = component(
+  'Entitlements',
+  z.object({
+    object: z.literal('entitlements'),
+    customer: id,
+    data: z.array(Entitlement),
+    claim: z.array(z.tuple([z.string(), z.int()])).describe('The compact form for an access token: [plan code, period end in Unix seconds].'),
+  }),
+  'What a customer may use now: its trialing and active subscriptions.',
+);
+
+export const CheckoutLink = component(
+  'CheckoutLink',
+  z.object({
+    object: z.literal('checkout_link'),
+    payment: id.describe('The payment attempt this link pays (pending until the customer pays).'),
+    invoice: id,
+    provider: z.enum(PROVIDER_NAMES).describe("The provider that hosts the payment page, chosen by the tenant's routing rules."),
+    url: z.string().describe('Send the customer here.'),
+    expires_at: nullable(timestamp).describe('When the provider stops accepting payment on this page; ask again for a new link after that.'),
+    amount_minor: money,
+    currency,
+    reused: z.boolean().describe('True when an open link made by an earlier request was returned instead of a new one.'),
+  }),
+  "A hosted payment page for a subscription's open invoice.",
+);
+
+export const ErrorBody = component(
+  'Error',
+  z.object({
+    error: z.object({
+      code: z.string().describe('Machine-readable, e.g. PLAN_NOT_ON_SALE, ILLEGAL_TRANSITION, INVALID_REQUEST.'),
+      message: z.string(),
+      request_id: z.string().describe('Quote it when reporting a problem.'),
+      param: z.string().optional().describe('The request field at fault, for INVALID_REQUEST.'),
+    }),
+  }),
+);
 
 export function listOf<T extends z.ZodType>(name: string, item: T) {
-  return component(`${name}List`, z.object({
-    object: z.literal('list'),
-    data: z.array(item),
-    has_more: z.boolean(),
-    next_cursor: nullable(z.string()).describe('Pass as `cursor` to read the next page; null on the last page.'),
-  }));
+  return component(
+    `${name}List`,
+    z.object({
+      object: z.literal('list'),
+      data: z.array(item),
+      has_more: z.boolean(),
+      next_cursor: nullable(z.string()).describe('Pass as `cursor` to read the next page; null on the last page.'),
+    }),
+  );
 }
 
 /* Requests */
@@ -256,69 +314,99 @@ export const pageQuery = {
   cursor: z.string().max(200).optional().describe('`next_cursor` of the previous page.'),
 };
 
-export const CreateCustomerBody = z.object({
-  external_id: z.string().min(1).max(255),
-  email: z.email(),
-  name: z.string().max(500).optional(),
-  country: z.string().regex(/^[A-Za-z]{2}$/).optional(),
-  locale: z.string().regex(/^[a-z]{2}(-[A-Z]{2})?$/).optional(),
-  metadata: z.record(z.string(), z.unknown()).optional(),
-}).strict();
+export const CreateCustomerBody = z
+  .object({
+    external_id: z.string().min(1).max(255),
+    email: z.email(),
+    name: z.string().max(500).optional(),
+    country: z
+      .string()
+      .regex(/^[A-Za-z]{2}$/)
+      .optional(),
+    locale: z
+      .string()
+      .regex(/^[a-z]{2}(-[A-Z]{2})?$/)
+      .optional(),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+  })
+  .strict();
 
-export const CreateSessionBody = z.object({
-  expires_in_seconds: z.int().min(60).max(3600).optional(),
-}).strict();
+export const CreateSessionBody = z
+  .object({
+    expires_in_seconds: z.int().min(60).max(3600).optional(),
+  })
+  .strict();
 
-export const CreateSubscriptionBody = z.object({
-  customer: id,
-  price: id,
-  payment_method: id.optional(),
-}).strict();
+export const CreateSubscriptionBody = z
+  .object({
+    customer: id,
+    price: id,
+    payment_method: id.optional(),
+  })
+  .strict();
 
-export const CancelBody = z.object({
-  at_period_end: z.boolean().optional().describe('End at the end of the paid period instead of now.'),
-}).strict();
+export const CancelBody = z
+  .object({
+    at_period_end: z.boolean().optional().describe('End at the end of the paid period instead of now.'),
+  })
+  .strict();
 
 export const EmptyBody = z.object({}).strict();
 
-export const CheckoutBody = z.object({
-  return_url: z.string().max(2000).regex(/^https?:\/\/\S+$/, 'an http(s) URL').optional()
-    .describe('Where the customer should end up afterwards; shown as a link on our return page.'),
-}).strict();
+export const CheckoutBody = z
+  .object({
+    return_url: z
+      .string()
+      .max(2000)
+      .regex(/^https?:\/\/\S+$/, 'an http(s) URL')
+      .optional()
+      .describe('Where the customer should end up afterwards; shown as a link on our return page.'),
+  })
+  .strict();
 
-export const ChangePriceBody = z.object({
-  price: id,
-  at_period_end: z.boolean().optional().describe('Switch at the next period instead of now (no proration).'),
-}).strict();
+export const ChangePriceBody = z
+  .object({
+    price: id,
+    at_period_end: z.boolean().optional().describe('Switch at the next period instead of now (no proration).'),
+  })
+  .strict();
 
 const refundReason = z.enum(REFUND_REASONS);
 const refundDestination = z.enum(REFUND_DESTINATIONS);
 
-export const RefundSubscriptionBody = z.object({
-  reason: refundReason.optional(),
-  destination: refundDestination.optional(),
-}).strict();
+export const RefundSubscriptionBody = z
+  .object({
+    reason: refundReason.optional(),
+    destination: refundDestination.optional(),
+  })
+  .strict();
 
-export const RefundPaymentBody = z.object({
-  payment: id,
-  amount_minor: z.int().min(1).max(Number.MAX_SAFE_INTEGER),
-  reason: refundReason.optional(),
-  destination: refundDestination.optional(),
-}).strict();
+export const RefundPaymentBody = z
+  .object({
+    payment: id,
+    amount_minor: z.int().min(1).max(Number.MAX_SAFE_INTEGER),
+    reason: refundReason.optional(),
+    destination: refundDestination.optional(),
+  })
+  .strict();
 
 export const SubscriptionListQuery = z.object({ ...pageQuery, customer: id.optional(), status: subscriptionStatus.optional() }).strict();
 export const CustomerListQuery = z.object({ ...pageQuery, email: z.string().max(320).optional(), external_id: z.string().max(255).optional() }).strict();
-export const InvoiceListQuery = z.object({
-  ...pageQuery,
-  customer: id.optional(),
-  subscription: id.optional(),
-  status: z.enum(INVOICE_STATUSES).optional(),
-}).strict();
-export const PaymentListQuery = z.object({
-  ...pageQuery,
-  customer: id.optional(),
-  invoice: id.optional(),
-  status: z.enum(PAYMENT_STATUSES).optional(),
-}).strict();
+export const InvoiceListQuery = z
+  .object({
+    ...pageQuery,
+    customer: id.optional(),
+    subscription: id.optional(),
+    status: z.enum(INVOICE_STATUSES).optional(),
+  })
+  .strict();
+export const PaymentListQuery = z
+  .object({
+    ...pageQuery,
+    customer: id.optional(),
+    invoice: id.optional(),
+    status: z.enum(PAYMENT_STATUSES).optional(),
+  })
+  .strict();
 export const RefundListQuery = z.object({ ...pageQuery, customer: id.optional(), payment: id.optional() }).strict();
 export const NoQuery = z.object({}).strict();

@@ -24,7 +24,7 @@ export function fileDatabase(options: { clock?: string } = {}): TestDatabase {
   let real: TestDatabase | undefined;
   const db = new Proxy({} as TestDatabase, {
     get(_target, property) {
-      if (!real) throw new Error('the file\'s test database exists only while its tests run');
+      if (!real) throw new Error("the file's test database exists only while its tests run");
       const value = (real as unknown as Record<string | symbol, unknown>)[property];
       return typeof value === 'function' ? value.bind(real) : value;
     },
@@ -58,15 +58,7 @@ export async function createTenant(db: TestDatabase, options: TenantOptions = {}
     c.query(
       `insert into app_public.tenants (name, invoice_prefix, default_currency, time_zone, test_mode, dunning_schedule_days, refund_policy)
        values ($1, $2, $3, $4, $5, $6, $7) returning id`,
-      [
-        `Tenant ${prefix}`,
-        prefix,
-        options.currency ?? 'USD',
-        options.timeZone ?? 'UTC',
-        options.testMode ?? false,
-        options.dunning ?? [1, 3, 5, 7],
-        options.refundPolicy ?? 'prorated',
-      ],
+      [`Tenant ${prefix}`, prefix, options.currency ?? 'USD', options.timeZone ?? 'UTC', options.testMode ?? false, options.dunning ?? [1, 3, 5, 7], options.refundPolicy ?? 'prorated'],
     ),
   );
   return rows[0].id;
@@ -86,15 +78,7 @@ export async function createPlan(db: TestDatabase, tenantId: string, options: Pl
     c.query(
       `insert into app_public.plans (tenant_id, name, status, trial_days, full_refund_days, sale_starts_at, sale_ends_at)
        values ($1, $2, $3, $4, $5, $6, $7) returning id`,
-      [
-        tenantId,
-        options.name ?? 'Pro',
-        options.status ?? 'active',
-        options.trialDays ?? 0,
-        options.fullRefundDays ?? 7,
-        options.saleStartsAt ?? null,
-        options.saleEndsAt ?? null,
-      ],
+      [tenantId, options.name ?? 'Pro', options.status ?? 'active', options.trialDays ?? 0, options.fullRefundDays ?? 7, options.saleStartsAt ?? null, options.saleEndsAt ?? null],
     ),
   );
   return rows[0].id;
@@ -107,10 +91,13 @@ export async function createPrice(
   options: { currency?: string; interval?: 'month' | 'year'; amount?: number } = {},
 ): Promise<string> {
   const { rows } = await db.asOwner((c) =>
-    c.query(
-      `insert into app_public.prices (tenant_id, plan_id, currency, interval, amount_minor) values ($1, $2, $3, $4, $5) returning id`,
-      [tenantId, planId, options.currency ?? 'USD', options.interval ?? 'month', options.amount ?? 1000],
-    ),
+    c.query(`insert into app_public.prices (tenant_id, plan_id, currency, interval, amount_minor) values ($1, $2, $3, $4, $5) returning id`, [
+      tenantId,
+      planId,
+      options.currency ?? 'USD',
+      options.interval ?? 'month',
+      options.amount ?? 1000,
+    ]),
   );
   return rows[0].id;
 }
@@ -176,16 +163,12 @@ export async function getRow(db: TestDatabase, table: string, id: string): Promi
 }
 
 export async function subscriptionInvoices(db: TestDatabase, subscriptionId: string): Promise<Row[]> {
-  const { rows } = await db.asOwner((c) =>
-    c.query(`select * from app_public.invoices where subscription_id = $1 order by period_start nulls last, created_at`, [subscriptionId]),
-  );
+  const { rows } = await db.asOwner((c) => c.query(`select * from app_public.invoices where subscription_id = $1 order by period_start nulls last, created_at`, [subscriptionId]));
   return rows;
 }
 
 export async function openInvoice(db: TestDatabase, subscriptionId: string): Promise<Row> {
-  const { rows } = await db.asOwner((c) =>
-    c.query(`select * from app_public.invoices where subscription_id = $1 and status = 'open'`, [subscriptionId]),
-  );
+  const { rows } = await db.asOwner((c) => c.query(`select * from app_public.invoices where subscription_id = $1 and status = 'open'`, [subscriptionId]));
   if (rows.length !== 1) throw new Error(`expected one open invoice, found ${rows.length}`);
   return rows[0];
 }
@@ -195,13 +178,7 @@ export async function beginPayment(db: TestDatabase, invoiceId: string): Promise
   return rows[0];
 }
 
-export async function recordResult(
-  db: TestDatabase,
-  paymentId: string,
-  outcome: string,
-  failureCategory: string | null = null,
-  providerPaymentId: string | null = null,
-): Promise<Row> {
+export async function recordResult(db: TestDatabase, paymentId: string, outcome: string, failureCategory: string | null = null, providerPaymentId: string | null = null): Promise<Row> {
   const { rows } = await db.asWorker((c) =>
     c.query('select * from app_private.record_payment_result($1, $2, $3, $4, $5, $6)', [
       paymentId,
@@ -267,10 +244,7 @@ export async function backendPid(client: pg.PoolClient): Promise<number> {
  */
 export async function waitUntilBlocked(db: TestDatabase, pid: number): Promise<void> {
   for (let i = 0; i < 5000; i++) {
-    const { rows } = await db.pools.superuser.query(
-      `select wait_event_type from pg_stat_activity where pid = $1`,
-      [pid],
-    );
+    const { rows } = await db.pools.superuser.query(`select wait_event_type from pg_stat_activity where pid = $1`, [pid]);
     if (rows[0]?.wait_event_type === 'Lock') return;
     await new Promise((resolve) => setImmediate(resolve));
   }

@@ -79,7 +79,9 @@ describe('API keys', () => {
     const { rows } = await db.asOwner((c) => c.query('select * from app_private.api_keys where id = $1', [tenant.apiKeyId]));
     assert.equal(rows.length, 1);
     assert.ok(!JSON.stringify(rows[0]).includes(tenant.token.slice(-40)), 'the secret is not in the row');
-    const { rows: hash } = await db.asOwner((c) => c.query(`select sha256(convert_to($1, 'UTF8')) = secret_hash as ok from app_private.api_keys where id = $2`, [tenant.token, tenant.apiKeyId]));
+    const { rows: hash } = await db.asOwner((c) =>
+      c.query(`select sha256(convert_to($1, 'UTF8')) = secret_hash as ok from app_private.api_keys where id = $2`, [tenant.token, tenant.apiKeyId]),
+    );
     assert.equal(hash[0].ok, true);
   });
 
@@ -142,31 +144,36 @@ describe('API keys', () => {
     const listed = await client.request<{ apiKeys: { nodes: Array<{ prefix: string; name: string; state: string }> } }>(
       gql`{ apiKeys(orderBy: CREATED_AT_ASC) { nodes { prefix name state } } }`,
     );
-    assert.deepEqual(listed.apiKeys.nodes.map((k) => [k.prefix, k.state]), [[own.prefix, 'active'], [second.prefix, 'active']]);
-
-    const rotated = await client.request<{ rotateApiKey: { result: { token: string } } }>(
-      gql`mutation ($id: UUID!) { rotateApiKey(input: { apiKeyId: $id }) { result { token } } }`,
-      { id: second.rowId },
+    assert.deepEqual(
+      listed.apiKeys.nodes.map((k) => [k.prefix, k.state]),
+      [
+        [own.prefix, 'active'],
+        [second.prefix, 'active'],
+      ],
     );
+
+    const rotated = await client.request<{ rotateApiKey: { result: { token: string } } }>(gql`mutation ($id: UUID!) { rotateApiKey(input: { apiKeyId: $id }) { result { token } } }`, {
+      id: second.rowId,
+    });
     assert.equal((await graphqlStatus(`Bearer ${second.token}`)).code, 'API_KEY_REVOKED', 'rotation without grace retires the old key at once');
     assert.equal((await gqlClient(server, rotated.rotateApiKey.result.token).request<{ currentTenant: { rowId: string } }>(WHO_AM_I)).currentTenant.rowId, own.tenantId);
 
-    const revoked = await client.request<{ revokeApiKey: { result: { state: string } } }>(
-      gql`mutation ($id: UUID!) { revokeApiKey(input: { apiKeyId: $id }) { result { state } } }`,
-      { id: own.apiKeyId },
-    );
+    const revoked = await client.request<{ revokeApiKey: { result: { state: string } } }>(gql`mutation ($id: UUID!) { revokeApiKey(input: { apiKeyId: $id }) { result { state } } }`, {
+      id: own.apiKeyId,
+    });
     assert.equal(revoked.revokeApiKey.result.state, 'revoked');
     assert.equal((await graphqlStatus(`Bearer ${own.token}`)).code, 'API_KEY_REVOKED');
   });
 
   test('rotation with a grace period keeps the old key working until then', async () => {
     const own = await createTenantWithKey(db);
-    await gqlClient(server, own.token).request(
-      gql`mutation ($id: UUID!) { rotateApiKey(input: { apiKeyId: $id, expireOldInSeconds: 3600 }) { result { prefix } } }`,
-      { id: own.apiKeyId },
-    );
+    await gqlClient(server, own.token).request(gql`mutation ($id: UUID!) { rotateApiKey(input: { apiKeyId: $id, expireOldInSeconds: 3600 }) { result { prefix } } }`, {
+      id: own.apiKeyId,
+    });
     assert.equal((await graphqlStatus(`Bearer ${own.token}`)).status, 200);
-    const { rows } = await db.asOwner((c) => c.query('select expires_at > now() + interval \'59 minutes\' as later, replaced_by is not null as replaced from app_private.api_keys where id = $1', [own.apiKeyId]));
+    const { rows } = await db.asOwner((c) =>
+      c.query("select expires_at > now() + interval '59 minutes' as later, replaced_by is not null as replaced from app_private.api_keys where id = $1", [own.apiKeyId]),
+    );
     assert.deepEqual(rows[0], { later: true, replaced: true });
   });
 
@@ -216,7 +223,10 @@ describe('customer sessions', () => {
     const lifetime = new Date(s.expiresAt).getTime() - Date.now();
     assert.ok(lifetime > 3_500_000 && lifetime <= 3_600_000, `about an hour, got ${lifetime} ms`);
     const data = await gqlClient(server, s.token).request<{ customers: { nodes: Array<{ rowId: string }> } }>(gql`{ customers { nodes { rowId } } }`);
-    assert.deepEqual(data.customers.nodes.map((c) => c.rowId), [customerA]);
+    assert.deepEqual(
+      data.customers.nodes.map((c) => c.rowId),
+      [customerA],
+    );
     assert.deepEqual(await gqlClient(server, s.token).request(WHO_AM_I), { currentTenant: null }, 'a customer is not its tenant');
   });
 
@@ -284,7 +294,7 @@ describe('customer sessions', () => {
     assert.equal((await graphqlStatus(`Bearer ${self.token}`)).code, 'SESSION_REVOKED');
   });
 
-  test('a customer cannot end another customer\'s session', async () => {
+  test("a customer cannot end another customer's session", async () => {
     const other = await session(customerA);
     const mine = await session(customerB);
     const failure = await gqlFailure(

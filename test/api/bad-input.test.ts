@@ -78,7 +78,10 @@ describe('GraphQL', () => {
     for (const i of wrong) {
       const answer = await graphql({ query, variables: { i } });
       assert.equal(answer.status, 400, JSON.stringify(i));
-      assert.ok(answer.codes.every((c) => c === 'INVALID_VARIABLES'), answer.codes.join());
+      assert.ok(
+        answer.codes.every((c) => c === 'INVALID_VARIABLES'),
+        answer.codes.join(),
+      );
     }
     assert.deepEqual(await graphql({ query, variables: '[1]' }), { status: 400, codes: ['INVALID_VARIABLES'] });
   });
@@ -144,7 +147,10 @@ describe('REST', () => {
 
   test('a body over the limit: 413; not JSON: 415', async () => {
     assert.deepEqual((await post('/v1/customers', { external_id: 'x', email: 'x@example.com', name: 'n'.repeat(30_000) })).codes, ['PAYLOAD_TOO_LARGE']);
-    const form = await restAnswer('POST', '/v1/customers', { raw: 'external_id=x', headers: { 'content-type': 'application/x-www-form-urlencoded', 'idempotency-key': idempotencyKey() } });
+    const form = await restAnswer('POST', '/v1/customers', {
+      raw: 'external_id=x',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'idempotency-key': idempotencyKey() },
+    });
     assert.deepEqual([form.status, form.codes], [415, ['UNSUPPORTED_MEDIA_TYPE']]);
   });
 

@@ -36,7 +36,11 @@ after(async () => {
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(args, (l) => out.push(l), (l) => err.push(l));
+  const code = await runCli(
+    args,
+    (l) => out.push(l),
+    (l) => err.push(l),
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
@@ -49,7 +53,13 @@ describe('first start', () => {
     assert.deepEqual([me.status, me.body.test_mode], [200, true]);
     const subs = await rest(server, 'GET', '/v1/subscriptions?limit=100', { token: server.demo.apiKey });
     assert.deepEqual([...new Set(subs.body.data.map((s: { status: string }) => s.status))].sort(), [
-      'active', 'canceled', 'incomplete', 'incomplete_expired', 'past_due', 'paused', 'trialing',
+      'active',
+      'canceled',
+      'incomplete',
+      'incomplete_expired',
+      'past_due',
+      'paused',
+      'trialing',
     ]);
     const plans = await rest(server, 'GET', '/v1/plans', { token: server.demo.apiKey });
     const currencies = new Set(plans.body.data.flatMap((p: { prices: Array<{ currency: string }> }) => p.prices.map((pr) => pr.currency)));

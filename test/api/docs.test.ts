@@ -23,7 +23,11 @@ test('every GraphQL example in docs/api.md validates against schema.graphql', ()
   assert.ok(operations.length >= 30, `found ${operations.length} examples`);
   for (const operation of operations) {
     const document = parse(operation.replaceAll('"…"', '"00000000-0000-4000-8000-000000000000"'));
-    assert.deepEqual(validate(schema, document).map((e) => e.message), [], operation);
+    assert.deepEqual(
+      validate(schema, document).map((e) => e.message),
+      [],
+      operation,
+    );
   }
 });
 
@@ -63,11 +67,19 @@ function namedPaths(markdown: string, folder: string): { line: number; path: str
 }
 
 test('every path and relative link in docs/*.md and README.md exists', () => {
-  const files = ['README.md', ...readdirSync(path.join(projectRoot, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  const files = [
+    'README.md',
+    ...readdirSync(path.join(projectRoot, 'docs'))
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => `docs/${f}`),
+  ];
   const named = files.flatMap((file) => namedPaths(readFileSync(path.join(projectRoot, file), 'utf8'), path.dirname(file)).map((n) => ({ file, ...n })));
   assert.ok(named.length >= 150, `found ${named.length} paths`);
   const missing = named.filter((n) => !existsSync(path.join(projectRoot, n.path)));
-  assert.deepEqual(missing.map((n) => `${n.file}:${n.line}: ${n.path}`), []);
+  assert.deepEqual(
+    missing.map((n) => `${n.file}:${n.line}: ${n.path}`),
+    [],
+  );
 });
 
 test('the path check sees backticked paths, prose paths, globs and links, and skips URLs and placeholders', () => {
@@ -88,7 +100,10 @@ test('the path check sees backticked paths, prose paths, globs and links, and sk
 
 /** Headings and bold terms of a docs page: what a citation "(docs/x.md, Section)" may name. */
 function sectionsOf(markdown: string): string[] {
-  const headings = markdown.split('\n').filter((l) => l.startsWith('#')).map((l) => l.replace(/^#+\s*/, '').trim());
+  const headings = markdown
+    .split('\n')
+    .filter((l) => l.startsWith('#'))
+    .map((l) => l.replace(/^#+\s*/, '').trim());
   const bold = [...markdown.matchAll(/\*\*([^*]+)\*\*/g)].map((m) => m[1]!.trim());
   return [...headings, ...bold];
 }
@@ -109,8 +124,9 @@ export function citations(text: string): { line: number; doc: string; section: s
 }
 
 test('every docs section that code and SQL cite exists', () => {
-  const sources = globSync(['{lib,db,sandbox,providers,billing,jobs,admin,server,test,sql-tests,bench,scripts}/**/*.{ts,tsx,sql}'], { cwd: projectRoot })
-    .filter((file) => !['db/schema.sql', 'test/api/docs.test.ts'].includes(file) && !file.includes('node_modules'));
+  const sources = globSync(['{lib,db,sandbox,providers,billing,jobs,admin,server,test,sql-tests,bench,scripts}/**/*.{ts,tsx,sql}'], { cwd: projectRoot }).filter(
+    (file) => !['db/schema.sql', 'test/api/docs.test.ts'].includes(file) && !file.includes('node_modules'),
+  );
   const cited = sources.flatMap((file) => citations(readFileSync(path.join(projectRoot, file), 'utf8')).map((c) => ({ file, ...c })));
   assert.ok(cited.length >= 20, `found ${cited.length} citations`);
   const sections = new Map<string, string[]>();
@@ -119,7 +135,10 @@ test('every docs section that code and SQL cite exists', () => {
     if (!sections.has(doc)) sections.set(doc, sectionsOf(readFileSync(path.join(projectRoot, doc), 'utf8')));
     return !sections.get(doc)!.some((name) => section.startsWith(name) || name.startsWith(section));
   });
-  assert.deepEqual(unknown.map((c) => `${c.file}:${c.line}: ${c.doc}, ${c.section.slice(0, 40)}`), []);
+  assert.deepEqual(
+    unknown.map((c) => `${c.file}:${c.line}: ${c.doc}, ${c.section.slice(0, 40)}`),
+    [],
+  );
 });
 
 test('the citation check reads the doc and the section', () => {

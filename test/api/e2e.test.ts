@@ -32,7 +32,7 @@ after(async () => {
   await db?.drop();
 });
 
-describe('a tenant\'s first afternoon with the GraphQL API', () => {
+describe("a tenant's first afternoon with the GraphQL API", () => {
   const state: Record<string, string> = {};
 
   test('creates a plan with prices in two currencies and puts it on sale', async () => {
@@ -42,11 +42,14 @@ describe('a tenant\'s first afternoon with the GraphQL API', () => {
     );
     state.plan = plan.createPlan.result.rowId;
     assert.equal(plan.createPlan.result.status, 'draft');
-    for (const [currency, amount, interval] of [['USD', '1299', 'month'], ['EUR', '1199', 'month'], ['USD', '12990', 'year']] as const) {
-      const price = await client.request<{ createPrice: { result: { rowId: string } } }>(
-        gql`mutation ($input: CreatePriceInput!) { createPrice(input: $input) { result { rowId } } }`,
-        { input: { planId: state.plan, currency, interval, amountMinor: amount, idempotencyKey: idempotencyKey() } },
-      );
+    for (const [currency, amount, interval] of [
+      ['USD', '1299', 'month'],
+      ['EUR', '1199', 'month'],
+      ['USD', '12990', 'year'],
+    ] as const) {
+      const price = await client.request<{ createPrice: { result: { rowId: string } } }>(gql`mutation ($input: CreatePriceInput!) { createPrice(input: $input) { result { rowId } } }`, {
+        input: { planId: state.plan, currency, interval, amountMinor: amount, idempotencyKey: idempotencyKey() },
+      });
       state[`${currency}-${interval}`] = price.createPrice.result.rowId;
     }
     await client.request(gql`mutation ($id: UUID!) { setPlanStatus(input: { planId: $id, status: "active" }) { result { status } } }`, { id: state.plan });
@@ -58,7 +61,10 @@ describe('a tenant\'s first afternoon with the GraphQL API', () => {
     const onSale = await client.request<{ purchasablePlans: { nodes: Array<{ code: string; prices: { nodes: Array<{ currency: string }> } }> } }>(
       gql`{ purchasablePlans { nodes { code prices(orderBy: CURRENCY_ASC) { nodes { currency } } } } }`,
     );
-    assert.deepEqual(onSale.purchasablePlans.nodes.map((p) => [p.code, p.prices.nodes.map((x) => x.currency)]), [['plus', ['EUR', 'USD', 'USD']]]);
+    assert.deepEqual(
+      onSale.purchasablePlans.nodes.map((p) => [p.code, p.prices.nodes.map((x) => x.currency)]),
+      [['plus', ['EUR', 'USD', 'USD']]],
+    );
   });
 
   test('creates a customer and a subscription; the first invoice is paid', async () => {
@@ -125,7 +131,10 @@ describe('a tenant\'s first afternoon with the GraphQL API', () => {
     const active = await client.request<{ subscriptions: { nodes: Array<{ rowId: string }>; totalCount: number } }>(
       gql`{ subscriptions(filter: { status: { equalTo: "active" } }, first: 10) { totalCount nodes { rowId } } }`,
     );
-    assert.deepEqual(active.subscriptions.nodes.map((n) => n.rowId), [state.subscription]);
+    assert.deepEqual(
+      active.subscriptions.nodes.map((n) => n.rowId),
+      [state.subscription],
+    );
     for (const id of ['user-1002', 'user-1003']) {
       await client.request(gql`mutation ($i: CreateCustomerInput!) { createCustomer(input: $i) { result { rowId } } }`, {
         i: { externalId: id, email: `${id}@example.com`, idempotencyKey: idempotencyKey() },
@@ -138,7 +147,10 @@ describe('a tenant\'s first afternoon with the GraphQL API', () => {
       gql`query ($after: Cursor) { customers(first: 2, after: $after, orderBy: EXTERNAL_ID_ASC) { nodes { externalId } pageInfo { hasNextPage } } }`,
       { after: first.customers.pageInfo.endCursor },
     );
-    assert.deepEqual([...first.customers.nodes, ...second.customers.nodes].map((c) => c.externalId), ['user-1000-checkout', 'user-1001', 'user-1002', 'user-1003']);
+    assert.deepEqual(
+      [...first.customers.nodes, ...second.customers.nodes].map((c) => c.externalId),
+      ['user-1000-checkout', 'user-1001', 'user-1002', 'user-1003'],
+    );
     assert.deepEqual([first.customers.pageInfo.hasNextPage, second.customers.pageInfo.hasNextPage], [true, false]);
   });
 
@@ -146,7 +158,9 @@ describe('a tenant\'s first afternoon with the GraphQL API', () => {
     const other = await client.request<{ customers: { nodes: Array<{ rowId: string }> } }>(gql`{ customers(filter: { externalId: { equalTo: "user-1002" } }) { nodes { rowId } } }`);
     const otherId = other.customers.nodes[0]!.rowId;
     await client.request(gql`mutation ($c: UUID!, $p: UUID!, $k: String!) { createSubscription(input: { customerId: $c, priceId: $p, idempotencyKey: $k }) { result { rowId } } }`, {
-      c: otherId, p: state['USD-month'], k: idempotencyKey(),
+      c: otherId,
+      p: state['USD-month'],
+      k: idempotencyKey(),
     });
     const session = await client.request<{ createCustomerSession: { result: { token: string } } }>(
       gql`mutation ($c: UUID!) { createCustomerSession(input: { customerId: $c }) { result { token } } }`,
@@ -166,10 +180,9 @@ describe('a tenant\'s first afternoon with the GraphQL API', () => {
       { s: state.subscription, k: idempotencyKey() },
     );
     assert.deepEqual(canceled.cancelSubscription.result, { status: 'active', cancelAtPeriodEnd: true });
-    const quote = await client.request<{ refundQuote: { amountMinor: string; rule: string } }>(
-      gql`query ($s: UUID!) { refundQuote(subscriptionId: $s) { amountMinor rule } }`,
-      { s: state.subscription },
-    );
+    const quote = await client.request<{ refundQuote: { amountMinor: string; rule: string } }>(gql`query ($s: UUID!) { refundQuote(subscriptionId: $s) { amountMinor rule } }`, {
+      s: state.subscription,
+    });
     assert.deepEqual(quote.refundQuote, { amountMinor: '1299', rule: 'full_window' });
     const refund = await client.request<{ refundSubscription: { result: { rowId: string; amountMinor: string; status: string } } }>(
       gql`mutation ($s: UUID!, $k: String!) { refundSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId amountMinor status } } }`,
@@ -181,15 +194,19 @@ describe('a tenant\'s first afternoon with the GraphQL API', () => {
     const viaRest = await rest(server, 'GET', `/v1/subscriptions/${state.subscription}`, { token: tenant.token });
     assert.deepEqual([viaRest.status, viaRest.body.status, viaRest.body.cancellation_reason], [200, 'canceled', 'refunded']);
     const refunds = await rest(server, 'GET', `/v1/refunds?customer=${state.customer}`, { token: tenant.token });
-    assert.deepEqual(refunds.body.data.map((r: { id: string; amount_minor: number }) => [r.id, r.amount_minor]), [[refund.refundSubscription.result.rowId, 1299]]);
+    assert.deepEqual(
+      refunds.body.data.map((r: { id: string; amount_minor: number }) => [r.id, r.amount_minor]),
+      [[refund.refundSubscription.result.rowId, 1299]],
+    );
     const entitlements = await rest(server, 'GET', `/v1/customers/${state.customer}/entitlements`, { token: tenant.token });
     assert.deepEqual(entitlements.body.data, [], 'a refunded subscription entitles to nothing');
   });
 
   test('tenant reports show its own figures', async () => {
-    const reports = await client.request<{ subscriptionCounts: { nodes: Array<{ status: string; subscriptions: string }> }; monthlyRevenues: { nodes: Array<{ collectedMinor: string; currency: string }> } }>(
-      gql`{ subscriptionCounts { nodes { status subscriptions } } monthlyRevenues { nodes { currency collectedMinor } } }`,
-    );
+    const reports = await client.request<{
+      subscriptionCounts: { nodes: Array<{ status: string; subscriptions: string }> };
+      monthlyRevenues: { nodes: Array<{ collectedMinor: string; currency: string }> };
+    }>(gql`{ subscriptionCounts { nodes { status subscriptions } } monthlyRevenues { nodes { currency collectedMinor } } }`);
     assert.deepEqual(reports.subscriptionCounts.nodes.map((n) => n.status).sort(), ['canceled', 'incomplete']);
     assert.deepEqual(reports.monthlyRevenues.nodes, [{ currency: 'USD', collectedMinor: '1299' }]);
   });

@@ -79,9 +79,7 @@ describe('business errors', () => {
   });
 
   test('a missing idempotency key: IDEMPOTENCY_KEY_REQUIRED', async () => {
-    const failure = await gqlFailure(
-      gqlClient(server, tenant.token).request(gql`mutation { createCustomer(input: { externalId: "x", email: "x@example.com" }) { result { rowId } } }`),
-    );
+    const failure = await gqlFailure(gqlClient(server, tenant.token).request(gql`mutation { createCustomer(input: { externalId: "x", email: "x@example.com" }) { result { rowId } } }`));
     assert.deepEqual(failure.codes, ['IDEMPOTENCY_KEY_REQUIRED']);
   });
 });

@@ -51,8 +51,14 @@ describe('Idempotency-Key on GraphQL mutations', () => {
   test('another tenant using the same key is unaffected (keys are per tenant)', async () => {
     const key = idempotencyKey();
     const other = await createTenantWithKey(db);
-    const a = await gqlClient(server, tenant.token, { 'idempotency-key': key }).request<{ createCustomer: { result: { rowId: string } } }>(CREATE_CUSTOMER, { externalId: 'idem-4', email: 'a@example.com' });
-    const b = await gqlClient(server, other.token, { 'idempotency-key': key }).request<{ createCustomer: { result: { rowId: string } } }>(CREATE_CUSTOMER, { externalId: 'idem-4', email: 'a@example.com' });
+    const a = await gqlClient(server, tenant.token, { 'idempotency-key': key }).request<{ createCustomer: { result: { rowId: string } } }>(CREATE_CUSTOMER, {
+      externalId: 'idem-4',
+      email: 'a@example.com',
+    });
+    const b = await gqlClient(server, other.token, { 'idempotency-key': key }).request<{ createCustomer: { result: { rowId: string } } }>(CREATE_CUSTOMER, {
+      externalId: 'idem-4',
+      email: 'a@example.com',
+    });
     assert.notEqual(a.createCustomer.result.rowId, b.createCustomer.result.rowId);
   });
 

@@ -10,33 +10,14 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { ClientError, type GraphQLClient } from 'graphql-request';
-import {
-  buildSchema,
-  getNamedType,
-  isEnumType,
-  isObjectType,
-  isScalarType,
-  type GraphQLObjectType,
-  type GraphQLSchema,
-} from 'postgraphile/graphql';
+import { buildSchema, getNamedType, isEnumType, isObjectType, isScalarType, type GraphQLObjectType, type GraphQLSchema } from 'postgraphile/graphql';
 import type { RunningAbonement } from '../../server/index.ts';
 import { routes } from '../../server/rest/routes.ts';
 import { schemaFile } from '../../server/schema-sdl.ts';
 import { signCustomerSession } from '../../server/sessions.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestServer } from '../support/server.ts';
-import {
-  TEST_JWT_SECRET,
-  attachCard,
-  createCatalogue,
-  createTenantWithKey,
-  gqlClient,
-  idempotencyKey,
-  payOpenInvoice,
-  rest,
-  type Catalogue,
-  type TenantWithKey,
-} from './support.ts';
+import { TEST_JWT_SECRET, attachCard, createCatalogue, createTenantWithKey, gqlClient, idempotencyKey, payOpenInvoice, rest, type Catalogue, type TenantWithKey } from './support.ts';
 
 let db: TestDatabase;
 let server: RunningAbonement;
@@ -48,16 +29,39 @@ let catalogueB: Catalogue;
 
 /** Everything of tenant A an attacker must not reach. */
 const A = {
-  customer1: '', customer2: '', subscription1: '', subscription2: '', invoice1: '', payment1: '', refund1: '',
-  card1: '', secondKey: '', session1: { id: '', token: '' }, session2: { id: '', token: '' },
+  customer1: '',
+  customer2: '',
+  subscription1: '',
+  subscription2: '',
+  invoice1: '',
+  payment1: '',
+  refund1: '',
+  card1: '',
+  secondKey: '',
+  session1: { id: '', token: '' },
+  session2: { id: '', token: '' },
 };
 let aIds: string[] = [];
 let aNodeIds: string[] = [];
 let aNodeIdsOfCustomer2: string[] = [];
 let bCustomer = '';
 
-const TABLES = ['tenants', 'plans', 'prices', 'customers', 'payment_methods', 'subscriptions', 'invoices', 'invoice_lines', 'payments',
-  'refunds', 'customer_balances', 'balance_transactions', 'events', 'status_changes'];
+const TABLES = [
+  'tenants',
+  'plans',
+  'prices',
+  'customers',
+  'payment_methods',
+  'subscriptions',
+  'invoices',
+  'invoice_lines',
+  'payments',
+  'refunds',
+  'customer_balances',
+  'balance_transactions',
+  'events',
+  'status_changes',
+];
 
 async function snapshotOfA(): Promise<string> {
   return db.asOwner(async (c) => {
@@ -224,22 +228,66 @@ describe('tenant B against tenant A', () => {
     }
   });
 
-  test('every mutation on A\'s objects fails or changes nothing', async () => {
+  test("every mutation on A's objects fails or changes nothing", async () => {
     const client = gqlClient(server, b.token);
     const k = () => idempotencyKey();
     const cases: Array<[string, string, Record<string, unknown>]> = [
-      ['cancelSubscription', `mutation ($s: UUID!, $k: String!) { cancelSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`, { s: A.subscription1, k: k() }],
-      ['pauseSubscription', `mutation ($s: UUID!, $k: String!) { pauseSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`, { s: A.subscription1, k: k() }],
-      ['resumeSubscription', `mutation ($s: UUID!, $k: String!) { resumeSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`, { s: A.subscription1, k: k() }],
-      ['changeSubscriptionPrice', `mutation ($s: UUID!, $p: UUID!, $k: String!) { changeSubscriptionPrice(input: { subscriptionId: $s, newPriceId: $p, idempotencyKey: $k }) { result { rowId } } }`, { s: A.subscription1, p: catalogueA.max.monthUsd, k: k() }],
-      ['refundSubscription', `mutation ($s: UUID!, $k: String!) { refundSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`, { s: A.subscription1, k: k() }],
-      ['refundPayment', `mutation ($p: UUID!, $k: String!) { refundPayment(input: { paymentId: $p, amountMinor: "1", idempotencyKey: $k }) { result { rowId } } }`, { p: A.payment1, k: k() }],
-      ['createSubscription (A customer)', `mutation ($c: UUID!, $p: UUID!, $k: String!) { createSubscription(input: { customerId: $c, priceId: $p, idempotencyKey: $k }) { result { rowId } } }`, { c: A.customer1, p: catalogueB.pro.monthUsd, k: k() }],
-      ['createSubscription (A price)', `mutation ($c: UUID!, $p: UUID!, $k: String!) { createSubscription(input: { customerId: $c, priceId: $p, idempotencyKey: $k }) { result { rowId } } }`, { c: bCustomer, p: catalogueA.pro.monthUsd, k: k() }],
-      ['createPrice (A plan)', `mutation ($p: UUID!, $k: String!) { createPrice(input: { planId: $p, currency: "GBP", interval: "month", amountMinor: "1", idempotencyKey: $k }) { result { rowId } } }`, { p: catalogueA.pro.planId, k: k() }],
+      [
+        'cancelSubscription',
+        `mutation ($s: UUID!, $k: String!) { cancelSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`,
+        { s: A.subscription1, k: k() },
+      ],
+      [
+        'pauseSubscription',
+        `mutation ($s: UUID!, $k: String!) { pauseSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`,
+        { s: A.subscription1, k: k() },
+      ],
+      [
+        'resumeSubscription',
+        `mutation ($s: UUID!, $k: String!) { resumeSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`,
+        { s: A.subscription1, k: k() },
+      ],
+      [
+        'changeSubscriptionPrice',
+        `mutation ($s: UUID!, $p: UUID!, $k: String!) { changeSubscriptionPrice(input: { subscriptionId: $s, newPriceId: $p, idempotencyKey: $k }) { result { rowId } } }`,
+        { s: A.subscription1, p: catalogueA.max.monthUsd, k: k() },
+      ],
+      [
+        'refundSubscription',
+        `mutation ($s: UUID!, $k: String!) { refundSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`,
+        { s: A.subscription1, k: k() },
+      ],
+      [
+        'refundPayment',
+        `mutation ($p: UUID!, $k: String!) { refundPayment(input: { paymentId: $p, amountMinor: "1", idempotencyKey: $k }) { result { rowId } } }`,
+        { p: A.payment1, k: k() },
+      ],
+      [
+        'createSubscription (A customer)',
+        `mutation ($c: UUID!, $p: UUID!, $k: String!) { createSubscription(input: { customerId: $c, priceId: $p, idempotencyKey: $k }) { result { rowId } } }`,
+        { c: A.customer1, p: catalogueB.pro.monthUsd, k: k() },
+      ],
+      [
+        'createSubscription (A price)',
+        `mutation ($c: UUID!, $p: UUID!, $k: String!) { createSubscription(input: { customerId: $c, priceId: $p, idempotencyKey: $k }) { result { rowId } } }`,
+        { c: bCustomer, p: catalogueA.pro.monthUsd, k: k() },
+      ],
+      [
+        'createPrice (A plan)',
+        `mutation ($p: UUID!, $k: String!) { createPrice(input: { planId: $p, currency: "GBP", interval: "month", amountMinor: "1", idempotencyKey: $k }) { result { rowId } } }`,
+        { p: catalogueA.pro.planId, k: k() },
+      ],
       ['setPlanStatus', `mutation ($p: UUID!) { setPlanStatus(input: { planId: $p, status: "archived" }) { result { rowId } } }`, { p: catalogueA.pro.planId }],
-      ['createInvoice', `mutation ($c: UUID!, $k: String!) { createInvoice(input: { customerId: $c, lines: [{ description: "x", unit_amount_minor: 1 }], idempotencyKey: $k }) { result { rowId } } }`, { c: A.customer1, k: k() }],
-      ['creditBalance', `mutation ($c: UUID!, $k: String!) { creditBalance(input: { customerId: $c, amountMinor: "100", idempotencyKey: $k }) { result { rowId } } }`, { c: A.customer1, k: k() }],
+      [
+        'createInvoice',
+        `mutation ($c: UUID!, $k: String!) { createInvoice(input: { customerId: $c, lines: [{ description: "x", unit_amount_minor: 1 }], idempotencyKey: $k }) { result { rowId } } }`,
+        { c: A.customer1, k: k() },
+      ],
+      [
+        'creditBalance',
+        `mutation ($c: UUID!, $k: String!) { creditBalance(input: { customerId: $c, amountMinor: "100", idempotencyKey: $k }) { result { rowId } } }`,
+        { c: A.customer1, k: k() },
+      ],
       ['createCustomerSession', `mutation ($c: UUID!) { createCustomerSession(input: { customerId: $c }) { result { token } } }`, { c: A.customer1 }],
       ['revokeCustomerSession', `mutation ($s: UUID!) { revokeCustomerSession(input: { sessionId: $s }) { result { rowId } } }`, { s: A.session1.id }],
       ['revokeApiKey', `mutation ($id: UUID!) { revokeApiKey(input: { apiKeyId: $id }) { result { rowId } } }`, { id: A.secondKey }],
@@ -265,7 +313,7 @@ describe('tenant B against tenant A', () => {
     assert.deepEqual(entitlements.data, { customerEntitlements: [], customerEntitlementsClaim: [] });
   });
 
-  test('every REST route with A\'s ids is a 404 or empty, never A\'s data', async () => {
+  test("every REST route with A's ids is a 404 or empty, never A's data", async () => {
     for (const route of routes) {
       const bodies: Record<string, unknown> = {
         createSubscription: { customer: A.customer1, price: catalogueA.pro.monthUsd },
@@ -282,7 +330,14 @@ describe('tenant B against tenant A', () => {
         });
         // An error may echo the ids the attacker sent; anything else of A's would be a leak.
         const sent = JSON.stringify(bodies[route.operationId] ?? {});
-        assert.deepEqual(leaked(res.body, aIds.filter((x) => x !== id && !sent.includes(x))), [], `${route.method} ${path} leaks`);
+        assert.deepEqual(
+          leaked(
+            res.body,
+            aIds.filter((x) => x !== id && !sent.includes(x)),
+          ),
+          [],
+          `${route.method} ${path} leaks`,
+        );
         if (res.status === 200) {
           assert.ok(!route.path.includes(':id') || route.operationId === 'getCustomerEntitlements', `${route.operationId} on A's ${id} answered 200`);
         } else {
@@ -321,19 +376,27 @@ describe('a customer session against other customers', () => {
       assert.deepEqual(leaked(result.data, [...customer2Ids, ...otherTenant, b.tenantId]), [], `${field} leaks`);
     }
     const subscriptions = await gqlClient(server, A.session1.token).request<{ subscriptions: { nodes: Array<{ customerId: string }> } }>(`{ subscriptions { nodes { customerId } } }`);
-    assert.deepEqual(subscriptions.subscriptions.nodes.map((s) => s.customerId), [A.customer1]);
+    assert.deepEqual(
+      subscriptions.subscriptions.nodes.map((s) => s.customerId),
+      [A.customer1],
+    );
     for (const id of aNodeIdsOfCustomer2) {
       const result = await attempt(gqlClient(server, A.session1.token), `query ($id: ID!) { node(id: $id) { id } }`, { id });
       assert.deepEqual(result.data, { node: null }, `node(${id})`);
     }
   });
 
-  test('the other customer\'s subscription cannot be read, quoted, canceled or refunded', async () => {
+  test("the other customer's subscription cannot be read, quoted, canceled or refunded", async () => {
     const client = gqlClient(server, A.session1.token);
     assert.deepEqual((await attempt(client, `query ($s: UUID!) { subscription(rowId: $s) { rowId } }`, { s: A.subscription2 })).data, { subscription: null });
     assert.deepEqual((await attempt(client, `query ($s: UUID!) { refundQuote(subscriptionId: $s) { amountMinor } }`, { s: A.subscription2 })).codes, ['SUBSCRIPTION_NOT_FOUND']);
     assert.deepEqual(
-      (await attempt(client, `mutation ($s: UUID!, $k: String!) { cancelSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`, { s: A.subscription2, k: idempotencyKey() })).codes,
+      (
+        await attempt(client, `mutation ($s: UUID!, $k: String!) { cancelSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`, {
+          s: A.subscription2,
+          k: idempotencyKey(),
+        })
+      ).codes,
       ['SUBSCRIPTION_NOT_FOUND'],
     );
     const tenantOnly = [
@@ -345,7 +408,10 @@ describe('a customer session against other customers', () => {
     ];
     for (const mutation of tenantOnly) {
       const result = await attempt(client, mutation, mutation.includes('$id') ? { id: mutation.includes('updatePlan') ? catalogueA.pro.planId : A.customer1 } : undefined);
-      assert.ok(result.codes.some((c) => ['FORBIDDEN', 'TENANT_REQUIRED'].includes(c)), `${mutation}: ${result.codes.join()}`);
+      assert.ok(
+        result.codes.some((c) => ['FORBIDDEN', 'TENANT_REQUIRED'].includes(c)),
+        `${mutation}: ${result.codes.join()}`,
+      );
     }
   });
 
@@ -353,7 +419,10 @@ describe('a customer session against other customers', () => {
     const other = await rest(server, 'GET', `/v1/subscriptions/${A.subscription2}`, { token: A.session1.token });
     assert.deepEqual([other.status, other.body.error.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
     const customers = await rest(server, 'GET', '/v1/customers', { token: A.session1.token });
-    assert.deepEqual(customers.body.data.map((c: { id: string }) => c.id), [A.customer1]);
+    assert.deepEqual(
+      customers.body.data.map((c: { id: string }) => c.id),
+      [A.customer1],
+    );
     const cancel = await rest(server, 'POST', `/v1/subscriptions/${A.subscription2}/cancel`, { token: A.session1.token, body: {}, headers: { 'idempotency-key': idempotencyKey() } });
     assert.deepEqual([cancel.status, cancel.body.error.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
   });
@@ -375,7 +444,11 @@ describe('forged, expired and revoked credentials', () => {
     );
     const revoked = await createTenantWithKey(db);
     await db.asOwner((c) => c.query('update app_private.api_keys set revoked_at = now() where id = $1', [revoked.apiKeyId]));
-    const cases: Array<[string, string]> = [[forged, 'INVALID_SESSION_TOKEN'], [expired, 'SESSION_EXPIRED'], [revoked.token, 'API_KEY_REVOKED']];
+    const cases: Array<[string, string]> = [
+      [forged, 'INVALID_SESSION_TOKEN'],
+      [expired, 'SESSION_EXPIRED'],
+      [revoked.token, 'API_KEY_REVOKED'],
+    ];
     for (const [token, code] of cases) {
       const viaRest = await rest(server, 'GET', '/v1/subscriptions', { token });
       assert.deepEqual([viaRest.status, viaRest.body.error.code], [401, code]);

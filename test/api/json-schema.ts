@@ -7,7 +7,10 @@ type Schema = Record<string, any>;
 
 export function validate(value: unknown, schema: Schema, root: Schema, path = '$'): string[] {
   if (schema.$ref) {
-    const target = (schema.$ref as string).replace(/^#\//, '').split('/').reduce((node: any, key) => node?.[key], root);
+    const target = (schema.$ref as string)
+      .replace(/^#\//, '')
+      .split('/')
+      .reduce((node: any, key) => node?.[key], root);
     if (!target) return [`${path}: unresolved $ref ${schema.$ref}`];
     return validate(value, target, root, path);
   }

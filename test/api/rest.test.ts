@@ -104,9 +104,14 @@ describe('a tenant works through REST', () => {
     assert.equal(me.body.name, 'REST Cinema');
     const plans = await call('listPurchasablePlans');
     const pro = plans.body.data.find((p: { code: string }) => p.code === 'pro');
-    assert.deepEqual(pro.prices.map((p: { currency: string; interval: string; amount_minor: number }) => [p.currency, p.interval, p.amount_minor]), [
-      ['EUR', 'month', 900], ['USD', 'month', 1000], ['USD', 'year', 10000],
-    ]);
+    assert.deepEqual(
+      pro.prices.map((p: { currency: string; interval: string; amount_minor: number }) => [p.currency, p.interval, p.amount_minor]),
+      [
+        ['EUR', 'month', 900],
+        ['USD', 'month', 1000],
+        ['USD', 'year', 10000],
+      ],
+    );
   });
 
   test('customers: create (idempotent), get, list with filters', async () => {
@@ -121,7 +126,10 @@ describe('a tenant works through REST', () => {
     assert.deepEqual(await rowCounts(db), countsBefore, 'and writes nothing');
     assert.deepEqual((await call('getCustomer', { path: { id: customerId } })).body, created.body);
     const byEmail = await call('listCustomers', { query: { email: 'rest1@example.com' } });
-    assert.deepEqual(byEmail.body.data.map((c: { id: string }) => c.id), [customerId]);
+    assert.deepEqual(
+      byEmail.body.data.map((c: { id: string }) => c.id),
+      [customerId],
+    );
   });
 
   test('subscriptions: create, invoice, pay, get, list', async () => {
@@ -136,10 +144,16 @@ describe('a tenant works through REST', () => {
     ({ paymentId } = await payOpenInvoice(db, subscriptionId));
     assert.equal((await call('getSubscription', { path: { id: subscriptionId } })).body.status, 'active');
     const payments = await call('listPayments', { query: { customer: customerId } });
-    assert.deepEqual(payments.body.data.map((p: { id: string; status: string }) => [p.id, p.status]), [[paymentId, 'succeeded']]);
+    assert.deepEqual(
+      payments.body.data.map((p: { id: string; status: string }) => [p.id, p.status]),
+      [[paymentId, 'succeeded']],
+    );
     assert.equal((await call('getPayment', { path: { id: paymentId } })).body.amount_minor, 1000);
     const listed = await call('listSubscriptions', { query: { customer: customerId, status: 'active' } });
-    assert.deepEqual(listed.body.data.map((s: { id: string }) => s.id), [subscriptionId]);
+    assert.deepEqual(
+      listed.body.data.map((s: { id: string }) => s.id),
+      [subscriptionId],
+    );
   });
 
   test('a checkout link for the first invoice of a subscription without a card', async () => {
@@ -153,7 +167,10 @@ describe('a tenant works through REST', () => {
 
   test('entitlements for an access token', async () => {
     const entitlements = await call('getCustomerEntitlements', { path: { id: customerId } });
-    assert.deepEqual(entitlements.body.data.map((e: { plan_code: string }) => e.plan_code), ['pro']);
+    assert.deepEqual(
+      entitlements.body.data.map((e: { plan_code: string }) => e.plan_code),
+      ['pro'],
+    );
     assert.equal(entitlements.body.claim[0][0], 'pro');
   });
 
@@ -162,7 +179,10 @@ describe('a tenant works through REST', () => {
     await call('createSubscription', { body: { customer: other.body.id, price: catalogue.trial.monthUsd }, key: idempotencyKey() });
     const session = await call('createCustomerSession', { path: { id: customerId }, body: { expires_in_seconds: 600 } });
     const own = await call('listSubscriptions', { token: session.body.token });
-    assert.deepEqual(own.body.data.map((s: { customer: string }) => s.customer), [customerId]);
+    assert.deepEqual(
+      own.body.data.map((s: { customer: string }) => s.customer),
+      [customerId],
+    );
     const foreign = await call('listSubscriptions', { token: session.body.token, query: { customer: other.body.id } });
     assert.deepEqual(foreign.body.data, []);
   });
@@ -193,7 +213,10 @@ describe('a tenant works through REST', () => {
     const tooMuch = await call('createRefund', { body: { payment: secondPayment, amount_minor: 900 }, key: idempotencyKey() });
     assert.deepEqual([tooMuch.status, tooMuch.body.error.code], [422, 'REFUND_EXCEEDS_REMAINDER']);
     const refunds = await call('listRefunds', { query: { customer: customerId } });
-    assert.deepEqual(refunds.body.data.map((r: { id: string }) => r.id), [partial.body.id, refund.body.id]);
+    assert.deepEqual(
+      refunds.body.data.map((r: { id: string }) => r.id),
+      [partial.body.id, refund.body.id],
+    );
   });
 
   test('cancel at period end', async () => {
@@ -234,7 +257,9 @@ describe('REST errors', () => {
 
   test('business errors carry the same codes as GraphQL', async () => {
     const missing = await rest(server, 'POST', '/v1/subscriptions/00000000-0000-4000-8000-000000000000/cancel', {
-      token: tenant.token, body: {}, headers: { 'idempotency-key': idempotencyKey() },
+      token: tenant.token,
+      body: {},
+      headers: { 'idempotency-key': idempotencyKey() },
     });
     assert.deepEqual([missing.status, missing.body.error.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
     const noKey = await rest(server, 'POST', '/v1/customers', { token: tenant.token, body: { external_id: 'k', email: 'k@example.com' } });

@@ -38,7 +38,9 @@ describe('schema.graphql', () => {
       const a = committed.split('\n');
       const b = sdl.split('\n');
       const line = a.findIndex((l, i) => l !== b[i]);
-      assert.fail(`schema.graphql is out of date from line ${line + 1}: committed ${JSON.stringify(a[line])}, generated ${JSON.stringify(b[line])}. Run npm run schema:export and commit it.`);
+      assert.fail(
+        `schema.graphql is out of date from line ${line + 1}: committed ${JSON.stringify(a[line])}, generated ${JSON.stringify(b[line])}. Run npm run schema:export and commit it.`,
+      );
     }
   });
 });
@@ -53,8 +55,20 @@ describe('what the schema never shows', () => {
   });
 
   test('no app_private table or internal type', () => {
-    for (const name of ['Operator', 'OperatorSession', 'WorkerHeartbeat', 'ProviderEvent', 'AuditLog', 'StateTransition', 'TestClock',
-      'ClockOverride', 'InvoiceCounter', 'IdempotencyKey', 'CustomerSessionsConnection', 'ApiKeySecret']) {
+    for (const name of [
+      'Operator',
+      'OperatorSession',
+      'WorkerHeartbeat',
+      'ProviderEvent',
+      'AuditLog',
+      'StateTransition',
+      'TestClock',
+      'ClockOverride',
+      'InvoiceCounter',
+      'IdempotencyKey',
+      'CustomerSessionsConnection',
+      'ApiKeySecret',
+    ]) {
       assert.equal(schema.getType(name), undefined, `${name} is not a type`);
     }
     assert.ok(!/app_private|appPrivate|AppPrivate/.test(sdl.replace(/"""[\s\S]*?"""/g, '')), 'no app_private name outside descriptions');
@@ -74,11 +88,25 @@ describe('what the schema never shows', () => {
     const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
     const functions = new Set([...exposedFunctions].map(camel));
     // Generated (CRUD) updates and deletes; functions named update_… or delete_… (webhook endpoints) are checked below.
-    assert.deepEqual(mutations.filter((m) => /^(update|delete)/.test(m) && !functions.has(m)), [
-      'deletePaymentMethod', 'deletePaymentMethodById', 'deletePlan', 'deletePlanById',
-      'updateCustomer', 'updateCustomerById', 'updatePaymentMethod', 'updatePaymentMethodById',
-      'updatePlan', 'updatePlanById', 'updatePrice', 'updatePriceById', 'updateTenant', 'updateTenantById',
-    ]);
+    assert.deepEqual(
+      mutations.filter((m) => /^(update|delete)/.test(m) && !functions.has(m)),
+      [
+        'deletePaymentMethod',
+        'deletePaymentMethodById',
+        'deletePlan',
+        'deletePlanById',
+        'updateCustomer',
+        'updateCustomerById',
+        'updatePaymentMethod',
+        'updatePaymentMethodById',
+        'updatePlan',
+        'updatePlanById',
+        'updatePrice',
+        'updatePriceById',
+        'updateTenant',
+        'updateTenantById',
+      ],
+    );
     // createCheckoutLink is our one hand-written mutation (server/graphql-checkout.ts): it calls a payment provider.
     const fromFunctions = mutations.filter((m) => (!/^(update|delete)/.test(m) || functions.has(m)) && m !== 'createCheckoutLink');
     assert.ok(mutations.includes('createCheckoutLink'));

@@ -21,10 +21,11 @@ export interface TenantWithKey {
 export async function createTenantWithKey(db: TestDatabase, options: { testMode?: boolean; name?: string } = {}): Promise<TenantWithKey> {
   const invoicePrefix = `A${randomBytes(4).toString('hex').toUpperCase()}`;
   return db.asOwner(async (c) => {
-    const { rows } = await c.query(
-      `select id from app_private.create_tenant($1, $2, 'USD', 'UTC', $3)`,
-      [options.name ?? `Tenant ${invoicePrefix}`, invoicePrefix, options.testMode ?? true],
-    );
+    const { rows } = await c.query(`select id from app_private.create_tenant($1, $2, 'USD', 'UTC', $3)`, [
+      options.name ?? `Tenant ${invoicePrefix}`,
+      invoicePrefix,
+      options.testMode ?? true,
+    ]);
     const tenantId = rows[0].id as string;
     const key = await c.query(`select * from app_private.issue_api_key($1, 'test key', 'test')`, [tenantId]);
     return { tenantId, apiKeyId: key.rows[0].id, token: key.rows[0].token, prefix: key.rows[0].prefix };
@@ -98,9 +99,19 @@ export function idempotencyKey(): string {
 /** Row counts of the tables a write could touch, to prove a refused request wrote nothing. */
 export async function rowCounts(db: TestDatabase): Promise<Record<string, number>> {
   const tables = [
-    'app_public.tenants', 'app_public.plans', 'app_public.prices', 'app_public.customers', 'app_public.payment_methods',
-    'app_public.subscriptions', 'app_public.invoices', 'app_public.payments', 'app_public.refunds', 'app_public.events',
-    'app_private.api_keys', 'app_private.customer_sessions', 'app_private.idempotency_keys',
+    'app_public.tenants',
+    'app_public.plans',
+    'app_public.prices',
+    'app_public.customers',
+    'app_public.payment_methods',
+    'app_public.subscriptions',
+    'app_public.invoices',
+    'app_public.payments',
+    'app_public.refunds',
+    'app_public.events',
+    'app_private.api_keys',
+    'app_private.customer_sessions',
+    'app_private.idempotency_keys',
   ];
   return db.asOwner(async (c) => {
     const counts: Record<string, number> = {};
@@ -119,23 +130,25 @@ export interface Catalogue {
 export async function createCatalogue(server: RunningAbonement, token: string): Promise<Catalogue> {
   const client = gqlClient(server, token);
   const plan = async (name: string, code: string, trialDays = 0) => {
-    const data = await client.request<{ createPlan: { result: { rowId: string } } }>(
-      `mutation ($input: CreatePlanInput!) { createPlan(input: $input) { result { rowId } } }`,
-      { input: { name, code, trialDays, idempotencyKey: idempotencyKey() } },
-    );
+    const data = await client.request<{ createPlan: { result: { rowId: string } } }>(`mutation ($input: CreatePlanInput!) { createPlan(input: $input) { result { rowId } } }`, {
+      input: { name, code, trialDays, idempotencyKey: idempotencyKey() },
+    });
     return data.createPlan.result.rowId;
   };
   const price = async (planId: string, currency: string, interval: string, amountMinor: number) => {
-    const data = await client.request<{ createPrice: { result: { rowId: string } } }>(
-      `mutation ($input: CreatePriceInput!) { createPrice(input: $input) { result { rowId } } }`,
-      { input: { planId, currency, interval, amountMinor: String(amountMinor), idempotencyKey: idempotencyKey() } },
-    );
+    const data = await client.request<{ createPrice: { result: { rowId: string } } }>(`mutation ($input: CreatePriceInput!) { createPrice(input: $input) { result { rowId } } }`, {
+      input: { planId, currency, interval, amountMinor: String(amountMinor), idempotencyKey: idempotencyKey() },
+    });
     return data.createPrice.result.rowId;
   };
-  const activate = (planId: string) =>
-    client.request(`mutation ($id: UUID!) { setPlanStatus(input: { planId: $id, status: "active" }) { result { status } } }`, { id: planId });
+  const activate = (planId: string) => client.request(`mutation ($id: UUID!) { setPlanStatus(input: { planId: $id, status: "active" }) { result { status } } }`, { id: planId });
   const proId = await plan('Pro', 'pro');
-  const pro = { planId: proId, monthUsd: await price(proId, 'USD', 'month', 1000), yearUsd: await price(proId, 'USD', 'year', 10000), monthEur: await price(proId, 'EUR', 'month', 900) };
+  const pro = {
+    planId: proId,
+    monthUsd: await price(proId, 'USD', 'month', 1000),
+    yearUsd: await price(proId, 'USD', 'year', 10000),
+    monthEur: await price(proId, 'EUR', 'month', 900),
+  };
   const maxId = await plan('Max', 'max');
   const max = { planId: maxId, monthUsd: await price(maxId, 'USD', 'month', 2000) };
   const trialId = await plan('Trial', 'trial', 14);

@@ -78,9 +78,7 @@ describe('ensureFirstAdmin', () => {
       const first = await ensureFirstAdmin(db.pools.owner, config, running.logger);
       assert.ok(first?.generatedPassword, 'a password is generated when ADMIN_PASSWORD is unset');
       assert.equal(first.email, 'first@example.com');
-      const { rows } = await db.pools.owner.query<{ role: string; password_hash: string }>(
-        'select role, password_hash from app_private.operators',
-      );
+      const { rows } = await db.pools.owner.query<{ role: string; password_hash: string }>('select role, password_hash from app_private.operators');
       assert.equal(rows.length, 1);
       assert.equal(rows[0]!.role, 'admin');
       assert.equal(await verifyPassword(first.generatedPassword, rows[0]!.password_hash), true);
@@ -99,10 +97,7 @@ describe('ensureFirstAdmin', () => {
     const db = await createTestDatabase();
     try {
       const config = parseConfig({ NODE_ENV: 'test', ADMIN_EMAIL: 'boss@example.com', ADMIN_PASSWORD: 'given-password-1234' });
-      const results = await Promise.all([
-        ensureFirstAdmin(db.pools.owner, config, running.logger),
-        ensureFirstAdmin(db.pools.owner, config, running.logger),
-      ]);
+      const results = await Promise.all([ensureFirstAdmin(db.pools.owner, config, running.logger), ensureFirstAdmin(db.pools.owner, config, running.logger)]);
       const created = results.filter((r) => r !== null);
       assert.equal(created.length, 1, 'exactly one start creates the admin');
       assert.deepEqual(created[0], { email: 'boss@example.com' });
@@ -184,10 +179,7 @@ describe('login', () => {
     assert.equal(list.status, 200);
     const body = JSON.parse(list.text) as { records: Array<{ params: Record<string, unknown> }> };
     assert.ok(body.records.some((r) => r.params.email === ADMIN_EMAIL));
-    const { rows } = await running.db.pools.owner.query<{ last_login_at: Date | null }>(
-      'select last_login_at from app_private.operators where email = $1',
-      [ADMIN_EMAIL],
-    );
+    const { rows } = await running.db.pools.owner.query<{ last_login_at: Date | null }>('select last_login_at from app_private.operators where email = $1', [ADMIN_EMAIL]);
     assert.ok(rows[0]!.last_login_at, 'the login is recorded');
   });
 
@@ -232,8 +224,7 @@ describe('login', () => {
   test('logout ends the session', async () => {
     const client = await loggedIn();
     const sid = decodeURIComponent(client.cookies.get(SESSION_COOKIE)!).replace(/^s:/, '').split('.')[0]!;
-    const count = async () =>
-      (await running.db.pools.owner.query('select 1 from app_private.operator_sessions where sid = $1', [sid])).rowCount;
+    const count = async () => (await running.db.pools.owner.query('select 1 from app_private.operator_sessions where sid = $1', [sid])).rowCount;
     assert.equal(await count(), 1, 'the session is stored in PostgreSQL');
     const old = client.cookieHeader();
     const response = await client.get('/admin/logout');

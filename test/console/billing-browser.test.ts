@@ -31,8 +31,11 @@ before(async () => {
   world = await createWorld(running.db, { amount: 5000 });
   subscription = await activeSubscription(running.db, world);
   const { rows } = await running.db.asOwner((c) =>
-    c.query(`select p.id, pm.provider_token from app_public.payments p join app_public.payment_methods pm on pm.id = p.payment_method_id
-              where p.customer_id = $1 and p.status = 'succeeded'`, [world.customerId]),
+    c.query(
+      `select p.id, pm.provider_token from app_public.payments p join app_public.payment_methods pm on pm.id = p.payment_method_id
+              where p.customer_id = $1 and p.status = 'succeeded'`,
+      [world.customerId],
+    ),
   );
   paymentId = rows[0].id;
   providerToken = rows[0].provider_token;
@@ -96,7 +99,11 @@ test('finance refunds through the form: a double click makes one refund; an over
   const { context, page, seen } = await signedIn('finance');
   const origin = running.url;
   await page.goto(`${origin}/admin/resources/payments/records/${paymentId}/show`);
-  await page.getByRole('button', { name: 'Refund' }).or(page.getByRole('link', { name: 'Refund' })).first().click();
+  await page
+    .getByRole('button', { name: 'Refund' })
+    .or(page.getByRole('link', { name: 'Refund' }))
+    .first()
+    .click();
   await page.waitForURL(`${origin}/admin/resources/payments/records/${paymentId}/refund`);
   const amount = page.getByTestId('field-refund_amount_minor');
   await amount.waitFor();
@@ -107,9 +114,16 @@ test('finance refunds through the form: a double click makes one refund; an over
   await page.screenshot({ path: `${SCREENSHOTS}-refund-form.png`, fullPage: true });
   await page.getByTestId('sql-action-submit').dblclick();
   await page.waitForURL(/\/admin\/resources\/refunds\/records\/[0-9a-f-]+\/show/);
-  await page.getByText(/Refund of 2000 USD \(minor units\) is pending/).first().waitFor();
+  await page
+    .getByText(/Refund of 2000 USD \(minor units\) is pending/)
+    .first()
+    .waitFor();
   const afterFirst = await refunds();
-  assert.deepEqual(afterFirst.map((r) => [r.amount_minor, r.status, r.reason]), [['2000', 'pending', 'service_issue']], 'one refund, however many clicks');
+  assert.deepEqual(
+    afterFirst.map((r) => [r.amount_minor, r.status, r.reason]),
+    [['2000', 'pending', 'service_issue']],
+    'one refund, however many clicks',
+  );
   assert.ok(seen.posts.filter((p) => p.endsWith('/refund')).length >= 1);
   await page.screenshot({ path: `${SCREENSHOTS}-refund-done.png`, fullPage: true });
 
@@ -131,7 +145,11 @@ test('support pauses a subscription through its form, and is offered no refund',
   const { context, page, seen } = await signedIn('support');
   const origin = running.url;
   await page.goto(`${origin}/admin/resources/subscriptions/records/${subscription.id}/show`);
-  await page.getByRole('button', { name: 'Pause' }).or(page.getByRole('link', { name: 'Pause' })).first().click();
+  await page
+    .getByRole('button', { name: 'Pause' })
+    .or(page.getByRole('link', { name: 'Pause' }))
+    .first()
+    .click();
   await page.waitForURL(`${origin}/admin/resources/subscriptions/records/${subscription.id}/pause`);
   await page.getByTestId('summary-status').filter({ hasText: 'active' }).waitFor();
   await page.getByTestId('sql-action-submit').click();
@@ -156,7 +174,7 @@ test('a viewer is offered no action, reads the reports for one tenant and sees t
   await page.goto(`${origin}/admin/resources/subscriptions/records/${subscription.id}/show`);
   await page.getByText(subscription.id).first().waitFor();
   for (const name of ['Cancel now', 'Pause', 'Resume', 'Cancel at period end']) {
-    assert.equal(await page.getByRole('button', { name }).count() + (await page.getByRole('link', { name }).count()), 0, name);
+    assert.equal((await page.getByRole('button', { name }).count()) + (await page.getByRole('link', { name }).count()), 0, name);
   }
   await page.goto(`${origin}/admin/pages/reports`);
   await page.getByTestId('report-select').selectOption('tenant_subscription_counts');

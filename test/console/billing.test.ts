@@ -94,10 +94,7 @@ function act(client: ConsoleClient, resource: string, id: string, action: string
 
 async function auditRows(action: string, targetId: string): Promise<Row[]> {
   const { rows } = await running.db.asOwner((c) =>
-    c.query(`select operator_id, operator_role, action, before, after from app_private.audit_log where action = $1 and target_id = $2 order by at`, [
-      action,
-      targetId,
-    ]),
+    c.query(`select operator_id, operator_role, action, before, after from app_private.audit_log where action = $1 and target_id = $2 order by at`, [action, targetId]),
   );
   return rows;
 }
@@ -151,10 +148,33 @@ describe('no secret in any resource', () => {
   test('list, show and search of every resource, for every role that may read it, and the pages', async () => {
     await succeededPayment();
     const secrets = await secretValues();
-    assert.ok(secrets.some((s) => s.startsWith('tok_')), 'the scan knows the provider tokens');
-    assert.ok(secrets.some((s) => s.startsWith('scrypt$')), 'and the password hashes');
+    assert.ok(
+      secrets.some((s) => s.startsWith('tok_')),
+      'the scan knows the provider tokens',
+    );
+    assert.ok(
+      secrets.some((s) => s.startsWith('scrypt$')),
+      'and the password hashes',
+    );
     const resources = running.mounted.admin.resources.map((r) => r.id());
-    for (const expected of ['tenants', 'plans', 'prices', 'customers', 'payment_methods', 'subscriptions', 'invoices', 'invoice_lines', 'payments', 'payment_reviews', 'refunds', 'events', 'provider_events', 'status_changes', 'routing_rules', 'billing_audit']) {
+    for (const expected of [
+      'tenants',
+      'plans',
+      'prices',
+      'customers',
+      'payment_methods',
+      'subscriptions',
+      'invoices',
+      'invoice_lines',
+      'payments',
+      'payment_reviews',
+      'refunds',
+      'events',
+      'provider_events',
+      'status_changes',
+      'routing_rules',
+      'billing_audit',
+    ]) {
       assert.ok(resources.includes(expected), `the console has ${expected}`);
     }
     for (const resource of resources) {
@@ -187,10 +207,7 @@ describe('no secret in any resource', () => {
     const list = await as.admin.get(`/admin/api/resources/payment_methods/actions/list?filters.customer_id=${world.customerId}`);
     const record = json(list.text).records?.find((r) => r.id === world.paymentMethodId);
     assert.ok(record, 'the card is listed for its customer');
-    assert.deepEqual(
-      [record.params.brand, record.params.last4, record.params.exp_month, record.params.exp_year],
-      ['visa', '4242', 12, 2030],
-    );
+    assert.deepEqual([record.params.brand, record.params.last4, record.params.exp_month, record.params.exp_year], ['visa', '4242', 12, 2030]);
     assert.ok(!('provider_token' in record.params));
     const { rows } = await running.db.asOwner((c) => c.query('select provider_token from app_public.payment_methods where id = $1', [world.paymentMethodId]));
     assert.ok(!list.text.includes(rows[0].provider_token));
@@ -228,7 +245,10 @@ describe('lists', () => {
     assert.ok(after.every((r) => r.params.customer_id === otherWorld.customerId));
     const { rows } = await running.db.asOwner((c) => c.query('select email from app_public.customers where id = $1', [second]));
     const byEmail = json((await as.viewer.get(`/admin/api/resources/customers/actions/list?filters.email=${encodeURIComponent(rows[0].email)}`)).text).records!;
-    assert.deepEqual(byEmail.map((r) => r.id), [second]);
+    assert.deepEqual(
+      byEmail.map((r) => r.id),
+      [second],
+    );
     const partial = json((await as.viewer.get(`/admin/api/resources/customers/actions/list?filters.email=${encodeURIComponent(rows[0].email.slice(0, 4))}`)).text).records!;
     assert.equal(partial.length, 0, 'the e-mail filter is exact (an index serves it)');
   });
@@ -264,8 +284,7 @@ describe('lists', () => {
          from pg_index i where i.indrelid = any ($1::regclass[])`,
       [Object.values(tables)],
     );
-    const leading = (table: string, columns: string[]) =>
-      indexes.some((i) => i.table === table && columns.every((column, n) => i.columns[n] === column));
+    const leading = (table: string, columns: string[]) => indexes.some((i) => i.table === table && columns.every((column, n) => i.columns[n] === column));
     for (const [id, table] of Object.entries(tables)) {
       const decorated = running.mounted.admin.findResource(id);
       const resource = decorated as unknown as TableResource;
@@ -337,10 +356,7 @@ describe('subscriptions: cancel, pause, resume (support and admin)', () => {
     assert.equal(row.status, 'active');
     assert.equal(row.cancel_at_period_end, true);
     const formKey = key();
-    const [first, second] = await Promise.all([
-      act(as.support, 'subscriptions', sub.id, 'cancelNow', {}, formKey),
-      act(as.support, 'subscriptions', sub.id, 'cancelNow', {}, formKey),
-    ]);
+    const [first, second] = await Promise.all([act(as.support, 'subscriptions', sub.id, 'cancelNow', {}, formKey), act(as.support, 'subscriptions', sub.id, 'cancelNow', {}, formKey)]);
     assert.equal(json(first.text).notice?.type, 'success', first.text);
     assert.equal(json(second.text).notice?.type, 'success', 'the replay answers like the first');
     assert.equal((await getRow(running.db, 'app_public.subscriptions', sub.id)).status, 'canceled');
@@ -416,10 +432,9 @@ describe('payments: refund (finance and admin)', () => {
     );
     assert.equal(rows[0].requested_by, `operator:${await operatorId('finance@example.com')}`);
     assert.equal(json(first.text).redirectUrl, `/admin/resources/refunds/records/${rows[0].id}/show`);
-    const { rows: jobs } = await running.db.pools.owner.query(
-      `select key from graphile_worker.jobs where task_identifier = 'refunds__execute' and key = any ($1)`,
-      [rows.map((r) => `refunds__execute:${r.id}`)],
-    );
+    const { rows: jobs } = await running.db.pools.owner.query(`select key from graphile_worker.jobs where task_identifier = 'refunds__execute' and key = any ($1)`, [
+      rows.map((r) => `refunds__execute:${r.id}`),
+    ]);
     assert.equal(jobs.length, 2, 'the worker executes each refund');
     const audit = await auditRows('refund_payment', rows[0].id);
     assert.equal(audit.length, 1);
@@ -537,7 +552,10 @@ describe('invoices: void and mark uncollectible (finance and admin)', () => {
     const { rows } = await running.db.asOwner((c) =>
       c.query(`select from_status, to_status from app_public.status_changes where entity_id = $1 order by changed_at, to_status`, [invoice.id]),
     );
-    assert.deepEqual(rows.slice(-2).map((r) => r.to_status), ['uncollectible', 'void']);
+    assert.deepEqual(
+      rows.slice(-2).map((r) => r.to_status),
+      ['uncollectible', 'void'],
+    );
     const again = await act(as.admin, 'invoices', invoice.id, 'markUncollectible');
     assert.match(json(again.text).notice?.message ?? '', /^ILLEGAL_TRANSITION: invoice .* is void; it cannot become uncollectible/);
   });
@@ -574,10 +592,21 @@ describe('reports and dashboard', () => {
       const response = await as[role].get(`/admin/api/pages/reports?report=tenant_subscription_counts&tenant_id=${otherWorld.tenantId}`);
       const body = JSON.parse(response.text) as { rows: Array<Record<string, unknown>>; columns: string[]; tenants: unknown[] };
       assert.ok(body.rows.length > 0, role);
-      assert.ok(body.rows.every((r) => r.tenant === body.rows[0]!.tenant && r.currency === 'EUR'), 'one tenant only');
+      assert.ok(
+        body.rows.every((r) => r.tenant === body.rows[0]!.tenant && r.currency === 'EUR'),
+        'one tenant only',
+      );
       assert.ok(body.columns.includes('subscriptions'));
     }
-    for (const report of ['mrr_by_month', 'revenue_by_month', 'tenant_monthly_revenue', 'active_subscriptions_by_plan_status', 'subscription_movements_by_month', 'renewal_rates_by_month', 'refunds_by_month_reason']) {
+    for (const report of [
+      'mrr_by_month',
+      'revenue_by_month',
+      'tenant_monthly_revenue',
+      'active_subscriptions_by_plan_status',
+      'subscription_movements_by_month',
+      'renewal_rates_by_month',
+      'refunds_by_month_reason',
+    ]) {
       const response = await as.finance.get(`/admin/api/pages/reports?report=${report}`);
       assert.equal(response.status, 200, report);
       assert.equal((JSON.parse(response.text) as { report: string }).report, report);

@@ -32,10 +32,7 @@ async function addJob(task: string, runAt = "now() + interval '1 day'"): Promise
 }
 
 async function job(id: string) {
-  const { rows } = await running.db.pools.owner.query<{ run_at: Date; attempts: number }>(
-    'select run_at, attempts from graphile_worker.jobs where id = $1',
-    [id],
-  );
+  const { rows } = await running.db.pools.owner.query<{ run_at: Date; attempts: number }>('select run_at, attempts from graphile_worker.jobs where id = $1', [id]);
   return rows[0];
 }
 

@@ -35,24 +35,32 @@ before(async () => {
 
   // A tenant's endpoint, an event delivered to it that gave up, and a customer e-mail that was sent.
   const tenant = await createTenant(db);
-  const { rows: [endpoint] } = await db.asTenant(tenant, (c) =>
-    c.query(`select * from app_public.create_webhook_endpoint('https://hooks.example.com/console', null, 'console test', $1)`, [key()]),
-  );
+  const {
+    rows: [endpoint],
+  } = await db.asTenant(tenant, (c) => c.query(`select * from app_public.create_webhook_endpoint('https://hooks.example.com/console', null, 'console test', $1)`, [key()]));
   endpointId = endpoint.id;
   secret = endpoint.secret;
-  const { rows: [customer] } = await db.asOwner((c) =>
-    c.query(`insert into app_public.customers (tenant_id, external_id, email) values ($1, $2, 'ada@example.com') returning id`, [tenant, randomUUID()]),
-  );
-  const { rows: [event] } = await db.asOwner((c) =>
+  const {
+    rows: [customer],
+  } = await db.asOwner((c) => c.query(`insert into app_public.customers (tenant_id, external_id, email) values ($1, $2, 'ada@example.com') returning id`, [tenant, randomUUID()]));
+  const {
+    rows: [event],
+  } = await db.asOwner((c) =>
     c.query(`select app_hidden.emit_event($1, 'payment.succeeded', 'payment', gen_random_uuid(), jsonb_build_object('customer_id', $2::uuid)) as id`, [tenant, customer.id]),
   );
   await db.asWorker(async (c) => {
     await c.query('select app_private.fan_out_webhooks($1), app_private.queue_event_emails($1)', [event.id]);
-    const { rows: [d] } = await c.query('select id from app_public.webhook_deliveries where event_id = $1', [event.id]);
+    const {
+      rows: [d],
+    } = await c.query('select id from app_public.webhook_deliveries where event_id = $1', [event.id]);
     deliveryId = d.id;
-    const { rows: [attempt] } = await c.query('select * from app_private.begin_webhook_attempt($1)', [deliveryId]);
+    const {
+      rows: [attempt],
+    } = await c.query('select * from app_private.begin_webhook_attempt($1)', [deliveryId]);
     await c.query(`select app_private.record_webhook_attempt($1, $2, 500, 'HTTP 500: down', 42, '{}')`, [deliveryId, attempt.attempt]);
-    const { rows: [m] } = await c.query('select id from app_private.sent_emails where event_id = $1', [event.id]);
+    const {
+      rows: [m],
+    } = await c.query('select id from app_private.sent_emails where event_id = $1', [event.id]);
     emailId = m.id;
     await c.query('select app_private.begin_email_send($1)', [emailId]);
     await c.query(`select app_private.record_email_result($1, 1, 'sent', 'Payment received', '<m1@example.com>')`, [emailId]);
@@ -106,7 +114,10 @@ test('retry now: admin and support send a given-up delivery again, logged; viewe
     `select operator_id from app_private.console_audit_log where resource = 'webhook_deliveries' and action = 'retry_now' and record_id = $1`,
     [deliveryId],
   );
-  assert.deepEqual(log.map((l) => l.operator_id), [supportId]);
+  assert.deepEqual(
+    log.map((l) => l.operator_id),
+    [supportId],
+  );
 });
 
 test('resend: support queues a sent e-mail again, logged; finance and viewer may not', async () => {
@@ -122,7 +133,10 @@ test('resend: support queues a sent e-mail again, logged; finance and viewer may
     `select operator_id, before->>'status' as before from app_private.console_audit_log where resource = 'sent_emails' and action = 'resend' and record_id = $1`,
     [emailId],
   );
-  assert.deepEqual(log.map((l) => [l.operator_id, l.before]), [[supportId, 'sent']]);
+  assert.deepEqual(
+    log.map((l) => [l.operator_id, l.before]),
+    [[supportId, 'sent']],
+  );
 });
 
 test('nothing is created, edited or deleted through generic actions', async () => {

@@ -45,11 +45,12 @@ async function migrate(): Promise<string> {
 }
 
 type Recorded = { filename: string; hash: string; previous_hash: string | null; date: Date };
-const recorded = async () =>
-  (await db.asOwner((c) => c.query<Recorded>('select filename, hash, previous_hash, date from graphile_migrate.migrations order by filename'))).rows;
+const recorded = async () => (await db.asOwner((c) => c.query<Recorded>('select filename, hash, previous_hash, date from graphile_migrate.migrations order by filename'))).rows;
 
 function header(file: string, key: 'Previous' | 'Hash'): string {
-  const line = readFileSync(path.join(migrationsFolder, 'committed', file), 'utf8').split('\n').find((l) => l.startsWith(`--! ${key}:`));
+  const line = readFileSync(path.join(migrationsFolder, 'committed', file), 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`--! ${key}:`));
   return line!.slice(`--! ${key}:`.length).trim();
 }
 
@@ -62,34 +63,48 @@ describe('recorded hashes of edited committed migrations', () => {
   test('an old installation is rewritten to the new hashes; nothing is applied again', async () => {
     // Setup: a row that re-applying 000001 (which drops our schemas) would lose, and the old hashes as an
     // installation from before the edit recorded them.
-    const { rows: [tenant] } = await db.asOwner((c) => c.query(`select (app_private.create_tenant('Old installation', 'OLD', 'USD', 'UTC', false)).id`));
+    const {
+      rows: [tenant],
+    } = await db.asOwner((c) => c.query(`select (app_private.create_tenant('Old installation', 'OLD', 'USD', 'UTC', false)).id`));
     const old = Object.fromEntries(rewrittenMigrationHashes.map((r) => [r.filename, r.from]));
     await db.asOwner((c) =>
-      c.query(`update graphile_migrate.migrations
+      c.query(
+        `update graphile_migrate.migrations
                set hash = case filename when '000001.sql' then $1 when '000002.sql' then $2 end,
-                   previous_hash = case filename when '000002.sql' then $1 end`, [old['000001.sql'], old['000002.sql']]),
+                   previous_hash = case filename when '000002.sql' then $1 end`,
+        [old['000001.sql'], old['000002.sql']],
+      ),
     );
     const before = await recorded();
-    assert.deepEqual(before.map((r) => [r.filename, r.hash, r.previous_hash]), [
-      ['000001.sql', old['000001.sql'], null],
-      ['000002.sql', old['000002.sql'], old['000001.sql']],
-    ]);
+    assert.deepEqual(
+      before.map((r) => [r.filename, r.hash, r.previous_hash]),
+      [
+        ['000001.sql', old['000001.sql'], null],
+        ['000002.sql', old['000002.sql'], old['000001.sql']],
+      ],
+    );
     // Action
     assert.equal(await migrate(), 'database schema is up to date');
     // Assertions
     const afterwards = await recorded();
-    assert.deepEqual(afterwards.map((r) => [r.filename, r.hash, r.previous_hash]), [
-      ['000001.sql', header('000001.sql', 'Hash'), null],
-      ['000002.sql', header('000002.sql', 'Hash'), header('000001.sql', 'Hash')],
-    ]);
-    assert.deepEqual(afterwards.map((r) => r.date), before.map((r) => r.date), 'the same rows, not applied again');
+    assert.deepEqual(
+      afterwards.map((r) => [r.filename, r.hash, r.previous_hash]),
+      [
+        ['000001.sql', header('000001.sql', 'Hash'), null],
+        ['000002.sql', header('000002.sql', 'Hash'), header('000001.sql', 'Hash')],
+      ],
+    );
+    assert.deepEqual(
+      afterwards.map((r) => r.date),
+      before.map((r) => r.date),
+      'the same rows, not applied again',
+    );
     const { rows: kept } = await db.asOwner((c) => c.query('select name from app_public.tenants where id = $1', [tenant.id]));
     assert.deepEqual(kept, [{ name: 'Old installation' }], 'our schemas were not re-created');
     // The next committed migration records previous_hash = the new hash of 000002; the foreign key takes it.
-    await db.asOwner(
-      (c) => c.query(`insert into graphile_migrate.migrations (hash, previous_hash, filename) values ('sha1:next', $1, '000003.sql')`, [header('000002.sql', 'Hash')]),
-      { rollback: true },
-    );
+    await db.asOwner((c) => c.query(`insert into graphile_migrate.migrations (hash, previous_hash, filename) values ('sha1:next', $1, '000003.sql')`, [header('000002.sql', 'Hash')]), {
+      rollback: true,
+    });
     // Migrating again changes nothing.
     assert.equal(await migrate(), 'database schema is up to date');
     assert.deepEqual(await recorded(), afterwards);

@@ -33,7 +33,10 @@ interface Edge {
 
 /** Every relative import (static, dynamic, re-export, `import type`) of every .ts/.tsx file below `root`, as root-relative paths. */
 export function importGraph(root: string, folders: readonly string[]): Edge[] {
-  const files = globSync(folders.map((folder) => `${folder}/**/*.{ts,tsx}`), { cwd: root }).filter((file) => !file.includes('node_modules'));
+  const files = globSync(
+    folders.map((folder) => `${folder}/**/*.{ts,tsx}`),
+    { cwd: root },
+  ).filter((file) => !file.includes('node_modules'));
   const edges: Edge[] = [];
   for (const file of files) {
     const info = ts.preProcessFile(readFileSync(path.join(root, file), 'utf8'), true, true);
@@ -83,7 +86,11 @@ describe('import layers', () => {
   const edges = importGraph(projectRoot, [...product, ...TOOLS]);
 
   test('the graph is read: every layer has files and imports', () => {
-    for (const layer of product) assert.ok(edges.some((e) => layerOf(e.from) === layer), `no imports found in ${layer}/`);
+    for (const layer of product)
+      assert.ok(
+        edges.some((e) => layerOf(e.from) === layer),
+        `no imports found in ${layer}/`,
+      );
   });
 
   test('every layer imports only the layers below it', () => {
@@ -92,7 +99,10 @@ describe('import layers', () => {
 
   test('no layer imports a tool (tests, benchmarks, scripts)', () => {
     const intoTools = edges.filter(({ from, to }) => layerOf(from) in LAYERS && TOOLS.includes(layerOf(to)));
-    assert.deepEqual(intoTools.map(({ from, to }) => `${from} -> ${to}`), []);
+    assert.deepEqual(
+      intoTools.map(({ from, to }) => `${from} -> ${to}`),
+      [],
+    );
   });
 
   test('no file imports itself back through a cycle', () => {
@@ -105,8 +115,14 @@ describe('import layers', () => {
     assert.ok(section, 'docs/architecture.md has a "Layers" section');
     const diagram = /```mermaid\n([\s\S]*?)```/.exec(section)?.[1] ?? '';
     const drawn: Record<string, string[]> = {};
-    for (const [, from, to] of diagram.matchAll(/^\s*([\w-]+) --> (.+)$/gm)) drawn[from!] = to!.split('&').map((s) => s.trim()).sort();
-    const allowed = Object.entries(LAYERS).filter(([, below]) => below.length > 0).map(([layer, below]) => [layer, [...below].sort()]);
+    for (const [, from, to] of diagram.matchAll(/^\s*([\w-]+) --> (.+)$/gm))
+      drawn[from!] = to!
+        .split('&')
+        .map((s) => s.trim())
+        .sort();
+    const allowed = Object.entries(LAYERS)
+      .filter(([, below]) => below.length > 0)
+      .map(([layer, below]) => [layer, [...below].sort()]);
     assert.deepEqual(drawn, Object.fromEntries(allowed));
   });
 
@@ -114,6 +130,12 @@ describe('import layers', () => {
     assert.deepEqual(upwardImports([{ from: 'lib/a.ts', to: 'server/b.ts' }]), ['lib/a.ts -> server/b.ts']);
     assert.deepEqual(upwardImports([{ from: 'providers/a.ts', to: 'sandbox/b.ts' }]), ['providers/a.ts -> sandbox/b.ts']);
     assert.deepEqual(upwardImports([{ from: 'server/a.ts', to: 'lib/b.ts' }]), []);
-    assert.deepEqual(importCycles([{ from: 'lib/a.ts', to: 'lib/b.ts' }, { from: 'lib/b.ts', to: 'lib/a.ts' }]), [['lib/a.ts', 'lib/b.ts', 'lib/a.ts']]);
+    assert.deepEqual(
+      importCycles([
+        { from: 'lib/a.ts', to: 'lib/b.ts' },
+        { from: 'lib/b.ts', to: 'lib/a.ts' },
+      ]),
+      [['lib/a.ts', 'lib/b.ts', 'lib/a.ts']],
+    );
   });
 });

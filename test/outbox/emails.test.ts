@@ -10,19 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RunningAbonement } from '../../server/index.ts';
 import { createCustomer, key, setClock, type Row } from '../../sql-tests/support/billing.ts';
-import {
-  captureLogs,
-  createShop,
-  jobsDone,
-  row,
-  runTask,
-  saveSandboxToken,
-  startPaymentsServer,
-  subscribeWithCard,
-  until,
-  type CapturedLogs,
-  type Shop,
-} from '../payments/support.ts';
+import { captureLogs, createShop, jobsDone, row, runTask, saveSandboxToken, startPaymentsServer, subscribeWithCard, until, type CapturedLogs, type Shop } from '../payments/support.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { waitFor } from '../support/server.ts';
 import { startMailSink, type MailSink, type ReceivedMail } from './support.ts';
@@ -48,9 +36,7 @@ after(async () => {
 });
 
 function mailsTo(address: string, template?: string): ReceivedMail[] {
-  return sink.messages.filter(
-    (m) => m.envelopeTo.includes(address) && (template === undefined || m.parsed.headers.get('x-abonement-template') === template),
-  );
+  return sink.messages.filter((m) => m.envelopeTo.includes(address) && (template === undefined || m.parsed.headers.get('x-abonement-template') === template));
 }
 
 async function mailTo(address: string, template: string): Promise<ReceivedMail> {
@@ -62,9 +48,13 @@ async function customerOf(id: string): Promise<Row> {
 }
 
 async function sentRow(eventType: string, subjectId: string): Promise<Row> {
-  return until(db, `the ${eventType} e-mail sent`,
+  return until(
+    db,
+    `the ${eventType} e-mail sent`,
     `select m.* from app_private.sent_emails m join app_public.events e on e.id = m.event_id where e.type = $1 and e.subject_id = $2`,
-    [eventType, subjectId], (m) => m.status === 'sent');
+    [eventType, subjectId],
+    (m) => m.status === 'sent',
+  );
 }
 
 describe('notification e-mails over SMTP', () => {
@@ -76,7 +66,10 @@ describe('notification e-mails over SMTP', () => {
     const receipt = await mailTo(customer.email, 'payment_succeeded');
     assert.equal(receipt.parsed.subject, 'Payment received: €19.90');
     assert.deepEqual(receipt.parsed.from?.value, [{ address: 'billing@abonement.test', name: tenant.name }]);
-    assert.deepEqual((receipt.parsed.to as { value: Array<{ address: string }> }).value.map((v) => v.address), [customer.email]);
+    assert.deepEqual(
+      (receipt.parsed.to as { value: Array<{ address: string }> }).value.map((v) => v.address),
+      [customer.email],
+    );
     assert.match(receipt.parsed.text ?? '', /We have received your payment of €19\.90 for invoice [A-Z0-9]+-2026-\d{6} \(Pro\)/);
     assert.match(String(receipt.parsed.html), /€19\.90/);
     const activated = await mailTo(customer.email, 'subscription_activated');
@@ -152,8 +145,6 @@ async function russianSubscriber(shop: Shop): Promise<string> {
   const customerId = await createCustomer(db, shop.tenantId);
   await db.asOwner((c) => c.query(`update app_public.customers set locale = 'ru' where id = $1`, [customerId]));
   const paymentMethodId = await saveSandboxToken(db, shop.tenantId, customerId, 'pm_sbx_visa');
-  await db.asTenant(shop.tenantId, (c) =>
-    c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [customerId, shop.priceId, paymentMethodId, key()]),
-  );
+  await db.asTenant(shop.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [customerId, shop.priceId, paymentMethodId, key()]));
   return customerId;
 }

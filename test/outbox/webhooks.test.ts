@@ -64,9 +64,9 @@ async function subscribe(tenant: TenantWithKey): Promise<Row> {
   const plan = await createPlan(db, tenant.tenantId);
   const price = await createPrice(db, tenant.tenantId, plan, { amount: 1990 });
   const customer = await createCustomer(db, tenant.tenantId);
-  const { rows: [sub] } = await db.asTenant(tenant.tenantId, (c) =>
-    c.query('select * from app_public.create_subscription($1, $2, null, $3)', [customer, price, key()]),
-  );
+  const {
+    rows: [sub],
+  } = await db.asTenant(tenant.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, null, $3)', [customer, price, key()]));
   return sub;
 }
 
@@ -79,7 +79,9 @@ async function eventOf(subjectId: string, type: string): Promise<Row> {
 }
 
 function signatures(webhook: ReceivedWebhook): string[] {
-  return String(webhook.headers['abonement-signature']).split(',').filter((p) => p.startsWith('v1='));
+  return String(webhook.headers['abonement-signature'])
+    .split(',')
+    .filter((p) => p.startsWith('v1='));
 }
 
 describe('delivery', () => {
@@ -102,7 +104,13 @@ describe('delivery', () => {
     assert.ok(delivery.last_response_ms >= 0);
     // Every event of the change arrives, each once.
     for (const type of ['invoice.created', 'invoice.finalized']) {
-      const e = await until(db, type, `select e.* from app_public.events e join app_public.invoices i on i.id = e.subject_id where i.subscription_id = $1 and e.type = $2`, [sub.id, type], Boolean);
+      const e = await until(
+        db,
+        type,
+        `select e.* from app_public.events e join app_public.invoices i on i.id = e.subject_id where i.subscription_id = $1 and e.type = $2`,
+        [sub.id, type],
+        Boolean,
+      );
       await deliveryOf(e.id, endpoint.rowId);
     }
     const ids = receiver.received('/basic').map((w) => w.json.id);
@@ -116,12 +124,23 @@ describe('delivery', () => {
     const sub = await subscribe(tenant);
     const created = await eventOf(sub.id, 'subscription.created');
     await deliveryOf(created.id, everything.rowId);
-    const finalized = await until(db, 'invoice.finalized', `select e.* from app_public.events e join app_public.invoices i on i.id = e.subject_id where i.subscription_id = $1 and e.type = 'invoice.finalized'`, [sub.id], Boolean);
+    const finalized = await until(
+      db,
+      'invoice.finalized',
+      `select e.* from app_public.events e join app_public.invoices i on i.id = e.subject_id where i.subscription_id = $1 and e.type = 'invoice.finalized'`,
+      [sub.id],
+      Boolean,
+    );
     await deliveryOf(finalized.id, invoicesOnly.rowId);
     await deliveryOf(finalized.id, everything.rowId);
     await jobsDone(db, 'events__deliver');
-    assert.deepEqual(receiver.received('/filtered').map((w) => w.json.type), ['invoice.finalized']);
-    const { rows: [n] } = await db.asOwner((c) => c.query('select count(*)::int as n from app_public.webhook_deliveries where endpoint_id = $1', [invoicesOnly.rowId]));
+    assert.deepEqual(
+      receiver.received('/filtered').map((w) => w.json.type),
+      ['invoice.finalized'],
+    );
+    const {
+      rows: [n],
+    } = await db.asOwner((c) => c.query('select count(*)::int as n from app_public.webhook_deliveries where endpoint_id = $1', [invoicesOnly.rowId]));
     assert.equal(n.n, 1);
   });
 });
@@ -233,7 +252,10 @@ describe('secrets', () => {
     assert.ok(text.includes(endpoint.rowId) && text.includes('subscription.created'));
     assert.ok(!text.includes('whsec_'), 'no secret in GraphQL reads');
     const logText = JSON.stringify(logs.lines);
-    assert.ok(logs.lines.some((l) => l.msg === 'webhook delivered'), 'deliveries are logged');
+    assert.ok(
+      logs.lines.some((l) => l.msg === 'webhook delivered'),
+      'deliveries are logged',
+    );
     assert.ok(!logText.includes('whsec_') && !logText.includes('v1='), 'no secret or signature in the logs');
     assert.ok(!logText.includes('/quiet'), 'endpoint paths are not logged (hosts only)');
   });

@@ -130,7 +130,10 @@ describe('charge batches', () => {
       assert.equal(active.length, 6);
       // The killed worker may also have held leases on customer e-mails (emails__send): those jobs fail and retry until
       // the lease expires, which is the outbox's business, not the charges'. No charge-side error is allowed.
-      const errors = second.output().split('\n').filter((line) => line.includes('"level":50') && !line.includes('(emails__send,'));
+      const errors = second
+        .output()
+        .split('\n')
+        .filter((line) => line.includes('"level":50') && !line.includes('(emails__send,'));
       assert.deepEqual(errors, [], 'the second worker logged no error about charges');
 
       // The held webhooks arrive after all: nothing changes.

@@ -81,7 +81,10 @@ describe('createCheckoutLink', () => {
     assert.equal(first.invoice?.status, 'open');
     assert.deepEqual([second.checkoutLink.paymentId, second.checkoutLink.url, second.checkoutLink.reused], [first.checkoutLink.paymentId, first.checkoutLink.url, true]);
     const payments = await rows(db, 'select return_url from app_public.payments where invoice_id = $1', [first.checkoutLink.invoiceId]);
-    assert.deepEqual(payments.map((p) => p.return_url), ['https://shop.example.com/account']);
+    assert.deepEqual(
+      payments.map((p) => p.return_url),
+      ['https://shop.example.com/account'],
+    );
   });
 
   test('a customer session gets links for its own subscriptions only', async () => {
@@ -100,7 +103,7 @@ describe('createCheckoutLink', () => {
     assert.equal((await rows(db, 'select 1 from app_public.payments p join app_public.invoices i on i.id = p.invoice_id where i.subscription_id = $1', [theirs.id])).length, 0);
   });
 
-  test('another tenant\'s subscription is not found; no credentials is UNAUTHENTICATED', async () => {
+  test("another tenant's subscription is not found; no credentials is UNAUTHENTICATED", async () => {
     const otherTenant = await db.asOwner(async (c) => {
       const prefix = `H${randomBytes(4).toString('hex').toUpperCase()}`;
       const { rows: tenants } = await c.query(`select id from app_private.create_tenant($1, $2, 'EUR', 'UTC', true)`, [`Other ${prefix}`, prefix]);
@@ -127,7 +130,7 @@ describe('createCheckoutLink', () => {
     // Assertions
     assert.deepEqual(replay.checkoutLink, first.checkoutLink, 'the stored first result, not NOTHING_TO_PAY');
     assert.deepEqual(viaHeader.checkoutLink, first.checkoutLink);
-    assert.equal(replay.invoice?.status, 'paid', 'the payload\'s rows are read now');
+    assert.equal(replay.invoice?.status, 'paid', "the payload's rows are read now");
     const reused = await gqlFailure(createLink(token, { subscriptionId: sub.id, returnUrl: 'https://elsewhere.example.com/', idempotencyKey: key }));
     assert.deepEqual(reused.codes, ['IDEMPOTENCY_KEY_REUSED']);
     const mismatch = await gqlFailure(createLink(token, { subscriptionId: sub.id, idempotencyKey: key }, { 'idempotency-key': idempotencyKey() }));
@@ -160,16 +163,21 @@ describe('createCheckoutLink', () => {
 });
 
 describe('POST /v1/subscriptions/:id/checkout', () => {
-  test('the same link in REST\'s shape; the Idempotency-Key header replays the first answer', async () => {
+  test("the same link in REST's shape; the Idempotency-Key header replays the first answer", async () => {
     const sub = await subscribeWithoutCard(db, shop);
     const key = idempotencyKey();
-    const first = await rest(server, 'POST', `/v1/subscriptions/${sub.id}/checkout`, { token, body: { return_url: 'https://shop.example.com/done' }, headers: { 'idempotency-key': key } });
+    const first = await rest(server, 'POST', `/v1/subscriptions/${sub.id}/checkout`, {
+      token,
+      body: { return_url: 'https://shop.example.com/done' },
+      headers: { 'idempotency-key': key },
+    });
     assert.equal(first.status, 200, JSON.stringify(first.body));
-    assert.deepEqual(
-      [first.body.object, first.body.provider, first.body.amount_minor, first.body.currency, first.body.reused],
-      ['checkout_link', 'sandbox', 1990, 'EUR', false],
-    );
-    const replay = await rest(server, 'POST', `/v1/subscriptions/${sub.id}/checkout`, { token, body: { return_url: 'https://shop.example.com/done' }, headers: { 'idempotency-key': key } });
+    assert.deepEqual([first.body.object, first.body.provider, first.body.amount_minor, first.body.currency, first.body.reused], ['checkout_link', 'sandbox', 1990, 'EUR', false]);
+    const replay = await rest(server, 'POST', `/v1/subscriptions/${sub.id}/checkout`, {
+      token,
+      body: { return_url: 'https://shop.example.com/done' },
+      headers: { 'idempotency-key': key },
+    });
     assert.deepEqual(replay.body, first.body, 'the first answer, reused: false included');
     const other = await rest(server, 'POST', `/v1/subscriptions/${sub.id}/checkout`, { token, body: {}, headers: { 'idempotency-key': key } });
     assert.deepEqual([other.status, other.body.error.code], [409, 'IDEMPOTENCY_KEY_REUSED']);
@@ -177,7 +185,7 @@ describe('POST /v1/subscriptions/:id/checkout', () => {
     assert.deepEqual([graphql.checkoutLink.paymentId, graphql.checkoutLink.url, graphql.checkoutLink.reused], [first.body.payment, first.body.url, true]);
   });
 
-  test('refusals in REST\'s error shape, and nothing written', async () => {
+  test("refusals in REST's error shape, and nothing written", async () => {
     const sub = await subscribeWithoutCard(db, shop);
     const none = await rest(server, 'POST', `/v1/subscriptions/${sub.id}/checkout`, { body: {} });
     assert.deepEqual([none.status, none.body.error.code], [401, 'AUTHENTICATION_REQUIRED']);

@@ -72,10 +72,16 @@ async function assertPaidOnce(shop: Shop, subscriptionId: string, paymentId: str
   assert.equal(payment.status, 'succeeded');
   assert.equal(payment.tenant_id, shop.tenantId);
   const invoices = await rows(db, 'select status from app_public.invoices where subscription_id = $1', [subscriptionId]);
-  assert.deepEqual(invoices.map((i) => i.status), ['paid']);
+  assert.deepEqual(
+    invoices.map((i) => i.status),
+    ['paid'],
+  );
   assert.equal(await server.sandbox!.ledger.chargeCount(payment.idempotency_key), 1, 'one charge in the sandbox ledger');
   const ledger = await server.sandbox!.ledger.payments({ idempotencyKey: payment.idempotency_key });
-  assert.deepEqual(ledger.filter((p) => p.status === 'succeeded').map((p) => p.amountMinor), [1_990n]);
+  assert.deepEqual(
+    ledger.filter((p) => p.status === 'succeeded').map((p) => p.amountMinor),
+    [1_990n],
+  );
   const types = await outboxTypes(db, [subscriptionId, paymentId]);
   assert.equal(types.filter((t) => t === 'subscription.activated').length, 1, 'subscription.activated once');
   assert.equal(types.filter((t) => t === 'payment.succeeded').length, 1, 'payment.succeeded once');
@@ -129,11 +135,17 @@ describe('checkout in the browser', () => {
     // Assertions
     const delivered = server.sandbox!.webhooks.log.filter((d) => d.type === 'checkout.completed').slice(-10);
     assert.equal(delivered.length, 10);
-    assert.ok(delivered.every((d) => d.ok && d.status === 200), 'every delivery answered 200');
-    assert.equal(new Set(delivered.slice(0, 5).map((d) => d.eventId)).size, 1, 'the second payment\'s event came first, 5 times');
+    assert.ok(
+      delivered.every((d) => d.ok && d.status === 200),
+      'every delivery answered 200',
+    );
+    assert.equal(new Set(delivered.slice(0, 5).map((d) => d.eventId)).size, 1, "the second payment's event came first, 5 times");
     const stored = await inboxSettled(db, `provider = 'sandbox' and payload->'event'->'payment'->>'idempotencyKey' = any($1)`, [keys]);
     assert.equal(stored.length, 2, 'one inbox row per event, whatever the number of deliveries');
-    assert.deepEqual(stored.map((r) => r.outcome), ['applied', 'applied']);
+    assert.deepEqual(
+      stored.map((r) => r.outcome),
+      ['applied', 'applied'],
+    );
     for (const [i, link] of links.entries()) await assertPaidOnce(shop, subs[i]!.id, link.paymentId);
   });
 });

@@ -49,7 +49,7 @@ async function addRule(tenantId: string, priority: number, provider: string, cur
   );
 }
 
-describe('the link for a subscription\'s open invoice', () => {
+describe("the link for a subscription's open invoice", () => {
   test('the link for the open invoice; asking again gives the same link', async () => {
     // Setup
     const shop = await createShop(db);
@@ -70,7 +70,7 @@ describe('the link for a subscription\'s open invoice', () => {
     assert.equal(payments[0]!.idempotency_key, `abonement-${first.invoiceId}-1`);
   });
 
-  test('another tenant\'s subscription, or another customer\'s, is not found', async () => {
+  test("another tenant's subscription, or another customer's, is not found", async () => {
     const shop = await createShop(db);
     const other = await createShop(db);
     const sub = await subscribeWithoutCard(db, shop);
@@ -81,7 +81,7 @@ describe('the link for a subscription\'s open invoice', () => {
     assert.ok(foreignCustomer instanceof CheckoutError);
     assert.deepEqual([foreignCustomer.status, foreignCustomer.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
     const own = await attempt({ tenantId: shop.tenantId, customerId: sub.customer_id }, sub.id);
-    assert.ok(!(own instanceof CheckoutError), 'the customer\'s own subscription');
+    assert.ok(!(own instanceof CheckoutError), "the customer's own subscription");
     assert.equal(own.reused, false);
   });
 
@@ -97,7 +97,7 @@ describe('the link for a subscription\'s open invoice', () => {
 });
 
 describe('routing and failover', () => {
-  test('the tenant\'s rules choose the provider; a default catches the rest', async () => {
+  test("the tenant's rules choose the provider; a default catches the rest", async () => {
     const shop = await createShop(db);
     await addRule(shop.tenantId, 10, 'stripe', 'EUR');
     await addRule(shop.tenantId, 5, 'sandbox', 'USD');
@@ -140,7 +140,7 @@ describe('routing and failover', () => {
     assert.notEqual(retry.idempotency_key, failed!.idempotency_key);
   });
 
-  test('a tenant\'s rules are all there is: none fits → 422 NO_PAYMENT_PROVIDER until a default that fits is set', async () => {
+  test("a tenant's rules are all there is: none fits → 422 NO_PAYMENT_PROVIDER until a default that fits is set", async () => {
     const shop = await createShop(db, { currency: 'RUB' });
     await addRule(shop.tenantId, 1, 'stripe');
     const sub = await subscribeWithoutCard(db, shop);

@@ -75,7 +75,11 @@ describe('/webhooks/stripe', () => {
     const method = await row(db, 'select * from app_public.payment_methods where id = $1', [subscription.payment_method_id]);
     assert.equal(method.provider, 'stripe');
     assert.match(method.provider_token, /^cus_\w+:pm_\w+$/);
-    const outcomes = (await rows(db, `select outcome from app_private.provider_events where provider = 'stripe' and payload->'event'->'payment'->>'idempotencyKey' = $1`, [payment.idempotency_key])).map((r) => r.outcome).sort();
+    const outcomes = (
+      await rows(db, `select outcome from app_private.provider_events where provider = 'stripe' and payload->'event'->'payment'->>'idempotencyKey' = $1`, [payment.idempotency_key])
+    )
+      .map((r) => r.outcome)
+      .sort();
     assert.deepEqual(outcomes, ['applied', 'no_change'], 'two distinct events stored once each (the repeats were duplicates)');
     assert.equal(stripe.chargeCount(payment.idempotency_key), 1);
 
@@ -84,19 +88,34 @@ describe('/webhooks/stripe', () => {
     await setClock(db, new Date(new Date(subscription.current_period_end).getTime() + 60_000).toISOString());
     try {
       await runTask(db, 'subscriptions__renew_due');
-      const renewal = await until(db, 'the renewal charge', `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
-        where i.subscription_id = $1 and i.billing_reason = 'subscription_cycle'`, [sub.id], (p) => p.status === 'succeeded');
+      const renewal = await until(
+        db,
+        'the renewal charge',
+        `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
+        where i.subscription_id = $1 and i.billing_reason = 'subscription_cycle'`,
+        [sub.id],
+        (p) => p.status === 'succeeded',
+      );
       // Assertions
       assert.deepEqual([renewal.provider, renewal.flow, renewal.payment_method_id], ['stripe', 'off_session', subscription.payment_method_id]);
       assert.equal(stripe.chargeCount(renewal.idempotency_key), 1);
-      assert.ok(stripe.requests.some((r) => r.path === '/v1/payment_intents' && r.idempotencyKey === renewal.idempotency_key), 'an off-session PaymentIntent under our key');
+      assert.ok(
+        stripe.requests.some((r) => r.path === '/v1/payment_intents' && r.idempotencyKey === renewal.idempotency_key),
+        'an off-session PaymentIntent under our key',
+      );
     } finally {
       await setClock(db, null);
     }
   });
 
   test('a tampered or foreign-signed event is refused with 400, counted, and nothing is stored', async () => {
-    const event = { id: 'evt_intake_forged', object: 'event', type: 'payment_intent.succeeded', created: Math.floor(Date.now() / 1000), data: { object: { id: 'pi_x', object: 'payment_intent' } } };
+    const event = {
+      id: 'evt_intake_forged',
+      object: 'event',
+      type: 'payment_intent.succeeded',
+      created: Math.floor(Date.now() / 1000),
+      data: { object: { id: 'pi_x', object: 'payment_intent' } },
+    };
     const genuine = stripe.signEvent(event);
     const before = await rejections('stripe', 'bad_signature');
     const tampered = await deliver('stripe', { rawBody: genuine.rawBody.toString().replace('pi_x', 'pi_y'), headers: genuine.headers });

@@ -59,9 +59,9 @@ async function reconcileAt(at: string): Promise<void> {
 /** A one-off invoice for a customer without a card: nothing charges it until the test says so. */
 async function manualInvoice(tenantId: string): Promise<{ invoiceId: string; customerId: string }> {
   const customerId = await createCustomer(db, tenantId);
-  const { rows: [invoice] } = await db.asTenant(tenantId, (c) =>
-    c.query(`select * from app_public.create_invoice($1, '[{"description": "Setup fee", "unit_amount_minor": 5000}]', $2)`, [customerId, key()]),
-  );
+  const {
+    rows: [invoice],
+  } = await db.asTenant(tenantId, (c) => c.query(`select * from app_public.create_invoice($1, '[{"description": "Setup fee", "unit_amount_minor": 5000}]', $2)`, [customerId, key()]));
   return { invoiceId: invoice.id, customerId };
 }
 
@@ -75,7 +75,13 @@ describe('reconciliation', () => {
     try {
       // Action: the first invoice is charged off-session; the gateway charges, then never answers.
       const { subscriptionId } = await subscribeWithCard(db, shop, 'pm_sbx_timeout');
-      const payment = await until(db, 'an unknown outcome', `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id where i.subscription_id = $1`, [subscriptionId], (p) => p.outcome_unknown_since !== null);
+      const payment = await until(
+        db,
+        'an unknown outcome',
+        `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id where i.subscription_id = $1`,
+        [subscriptionId],
+        (p) => p.outcome_unknown_since !== null,
+      );
       // Assertions
       assert.equal(payment.status, 'processing');
       assert.equal(await server.sandbox!.ledger.chargeCount(payment.idempotency_key), 1, 'the gateway did charge');
@@ -136,7 +142,9 @@ describe('reconciliation', () => {
     const shop = await createShop(db);
     const { invoiceId, customerId } = await manualInvoice(shop.tenantId);
     await saveSandboxToken(db, shop.tenantId, customerId, 'pm_sbx_visa');
-    const { rows: [pending] } = await db.asWorker((c) => c.query('select * from app_private.begin_payment($1)', [invoiceId]));
+    const {
+      rows: [pending],
+    } = await db.asWorker((c) => c.query('select * from app_private.begin_payment($1)', [invoiceId]));
     const sent = await server.providers.get('sandbox')!.chargeSaved({
       idempotencyKey: pending.idempotency_key,
       amount: { amountMinor: 5000n, currency: 'EUR' },
@@ -161,7 +169,9 @@ describe('reconciliation', () => {
     const shop = await createShop(db);
     const { invoiceId, customerId } = await manualInvoice(shop.tenantId);
     await saveSandboxToken(db, shop.tenantId, customerId, 'pm_sbx_visa');
-    const { rows: [pending] } = await db.asWorker((c) => c.query('select * from app_private.begin_payment($1)', [invoiceId]));
+    const {
+      rows: [pending],
+    } = await db.asWorker((c) => c.query('select * from app_private.begin_payment($1)', [invoiceId]));
     // Action: 16 minutes later the cron asks the gateway, which holds nothing under that key.
     await reconcileAt(plus(START, 16 * MINUTE));
     // Assertions
@@ -208,9 +218,9 @@ describe('refunds', () => {
     await payOnSandboxPage(link.url, '4242424242424242');
     await until(db, 'paid', 'select status from app_public.payments where id = $1', [link.paymentId], (p) => p.status === 'succeeded');
     // Action
-    const { rows: [refund] } = await db.asTenant(shop.tenantId, (c) =>
-      c.query('select * from app_public.refund_payment($1, 500, $2)', [link.paymentId, key()]),
-    );
+    const {
+      rows: [refund],
+    } = await db.asTenant(shop.tenantId, (c) => c.query('select * from app_public.refund_payment($1, 500, $2)', [link.paymentId, key()]));
     await jobsDone(db, 'refunds__execute');
     await server.sandbox!.webhooks.idle();
     await inboxSettled(db, `type = 'refund.succeeded' and payload->'event'->'refund'->>'idempotencyKey' = $1`, [refund.provider_idempotency_key]);
@@ -219,9 +229,16 @@ describe('refunds', () => {
     assert.equal(done.status, 'succeeded');
     assert.match(done.provider_refund_id, /^re_sbx_/);
     assert.equal((await row(db, 'select refunded_minor from app_public.payments where id = $1', [link.paymentId])).refunded_minor, '500');
-    const ledger = await server.sandbox!.ledger.payments({ idempotencyKey: (await row(db, 'select idempotency_key from app_public.payments where id = $1', [link.paymentId])).idempotency_key });
-    assert.deepEqual(ledger.filter((p) => p.status === 'succeeded').map((p) => p.refundedMinor), [500n]);
-    const [event] = await rows(db, `select outcome from app_private.provider_events where type = 'refund.succeeded' and payload->'event'->'refund'->>'idempotencyKey' = $1`, [refund.provider_idempotency_key]);
+    const ledger = await server.sandbox!.ledger.payments({
+      idempotencyKey: (await row(db, 'select idempotency_key from app_public.payments where id = $1', [link.paymentId])).idempotency_key,
+    });
+    assert.deepEqual(
+      ledger.filter((p) => p.status === 'succeeded').map((p) => p.refundedMinor),
+      [500n],
+    );
+    const [event] = await rows(db, `select outcome from app_private.provider_events where type = 'refund.succeeded' and payload->'event'->'refund'->>'idempotencyKey' = $1`, [
+      refund.provider_idempotency_key,
+    ]);
     assert.equal(event!.outcome, 'no_change');
   });
 });

@@ -46,7 +46,14 @@ after(async () => {
 const MINUTE = 60_000;
 const ZONES = ['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Tokyo'] as const;
 /** When customers subscribe (UTC), in order: anchors on the 15th, 29th, 30th, 31st, and 31st/1st depending on the zone. */
-const SIGN_UPS = ['2026-01-15T06:00:00.000Z', '2026-01-29T09:00:00.000Z', '2026-01-30T15:00:00.000Z', '2026-01-31T12:00:00.000Z', '2026-01-31T23:30:00.000Z', '2026-02-01T03:00:00.000Z'];
+const SIGN_UPS = [
+  '2026-01-15T06:00:00.000Z',
+  '2026-01-29T09:00:00.000Z',
+  '2026-01-30T15:00:00.000Z',
+  '2026-01-31T12:00:00.000Z',
+  '2026-01-31T23:30:00.000Z',
+  '2026-02-01T03:00:00.000Z',
+];
 const PER_SIGN_UP = 8; // per tenant and sign-up moment: 4 × 6 × 8 = 192 subscriptions
 const CARDS_GO_BAD = '2026-05-10T00:00:00.000Z';
 const END = '2027-02-12T00:00:00.000Z'; // a year after the last sign-up, plus the last dunning retries
@@ -104,10 +111,13 @@ describe('a simulated year of renewals', () => {
           const interval = n % 5 === 4 ? 'year' : 'month';
           const customerId = await createCustomer(db, tenant.id);
           const paymentMethodId = await saveSandboxToken(db, tenant.id, customerId, 'pm_sbx_visa');
-          const { rows: [sub] } = await db.asTenant(tenant.id, (c) =>
+          const {
+            rows: [sub],
+          } = await db.asTenant(tenant.id, (c) =>
             c.query('select id from app_public.create_subscription($1, $2, $3, $4)', [customerId, interval === 'year' ? tenant.yearly : tenant.monthly, paymentMethodId, key()]),
           );
-          const goesBad = interval === 'year' ? null : n % 23 === 0 ? 'pm_sbx_stolenCard' : n % 11 === 0 ? 'pm_sbx_insufficientFunds' : n % 13 === 0 ? 'pm_sbx_chargeCustomerFail' : null;
+          const goesBad =
+            interval === 'year' ? null : n % 23 === 0 ? 'pm_sbx_stolenCard' : n % 11 === 0 ? 'pm_sbx_insufficientFunds' : n % 13 === 0 ? 'pm_sbx_chargeCustomerFail' : null;
           subs.push({ id: sub.id, tenantId: tenant.id, zone: tenant.zone, interval, paymentMethodId, goesBad });
         }
       }
@@ -168,7 +178,8 @@ describe('a simulated year of renewals', () => {
       const anchor = local(new Date(s.billing_anchor), sub.zone);
       // Invariant 7: one chain, no gap, no overlap; each boundary on the anchor's local day (clamped) and local time.
       for (const [k, period] of periods.entries()) {
-        if (k > 0) assert.equal(new Date(period.period_start).getTime(), new Date(periods[k - 1]!.period_end).getTime(), `subscription ${sub.id}: period ${k} starts where ${k - 1} ended`);
+        if (k > 0)
+          assert.equal(new Date(period.period_start).getTime(), new Date(periods[k - 1]!.period_end).getTime(), `subscription ${sub.id}: period ${k} starts where ${k - 1} ended`);
         const end = local(new Date(period.period_end), sub.zone);
         const months = sub.interval === 'month' ? k + 1 : 12 * (k + 1);
         const expectedMonth = ((anchor.month - 1 + months) % 12) + 1;
@@ -196,13 +207,19 @@ describe('a simulated year of renewals', () => {
         assert.equal(last.status, 'uncollectible');
         const attempts = await rows(db, 'select * from app_public.payments where invoice_id = $1 order by attempt', [last.id]);
         const expected = sub.goesBad === 'pm_sbx_stolenCard' ? ['hard_decline'] : Array(schedule + 1).fill('soft_decline');
-        assert.deepEqual(attempts.map((p) => p.failure_category), expected, `subscription ${sub.id}: ${sub.goesBad}`);
+        assert.deepEqual(
+          attempts.map((p) => p.failure_category),
+          expected,
+          `subscription ${sub.id}: ${sub.goesBad}`,
+        );
         const types = (await rows(db, `select type from app_public.events where subject_id = $1 order by occurred_at`, [sub.id])).map((e) => e.type);
         assert.ok(types.includes('subscription.canceled'), `subscription ${sub.id}: canceled event`);
         if (sub.goesBad !== 'pm_sbx_stolenCard') assert.ok(types.includes('subscription.past_due'), `subscription ${sub.id}: past_due event`);
       }
     }
-    assert.ok(subs.some((s) => s.goesBad === 'pm_sbx_stolenCard') && subs.some((s) => s.goesBad === 'pm_sbx_insufficientFunds') && subs.some((s) => s.goesBad === 'pm_sbx_chargeCustomerFail'));
+    assert.ok(
+      subs.some((s) => s.goesBad === 'pm_sbx_stolenCard') && subs.some((s) => s.goesBad === 'pm_sbx_insufficientFunds') && subs.some((s) => s.goesBad === 'pm_sbx_chargeCustomerFail'),
+    );
 
     // No failure that is not the card's: no gateway error, no unknown outcome, nothing in flight, no failed job.
     const [health] = await rows(
@@ -217,20 +234,29 @@ describe('a simulated year of renewals', () => {
     assert.deepEqual(health, { gateway_errors: 0, in_flight: 0, not_the_card: 0, failed_jobs: 0, inbox_unprocessed: 0 });
 
     // Invariant 3, counted at the provider: one real charge per succeeded payment, never two for a key.
-    const payments = await rows(db, `select p.idempotency_key, p.status from app_public.payments p join app_public.invoices i on i.id = p.invoice_id where i.subscription_id = any($1)`, [ids]);
+    const payments = await rows(
+      db,
+      `select p.idempotency_key, p.status from app_public.payments p join app_public.invoices i on i.id = p.invoice_id where i.subscription_id = any($1)`,
+      [ids],
+    );
     const ledger = new Map<string, number>();
     for (const charge of await server.sandbox!.ledger.payments()) {
       if (charge.status === 'succeeded') ledger.set(charge.idempotencyKey, (ledger.get(charge.idempotencyKey) ?? 0) + 1);
     }
     const succeeded = payments.filter((p) => p.status === 'succeeded');
     for (const p of succeeded) assert.equal(ledger.get(p.idempotency_key), 1, `one charge for ${p.idempotency_key}`);
-    assert.equal([...ledger.values()].reduce((a, b) => a + b, 0), succeeded.length, 'no charge at the provider without its succeeded payment');
+    assert.equal(
+      [...ledger.values()].reduce((a, b) => a + b, 0),
+      succeeded.length,
+      'no charge at the provider without its succeeded payment',
+    );
     assert.equal(succeeded.length, invoices.filter((i) => i.status === 'paid').length);
 
     // The outbox: one event per promised state change.
-    const outbox = (await rows(
-      db,
-      `select
+    const outbox = (
+      await rows(
+        db,
+        `select
          (select count(*)::int from app_public.events e join app_public.payments p on p.id = e.subject_id where e.type = 'payment.succeeded' and p.status = 'succeeded') as payment_succeeded,
          (select count(*)::int from app_public.events e join app_public.payments p on p.id = e.subject_id where e.type = 'payment.failed') as payment_failed,
          (select count(*)::int from app_public.payments where status = 'failed') as failed,
@@ -239,8 +265,9 @@ describe('a simulated year of renewals', () => {
          (select count(*)::int from app_public.invoices where subscription_id = any($1) and billing_reason = 'subscription_cycle' and status = 'paid') as paid_renewals,
          (select count(*)::int from app_public.events where type = 'subscription.canceled' and subject_id = any($1)) as canceled_events,
          (select count(*)::int from app_public.subscriptions where status = 'canceled' and id = any($1)) as canceled`,
-      [ids],
-    ))[0]!;
+        [ids],
+      )
+    )[0]!;
     assert.equal(outbox.payment_succeeded, succeeded.length);
     assert.equal(outbox.payment_failed, outbox.failed);
     assert.equal(outbox.invoice_paid, succeeded.length);

@@ -66,9 +66,7 @@ export async function createShop(db: TestDatabase, options: { currency?: string;
 /** A new customer subscribes without a saved card: incomplete, first invoice open, waiting for a checkout. */
 export async function subscribeWithoutCard(db: TestDatabase, shop: Shop, customerId?: string): Promise<Row> {
   const customer = customerId ?? (await createCustomer(db, shop.tenantId));
-  const { rows } = await db.asTenant(shop.tenantId, (c) =>
-    c.query('select * from app_public.create_subscription($1, $2, null, $3)', [customer, shop.priceId, key()]),
-  );
+  const { rows } = await db.asTenant(shop.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, null, $3)', [customer, shop.priceId, key()]));
   return rows[0];
 }
 
@@ -116,10 +114,14 @@ export async function inboxSettled(db: TestDatabase, where = 'true', params: unk
 
 /** Waits until `sql` returns a row whose `column` equals `value`. */
 export async function until(db: TestDatabase, what: string, sql: string, params: unknown[], predicate: (row: Row) => boolean, timeoutMs = 20_000): Promise<Row> {
-  return waitFor(what, async () => {
-    const found = await row(db, sql, params);
-    return found && predicate(found) ? found : null;
-  }, timeoutMs);
+  return waitFor(
+    what,
+    async () => {
+      const found = await row(db, sql, params);
+      return found && predicate(found) ? found : null;
+    },
+    timeoutMs,
+  );
 }
 
 /** Queues a task now through Graphile Worker (as the cron would) and lets the in-process worker run it. */
@@ -129,14 +131,18 @@ export async function runTask(db: TestDatabase, task: string, payload: Record<st
 
 /** Resolves when no job of `task` is due or running any more (jobs scheduled for later do not count; a failure throws). */
 export async function jobsDone(db: TestDatabase, task: string, timeoutMs = 20_000): Promise<void> {
-  await waitFor(`${task} jobs to finish`, async () => {
-    const { rows: left } = await db.asWorker((c) =>
-      c.query(`select id, attempts, last_error from graphile_worker.jobs where task_identifier = $1 and (run_at <= now() or locked_at is not null)`, [task]),
-    );
-    const failed = left.find((j) => j.last_error);
-    if (failed) throw new Error(`${task} job failed: ${failed.last_error}`);
-    return left.length === 0;
-  }, timeoutMs);
+  await waitFor(
+    `${task} jobs to finish`,
+    async () => {
+      const { rows: left } = await db.asWorker((c) =>
+        c.query(`select id, attempts, last_error from graphile_worker.jobs where task_identifier = $1 and (run_at <= now() or locked_at is not null)`, [task]),
+      );
+      const failed = left.find((j) => j.last_error);
+      if (failed) throw new Error(`${task} job failed: ${failed.last_error}`);
+      return left.length === 0;
+    },
+    timeoutMs,
+  );
 }
 
 export async function outboxTypes(db: TestDatabase, subjectIds: string[]): Promise<string[]> {
@@ -157,7 +163,9 @@ export async function payOnSandboxPage(url: string, number: string): Promise<Res
 
 /** A sandbox payment method row for a customer: one of the ledger's well-known saved tokens (sandbox/cards.ts). */
 export async function saveSandboxToken(db: TestDatabase, tenantId: string, customerId: string, token: string): Promise<string> {
-  const { rows: [pm] } = await db.asOwner((c) =>
+  const {
+    rows: [pm],
+  } = await db.asOwner((c) =>
     c.query(
       `insert into app_public.payment_methods (tenant_id, customer_id, provider, provider_token, brand, last4, exp_month, exp_year, is_default)
        values ($1, $2, 'sandbox', $3, 'visa', '4242', 12, 2099, true) returning id`,
@@ -171,8 +179,8 @@ export async function saveSandboxToken(db: TestDatabase, tenantId: string, custo
 export async function subscribeWithCard(db: TestDatabase, shop: Shop, token: string): Promise<{ subscriptionId: string; customerId: string; paymentMethodId: string }> {
   const customerId = await createCustomer(db, shop.tenantId);
   const paymentMethodId = await saveSandboxToken(db, shop.tenantId, customerId, token);
-  const { rows: [sub] } = await db.asTenant(shop.tenantId, (c) =>
-    c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [customerId, shop.priceId, paymentMethodId, key()]),
-  );
+  const {
+    rows: [sub],
+  } = await db.asTenant(shop.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [customerId, shop.priceId, paymentMethodId, key()]));
   return { subscriptionId: sub.id, customerId, paymentMethodId };
 }

@@ -55,9 +55,19 @@ describe('webhook intake: /webhooks/sandbox', () => {
   test('a signed event is stored once, its job queued in the same transaction and run; a duplicate stores nothing', async () => {
     // Setup
     const event = sandboxEvent('payment.succeeded', {
-      id: 'pay_notours', status: 'succeeded', amount_minor: '500', currency: 'EUR', refunded_minor: '0',
-      idempotency_key: 'someone-else-1', checkout_id: null, off_session: true, failure_code: null, failure_message: null,
-      payment_method: null, next_action_url: null, created: Math.floor(Date.now() / 1000),
+      id: 'pay_notours',
+      status: 'succeeded',
+      amount_minor: '500',
+      currency: 'EUR',
+      refunded_minor: '0',
+      idempotency_key: 'someone-else-1',
+      checkout_id: null,
+      off_session: true,
+      failure_code: null,
+      failure_message: null,
+      payment_method: null,
+      next_action_url: null,
+      created: Math.floor(Date.now() / 1000),
     });
     // Action
     const first = await postSandboxEvent(server, event);
@@ -80,24 +90,52 @@ describe('webhook intake: /webhooks/sandbox', () => {
     // Setup
     const events = Array.from({ length: 40 }, (_, i) =>
       sandboxEvent(i % 4 === 0 ? 'customer.updated' : 'payment.succeeded', {
-        id: `pay_burst_${i}`, status: 'succeeded', amount_minor: '500', currency: 'EUR', refunded_minor: '0', idempotency_key: `someone-else-burst-${i}`,
-        checkout_id: null, off_session: true, failure_code: null, failure_message: null, payment_method: null, next_action_url: null, created: 1,
+        id: `pay_burst_${i}`,
+        status: 'succeeded',
+        amount_minor: '500',
+        currency: 'EUR',
+        refunded_minor: '0',
+        idempotency_key: `someone-else-burst-${i}`,
+        checkout_id: null,
+        off_session: true,
+        failure_code: null,
+        failure_message: null,
+        payment_method: null,
+        next_action_url: null,
+        created: 1,
       }),
     );
     // Action: 80 requests at once (they share inbox batches).
     const answers = await Promise.all([...events, ...events].map(async (event) => (await postSandboxEvent(server, event)).json() as Promise<{ received: number; duplicates: number }>));
     // Assertions
-    assert.equal(answers.reduce((n, a) => n + a.received, 0), 80);
-    assert.equal(answers.reduce((n, a) => n + a.duplicates, 0), 40, 'exactly one delivery of each event is the new one');
+    assert.equal(
+      answers.reduce((n, a) => n + a.received, 0),
+      80,
+    );
+    assert.equal(
+      answers.reduce((n, a) => n + a.duplicates, 0),
+      40,
+      'exactly one delivery of each event is the new one',
+    );
     const ids = events.map((e) => e.id);
     const stored = await rows(db, 'select id, type, processed_at, outcome from app_private.provider_events where provider_event_id = any($1)', [ids]);
     assert.equal(stored.length, 40);
-    const jobs = await rows(db, `select payload->>'event_id' as id from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
-                                 where t.identifier = 'provider_events__process' and payload->>'event_id' = any($1)`, [stored.map((r) => r.id)]);
+    const jobs = await rows(
+      db,
+      `select payload->>'event_id' as id from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+                                 where t.identifier = 'provider_events__process' and payload->>'event_id' = any($1)`,
+      [stored.map((r) => r.id)],
+    );
     const ignored = stored.filter((r) => r.type === 'customer.updated');
     assert.equal(ignored.length, 10);
-    assert.ok(ignored.every((r) => r.outcome === 'ignored' && r.processed_at), 'ignored types are stored as processed');
-    assert.ok(jobs.every((j) => !ignored.some((r) => r.id === j.id)), 'no job for ignored types');
+    assert.ok(
+      ignored.every((r) => r.outcome === 'ignored' && r.processed_at),
+      'ignored types are stored as processed',
+    );
+    assert.ok(
+      jobs.every((j) => !ignored.some((r) => r.id === j.id)),
+      'no job for ignored types',
+    );
     await inboxSettled(db, 'provider_event_id = any($1)', [ids]);
   });
 
@@ -108,7 +146,14 @@ describe('webhook intake: /webhooks/sandbox', () => {
       { provider: 'sandbox', provider_event_id: 'evt_sbx_batch_a', type: 'payment.succeeded', payload: { event: {} }, ignored: false },
     ];
     const { rows: result } = await db.asWorker((c) => c.query('select * from app_private.accept_provider_events($1)', [JSON.stringify(batch)]), { rollback: true });
-    assert.deepEqual(result.map((r) => [r.provider_event_id, r.is_new]), [['evt_sbx_batch_a', true], ['evt_sbx_batch_b', true], ['evt_sbx_batch_a', false]]);
+    assert.deepEqual(
+      result.map((r) => [r.provider_event_id, r.is_new]),
+      [
+        ['evt_sbx_batch_a', true],
+        ['evt_sbx_batch_b', true],
+        ['evt_sbx_batch_a', false],
+      ],
+    );
     assert.equal(result[0].event_id, result[2].event_id);
   });
 
@@ -174,9 +219,9 @@ describe('webhook intake: /webhooks/sandbox', () => {
 
   test('a processing error is recorded on the inbox row and the job is retried with backoff', async () => {
     // Setup: an event stored as intake would, but whose stored form cannot be read.
-    const { rows: [stored] } = await db.asWorker((c) =>
-      c.query(`select * from app_private.accept_provider_event('sandbox', 'evt_sbx_broken', 'payment.succeeded', '{"event": {"nonsense": true}}')`),
-    );
+    const {
+      rows: [stored],
+    } = await db.asWorker((c) => c.query(`select * from app_private.accept_provider_event('sandbox', 'evt_sbx_broken', 'payment.succeeded', '{"event": {"nonsense": true}}')`));
     // Assertions
     const failed = await until(db, 'the error on the inbox row', 'select * from app_private.provider_events where id = $1', [stored.event_id], (r) => r.attempts >= 1);
     assert.equal(failed.processed_at, null);
@@ -218,9 +263,19 @@ describe('processing: a paid checkout through the sandbox', () => {
     const delivered = server.sandbox!.webhooks.log.find((d) => d.type === 'checkout.completed' && d.ok);
     assert.ok(delivered);
     const stale = sandboxEvent('payment.failed', {
-      id: payment.provider_payment_id, status: 'failed', amount_minor: '1990', currency: 'EUR', refunded_minor: '0',
-      idempotency_key: payment.idempotency_key, checkout_id: null, off_session: false, failure_code: 'generic_decline',
-      failure_message: 'Your card was declined.', payment_method: null, next_action_url: null, created: Math.floor(Date.now() / 1000),
+      id: payment.provider_payment_id,
+      status: 'failed',
+      amount_minor: '1990',
+      currency: 'EUR',
+      refunded_minor: '0',
+      idempotency_key: payment.idempotency_key,
+      checkout_id: null,
+      off_session: false,
+      failure_code: 'generic_decline',
+      failure_message: 'Your card was declined.',
+      payment_method: null,
+      next_action_url: null,
+      created: Math.floor(Date.now() / 1000),
     });
     assert.equal((await postSandboxEvent(server, stale)).status, 200);
     const [staleRow] = await inboxSettled(db, 'provider_event_id = $1', [stale.id]);
@@ -241,9 +296,19 @@ describe('processing: a paid checkout through the sandbox', () => {
     const link = await checkoutFor(server, shop.tenantId, sub.id);
     const payment = await row(db, 'select * from app_public.payments where id = $1', [link.paymentId]);
     const wrong = sandboxEvent('checkout.completed', {
-      id: 'pay_wrongamount', status: 'succeeded', amount_minor: '1', currency: 'EUR', refunded_minor: '0',
-      idempotency_key: payment.idempotency_key, checkout_id: payment.provider_checkout_id, off_session: false, failure_code: null,
-      failure_message: null, payment_method: null, next_action_url: null, created: Math.floor(Date.now() / 1000),
+      id: 'pay_wrongamount',
+      status: 'succeeded',
+      amount_minor: '1',
+      currency: 'EUR',
+      refunded_minor: '0',
+      idempotency_key: payment.idempotency_key,
+      checkout_id: payment.provider_checkout_id,
+      off_session: false,
+      failure_code: null,
+      failure_message: null,
+      payment_method: null,
+      next_action_url: null,
+      created: Math.floor(Date.now() / 1000),
     });
     assert.equal((await postSandboxEvent(server, wrong)).status, 200);
     const [stored] = await inboxSettled(db, 'provider_event_id = $1', [wrong.id]);

@@ -112,9 +112,7 @@ export function providerContract(name: string, setup: () => Promise<ContractHarn
       const { key, checkout: created } = await checkout(label);
       await h.payCheckout(created, behaviour);
       const events = await verifiedEvents();
-      const paid = events.find(
-        (e): e is Extract<ProviderEvent, { kind: 'payment' }> => e.kind === 'payment' && e.payment.idempotencyKey === key && e.payment.status === 'succeeded',
-      );
+      const paid = events.find((e): e is Extract<ProviderEvent, { kind: 'payment' }> => e.kind === 'payment' && e.payment.idempotencyKey === key && e.payment.status === 'succeeded');
       assert.ok(paid, `a verified succeeded payment event for the checkout (got ${events.map((e) => e.providerType).join(', ') || 'none'})`);
       assert.ok(paid.payment.providerPaymentId);
       const retrieved = ok(record(await h.provider.retrieve({ providerPaymentId: paid.payment.providerPaymentId })), 'retrieve');
@@ -343,7 +341,10 @@ export function providerContract(name: string, setup: () => Promise<ContractHarn
       const after = ok(await h.provider.retrieve({ providerPaymentId: payment.providerPaymentId! }), 'retrieve after refunds');
       assert.equal(after?.refundedMinor, 12_345n, 'retrieve reports what was refunded');
       const events = await verifiedEvents();
-      assert.ok(events.some((e) => e.kind === 'refund' && e.refund.providerRefundId === refund.providerRefundId), 'a verified refund event');
+      assert.ok(
+        events.some((e) => e.kind === 'refund' && e.refund.providerRefundId === refund.providerRefundId),
+        'a verified refund event',
+      );
     });
 
     test('forged, tampered and stale webhooks are rejected with a typed reason', async () => {

@@ -31,16 +31,7 @@ import express, { type Request, type Response } from 'express';
 import Stripe from 'stripe';
 import type { WebhookRequest } from '../../providers/types.ts';
 
-type Behaviour =
-  | 'succeed'
-  | 'generic_decline'
-  | 'insufficient_funds'
-  | 'stolen_card'
-  | 'lost_card'
-  | 'expired_card'
-  | 'challenge_3ds'
-  | 'decline_after_attach'
-  | 'processing_error';
+type Behaviour = 'succeed' | 'generic_decline' | 'insufficient_funds' | 'stolen_card' | 'lost_card' | 'expired_card' | 'challenge_3ds' | 'decline_after_attach' | 'processing_error';
 
 export const stripeTestCards: Record<string, Behaviour> = {
   '4242424242424242': 'succeed',
@@ -87,7 +78,10 @@ function newId(prefix: string): string {
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (value && typeof value === 'object') {
-    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical((value as Json)[k])}`).join(',')}}`;
+    return `{${Object.keys(value)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((value as Json)[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';
 }
@@ -145,9 +139,7 @@ export interface FakeStripeServer {
   close(): Promise<void>;
 }
 
-export async function startFakeStripeServer(
-  options: { secretKey?: string; webhookSecret?: string } = {},
-): Promise<FakeStripeServer> {
+export async function startFakeStripeServer(options: { secretKey?: string; webhookSecret?: string } = {}): Promise<FakeStripeServer> {
   const secretKey = options.secretKey ?? 'sk_test_fake_abonement';
   const webhookSecret = options.webhookSecret ?? 'whsec_fake_abonement';
   const signer = new Stripe('sk_test_signer_only');
@@ -302,7 +294,9 @@ export async function startFakeStripeServer(
   /** Stripe's idempotency layer: stores every response of a request that began executing. */
   function idempotent(req: Request, res: Response, work: () => { status: number; body: Json }) {
     const key = req.get('idempotency-key');
-    const fingerprint = createHash('sha256').update(`${req.path}${canonical(req.body)}`).digest('hex');
+    const fingerprint = createHash('sha256')
+      .update(`${req.path}${canonical(req.body)}`)
+      .digest('hex');
     if (key) {
       const stored = idempotency.get(key);
       if (stored) {
@@ -349,7 +343,9 @@ export async function startFakeStripeServer(
     const body = req.body as Json;
     idempotent(req, res, () => {
       if (body.mode !== 'payment') invalid('only payment mode is supported by this fake', 'mode');
-      const item = (body.line_items as Json[] | undefined)?.[0] as { price_data?: { currency?: string; unit_amount?: string; product_data?: { name?: string } }; quantity?: string } | undefined;
+      const item = (body.line_items as Json[] | undefined)?.[0] as
+        | { price_data?: { currency?: string; unit_amount?: string; product_data?: { name?: string } }; quantity?: string }
+        | undefined;
       const amount = positiveInt(item?.price_data?.unit_amount, 'line_items[0][price_data][unit_amount]');
       if (!item?.price_data?.currency) invalid('Missing required param: currency', 'line_items[0][price_data][currency]');
       if (typeof body.success_url !== 'string') invalid('Missing required param: success_url.', 'success_url');
@@ -448,9 +444,7 @@ export async function startFakeStripeServer(
     }
     const [, field, escaped] = match;
     const value = escaped!.replace(/\\(.)/g, '$1');
-    const data = [...intents.values()]
-      .filter((intent) => (intent.metadata as Json)?.[field!] === value)
-      .map((intent) => expandIntent(intent, req.query.expand));
+    const data = [...intents.values()].filter((intent) => (intent.metadata as Json)?.[field!] === value).map((intent) => expandIntent(intent, req.query.expand));
     res.json({ object: 'search_result', data, has_more: false, next_page: null, url: '/v1/payment_intents/search' });
   });
 

@@ -52,7 +52,10 @@ export interface FakeYooKassaServer {
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (value && typeof value === 'object') {
-    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical((value as Json)[k])}`).join(',')}}`;
+    return `{${Object.keys(value)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((value as Json)[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';
 }
@@ -159,7 +162,9 @@ export async function startFakeYooKassaServer(): Promise<FakeYooKassaServer> {
       reply(res, 400, { type: 'error', code: 'invalid_request', description: 'Idempotence key is missing', parameter: 'Idempotence-Key' });
       return;
     }
-    const fingerprint = createHash('sha256').update(`${req.path}${canonical(req.body)}`).digest('hex');
+    const fingerprint = createHash('sha256')
+      .update(`${req.path}${canonical(req.body)}`)
+      .digest('hex');
     const stored = idempotency.get(key);
     if (stored) {
       if (stored.fingerprint !== fingerprint) {

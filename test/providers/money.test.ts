@@ -33,7 +33,12 @@ describe('money', () => {
   });
 
   test('round trip for every exponent', () => {
-    for (const [currency, exponent] of [['EUR', 2], ['JPY', 0], ['BHD', 3], ['CLF', 4]] as const) {
+    for (const [currency, exponent] of [
+      ['EUR', 2],
+      ['JPY', 0],
+      ['BHD', 3],
+      ['CLF', 4],
+    ] as const) {
       assert.equal(currencyExponent(currency), exponent);
       for (const minor of [0n, 1n, 99n, 100n, 101n, 123_456_789n]) assert.equal(decimalToMinor(minorToDecimal(minor, currency), currency), minor);
     }

@@ -8,15 +8,7 @@ import { parseConfig } from '../../lib/config.ts';
 import { sandboxCredentials, sandboxEnabled } from '../../lib/sandbox-settings.ts';
 import { buildProviderRegistry } from '../../providers/registry.ts';
 import { chooseProviders, createCheckoutWithFailover, type RoutingRules } from '../../providers/routing.ts';
-import {
-  ProviderError,
-  type CheckoutInput,
-  type PaymentProvider,
-  type ProviderCall,
-  type ProviderCapabilities,
-  type ProviderName,
-  type Checkout,
-} from '../../providers/types.ts';
+import { ProviderError, type CheckoutInput, type PaymentProvider, type ProviderCall, type ProviderCapabilities, type ProviderName, type Checkout } from '../../providers/types.ts';
 import { testLogger } from './sandbox-stack.ts';
 
 const caps = (currencies: string[], livemode: boolean, countries: ProviderCapabilities['countries'] = 'all'): ProviderCapabilities => ({
@@ -102,7 +94,13 @@ describe('createCheckoutWithFailover', () => {
     const result = await createCheckoutWithFailover([a, b, c], input);
     assert.ok(result.ok);
     assert.equal(result.provider, 'sandbox');
-    assert.deepEqual(result.attempts.map((x) => [x.provider, x.failure.class]), [['stripe', 'gateway_error'], ['yookassa', 'unknown']]);
+    assert.deepEqual(
+      result.attempts.map((x) => [x.provider, x.failure.class]),
+      [
+        ['stripe', 'gateway_error'],
+        ['yookassa', 'unknown'],
+      ],
+    );
   });
 
   test('the first provider that answers wins; later ones are not called', async () => {
@@ -130,7 +128,10 @@ describe('registry and configuration', () => {
     assert.equal(sandboxEnabled(parseConfig({ NODE_ENV: 'development' })), true);
     assert.equal(sandboxEnabled(parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32), JWT_SECRET: 'j'.repeat(32) })), false);
     assert.throws(() => parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32), JWT_SECRET: 'j'.repeat(32), SANDBOX_GATEWAY: 'on' }), /SANDBOX_SECRET/);
-    assert.throws(() => parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32), JWT_SECRET: 'j'.repeat(32), SANDBOX_ALLOW_LIVE_TENANTS: 'true' }), /SANDBOX_ALLOW_LIVE_TENANTS/);
+    assert.throws(
+      () => parseConfig({ NODE_ENV: 'production', SESSION_SECRET: 'x'.repeat(32), JWT_SECRET: 'j'.repeat(32), SANDBOX_ALLOW_LIVE_TENANTS: 'true' }),
+      /SANDBOX_ALLOW_LIVE_TENANTS/,
+    );
   });
 
   test('adapters are built from configuration; every process derives the same sandbox credentials', () => {
@@ -143,12 +144,24 @@ describe('registry and configuration', () => {
       SANDBOX_SECRET: 's'.repeat(40),
     });
     const registry = buildProviderRegistry(config, testLogger);
-    assert.deepEqual(registry.all().map((p) => p.name).sort(), ['sandbox', 'stripe', 'yookassa']);
+    assert.deepEqual(
+      registry
+        .all()
+        .map((p) => p.name)
+        .sort(),
+      ['sandbox', 'stripe', 'yookassa'],
+    );
     assert.equal(registry.get('stripe')?.capabilities.livemode, false);
     assert.deepEqual(sandboxCredentials(config), sandboxCredentials(parseConfig({ SANDBOX_SECRET: 's'.repeat(40) })));
     assert.notDeepEqual(sandboxCredentials(config), sandboxCredentials(parseConfig({ SANDBOX_SECRET: 't'.repeat(40) })));
-    const candidates = registry.candidates({ defaultProvider: 'stripe', rules: [{ priority: 1, provider: 'yookassa', currency: 'RUB' }] }, { currency: 'RUB', country: 'RU', livemode: false });
-    assert.deepEqual(candidates.map((p) => p.name), ['yookassa']);
+    const candidates = registry.candidates(
+      { defaultProvider: 'stripe', rules: [{ priority: 1, provider: 'yookassa', currency: 'RUB' }] },
+      { currency: 'RUB', country: 'RU', livemode: false },
+    );
+    assert.deepEqual(
+      candidates.map((p) => p.name),
+      ['yookassa'],
+    );
   });
 
   test('a Stripe key without its webhook secret, or half a YooKassa configuration, is refused at boot', () => {

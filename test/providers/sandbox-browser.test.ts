@@ -75,7 +75,10 @@ test('3-D Secure card through the hosted page and the challenge: one charge, a s
   assert.deepEqual(external, [], 'the hosted pages load nothing from outside');
   assert.equal(await stack.gateway.ledger.chargeCount(key), 1, 'exactly one charge in the ledger');
   const attempts = await stack.gateway.ledger.payments({ idempotencyKey: key });
-  assert.deepEqual(attempts.map((p) => [p.status, p.amountMinor]), [['succeeded', 1_990n]]);
+  assert.deepEqual(
+    attempts.map((p) => [p.status, p.amountMinor]),
+    [['succeeded', 1_990n]],
+  );
 
   await stack.gateway.webhooks.idle();
   const deliveries = stack.receiver.received.splice(0);

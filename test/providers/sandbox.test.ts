@@ -134,7 +134,10 @@ describe('sandbox gateway', () => {
     assert.equal(paid.headers.get('location'), 'http://127.0.0.1:9/ok');
     assert.equal(await stack.gateway.ledger.chargeCount(key), 1);
     const ledger = await stack.gateway.ledger.payments({ idempotencyKey: key });
-    assert.deepEqual(ledger.map((p) => p.status), ['failed', 'failed', 'failed', 'failed', 'succeeded']);
+    assert.deepEqual(
+      ledger.map((p) => p.status),
+      ['failed', 'failed', 'failed', 'failed', 'succeeded'],
+    );
     const again = await submitCard(checkout.url, '4242424242424242');
     assert.equal(again.status, 200, 'a paid checkout shows "already paid"');
     assert.equal(await stack.gateway.ledger.chargeCount(key), 1, 'and does not charge again');
@@ -214,10 +217,7 @@ describe('sandbox gateway', () => {
     await insert(`pay_${randomUUID().replace(/-/g, '')}`, 'succeeded');
     assert.equal(await sqlState(insert(`pay_${randomUUID().replace(/-/g, '')}`, 'succeeded')), '23505');
     assert.equal(await sqlState(insert(`pay_${randomUUID().replace(/-/g, '')}`, 'processing')), '23505');
-    assert.equal(
-      await sqlState(db.asWorker((c) => c.query(`update sandbox_gateway.payments set refunded_minor = 101 where idempotency_key = $1`, [key]))),
-      '23514',
-    );
+    assert.equal(await sqlState(db.asWorker((c) => c.query(`update sandbox_gateway.payments set refunded_minor = 101 where idempotency_key = $1`, [key]))), '23514');
   });
 
   test('the ledger stores no card number: only token, brand, last4, expiry', async () => {
@@ -225,7 +225,9 @@ describe('sandbox gateway', () => {
       c.query<{ column_name: string }>(`select column_name from information_schema.columns where table_schema = 'sandbox_gateway' and table_name = 'payment_methods'`),
     );
     assert.deepEqual(rows.map((r) => r.column_name).sort(), ['behaviour', 'brand', 'created_at', 'exp_month', 'exp_year', 'last4', 'token']);
-    const dump = await db.asOwner((c) => c.query(`select (select json_agg(p) from sandbox_gateway.payments p)::text || (select json_agg(e) from sandbox_gateway.events e)::text as all`));
+    const dump = await db.asOwner((c) =>
+      c.query(`select (select json_agg(p) from sandbox_gateway.payments p)::text || (select json_agg(e) from sandbox_gateway.events e)::text as all`),
+    );
     assert.ok(!String(dump.rows[0].all).includes('4242424242424242'));
   });
 
@@ -244,7 +246,13 @@ describe('sandbox gateway', () => {
     for (let i = 0; i < 3; i++) {
       const key = `sbx:switch:${i}:${randomUUID()}`;
       keys.push(key);
-      const result = await adapter.chargeSaved({ idempotencyKey: key, amount: { amountMinor: 100n, currency: 'EUR' }, paymentMethodToken: 'pm_sbx_visa', description: 'r', customerReference: 'c' });
+      const result = await adapter.chargeSaved({
+        idempotencyKey: key,
+        amount: { amountMinor: 100n, currency: 'EUR' },
+        paymentMethodToken: 'pm_sbx_visa',
+        description: 'r',
+        customerReference: 'c',
+      });
       assert.ok(result.ok);
     }
     assert.equal(stack.gateway.webhooks.heldCount, 6);
@@ -264,7 +272,11 @@ describe('sandbox gateway', () => {
     await stack.gateway.webhooks.idle();
     stack.receiver.answer.status = 200;
     const attempts = stack.gateway.webhooks.log.slice(retried).filter((d) => d.type === 'payment.succeeded');
-    assert.deepEqual(attempts.map((d) => d.attempt), [1, 2, 3], 'delivered, then retried on each configured delay');
+    assert.deepEqual(
+      attempts.map((d) => d.attempt),
+      [1, 2, 3],
+      'delivered, then retried on each configured delay',
+    );
     stack.receiver.received.splice(0);
   });
 

@@ -55,7 +55,13 @@ providerContract('stripe', async () => ({
     return fake.takeWebhooks();
   },
   async forgedWebhooks() {
-    const event = { id: 'evt_forged', object: 'event', type: 'payment_intent.succeeded', created: Math.floor(Date.now() / 1000), data: { object: { id: 'pi_x', object: 'payment_intent' } } };
+    const event = {
+      id: 'evt_forged',
+      object: 'event',
+      type: 'payment_intent.succeeded',
+      created: Math.floor(Date.now() / 1000),
+      data: { object: { id: 'pi_x', object: 'payment_intent' } },
+    };
     const genuine = fake.signEvent(event);
     return [
       { name: 'no signature', request: { rawBody: genuine.rawBody, headers: {} }, reason: 'missing_signature' },
@@ -82,7 +88,7 @@ describe('stripe adapter specifics', () => {
     assert.equal(stripeFailureTable.authentication_required, 'requires_action');
   });
 
-  test('lost and expired cards are hard declines with Stripe\'s own code kept', async () => {
+  test("lost and expired cards are hard declines with Stripe's own code kept", async () => {
     for (const [token, code] of [
       ['pm_card_chargeDeclinedLostCard', 'lost_card'],
       ['pm_card_chargeDeclinedExpiredCard', 'expired_card'],
@@ -116,7 +122,10 @@ describe('stripe adapter specifics', () => {
     const key = `stripe:headers:${randomUUID()}`;
     await adapter().chargeSaved({ idempotencyKey: key, amount: { amountMinor: 500n, currency: 'USD' }, paymentMethodToken: tokens.success, description: 'r', customerReference: 'c' });
     const sent = fake.requests.filter((r) => r.idempotencyKey === key);
-    assert.deepEqual(sent.map((r) => `${r.method} ${r.path}`), ['POST /v1/payment_intents']);
+    assert.deepEqual(
+      sent.map((r) => `${r.method} ${r.path}`),
+      ['POST /v1/payment_intents'],
+    );
   });
 
   test('an unknown saved method is a hard decline (ask the customer for a new card), not a crash', async () => {
@@ -164,11 +173,7 @@ describe('stripe adapter specifics', () => {
       assert.ok(verified.ok);
       for (const event of verified.events) kinds.push(`${event.providerType}:${event.kind}${event.kind === 'payment' ? `:${event.payment.status}` : ''}`);
     }
-    assert.deepEqual(kinds, [
-      'payment_intent.payment_failed:ignored',
-      'payment_intent.succeeded:payment:succeeded',
-      'checkout.session.completed:payment:succeeded',
-    ]);
+    assert.deepEqual(kinds, ['payment_intent.payment_failed:ignored', 'payment_intent.succeeded:payment:succeeded', 'checkout.session.completed:payment:succeeded']);
   });
 
   test('webhook secrets rotate: an event signed with the previous secret still verifies', async () => {

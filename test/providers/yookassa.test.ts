@@ -64,7 +64,11 @@ providerContract('yookassa', async () => ({
     assert.ok(declined.ok && declined.value.providerPaymentId);
     fake.takeNotifications();
     return [
-      { name: 'success claimed for a canceled payment', request: fake.notification('payment.succeeded', { id: declined.value.providerPaymentId, status: 'succeeded' }), reason: 'not_confirmed' },
+      {
+        name: 'success claimed for a canceled payment',
+        request: fake.notification('payment.succeeded', { id: declined.value.providerPaymentId, status: 'succeeded' }),
+        reason: 'not_confirmed',
+      },
       { name: 'unknown payment', request: fake.notification('payment.succeeded', { id: randomUUID(), status: 'succeeded' }), reason: 'not_confirmed' },
       { name: 'not JSON', request: { rawBody: 'payment.succeeded', headers: {} }, reason: 'malformed' },
       { name: 'not a notification', request: { rawBody: JSON.stringify({ event: 'payment.succeeded' }), headers: {} }, reason: 'malformed' },

@@ -83,12 +83,7 @@ export async function startConsole(options: StartConsoleOptions = {}): Promise<R
       client: () => new ConsoleClient(url),
       addOperator: async (email, role, password, { disabled = false } = {}) => {
         const hash = await hashPassword(password);
-        const { rows } = await db.pools.owner.query<{ id: string }>('select app_private.upsert_operator($1, $2, $3, $4) as id', [
-          email,
-          role,
-          hash,
-          `Test ${role}`,
-        ]);
+        const { rows } = await db.pools.owner.query<{ id: string }>('select app_private.upsert_operator($1, $2, $3, $4) as id', [email, role, hash, `Test ${role}`]);
         const id = rows[0]!.id;
         if (disabled) await db.pools.owner.query('update app_private.operators set disabled_at = now() where id = $1', [id]);
         return id;

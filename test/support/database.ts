@@ -51,12 +51,7 @@ function required(name: string): string {
 }
 
 /** Runs fn in a transaction on a client from pool; `setup` runs first inside it (role, claims). */
-export function inTransaction<T>(
-  pool: pg.Pool,
-  setup: (c: pg.PoolClient) => Promise<unknown>,
-  fn: (c: pg.PoolClient) => Promise<T>,
-  options: TxOptions = {},
-): Promise<T> {
+export function inTransaction<T>(pool: pg.Pool, setup: (c: pg.PoolClient) => Promise<unknown>, fn: (c: pg.PoolClient) => Promise<T>, options: TxOptions = {}): Promise<T> {
   return withTransaction(
     pool,
     async (client) => {
@@ -116,8 +111,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
   const none = async () => undefined;
 
-  const asRequestRole: TestDatabase['asRequestRole'] = (role, claims, fn, options) =>
-    inTransaction(pools.authenticator, (c) => applyRole(c, role, claims), fn, options);
+  const asRequestRole: TestDatabase['asRequestRole'] = (role, claims, fn, options) => inTransaction(pools.authenticator, (c) => applyRole(c, role, claims), fn, options);
 
   return {
     name,
@@ -141,8 +135,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       ),
     asRequestRole,
     asTenant: (tenantId, fn, options) => asRequestRole(roles.tenant, { tenant_id: tenantId }, fn, options),
-    asCustomer: (tenantId, customerId, fn, options) =>
-      asRequestRole(roles.customer, { tenant_id: tenantId, customer_id: customerId }, fn, options),
+    asCustomer: (tenantId, customerId, fn, options) => asRequestRole(roles.customer, { tenant_id: tenantId, customer_id: customerId }, fn, options),
     asAnonymous: (fn, options) => asRequestRole(roles.anonymous, {}, fn, options),
     drop: async () => {
       await Promise.all(Object.values(pools).map((p) => p.end()));

@@ -27,21 +27,13 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}) {
   });
 }
 
-export async function startTestServer(
-  db: TestDatabase,
-  env: Record<string, string> = {},
-  logger?: Logger,
-): Promise<RunningAbonement> {
+export async function startTestServer(db: TestDatabase, env: Record<string, string> = {}, logger?: Logger): Promise<RunningAbonement> {
   const config = testConfig(db, env);
   return startAbonement(config, logger ?? createLogger(config));
 }
 
 /** Re-checks `condition` until it holds or `timeoutMs` passes (for effects of background work, e.g. a job). */
-export async function waitFor<T>(
-  what: string,
-  condition: () => Promise<T | undefined | null | false>,
-  timeoutMs = 20_000,
-): Promise<T> {
+export async function waitFor<T>(what: string, condition: () => Promise<T | undefined | null | false>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const result = await condition();
