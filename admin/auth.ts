@@ -30,7 +30,8 @@ import { RateLimiterMemory } from 'rate-limiter-flexible';
 import type { Config } from '../lib/config.ts';
 import type { Logger } from '../lib/logger.ts';
 import { timingDummyHash, verifyPassword } from '../lib/passwords.ts';
-import { OPERATOR_ROLES, type ConsoleOperator, type OperatorRole } from './features/role-access.ts';
+import { OPERATOR_ROLES } from '../lib/statuses.ts';
+import type { ConsoleOperator, OperatorRole } from './features/role-access.ts';
 
 export interface LoginLimits {
   /** Failed attempts allowed per e-mail and IP within the window. */

@@ -9,24 +9,16 @@
  * disabled operator gets none (every role check then refuses).
  */
 import type pg from 'pg';
+import { withTransaction } from '../lib/database.ts';
 
-export async function asOperator<T>(pool: pg.Pool, operatorId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('begin');
+export function asOperator<T>(pool: pg.Pool, operatorId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withTransaction(pool, async (client) => {
     await client.query(
       `select set_config('jwt.claims.operator_id', $1, true),
               set_config('jwt.claims.operator_role',
                 coalesce((select o.role from app_private.operators o where o.id::text = $1 and o.disabled_at is null), ''), true)`,
       [operatorId],
     );
-    const result = await fn(client);
-    await client.query('commit');
-    return result;
-  } catch (error) {
-    await client.query('rollback').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+    return fn(client);
+  });
 }

@@ -64,7 +64,7 @@ export interface TableSpec {
   /** Required for views (they have no primary key); defaults to the primary key. */
   idColumn?: string;
   /** Enumerated values of text columns checked by a constraint, e.g. operators.role. */
-  availableValues?: Record<string, string[]>;
+  availableValues?: Record<string, readonly string[]>;
   /** Columns never loaded even if readable, in addition to secret-named ones. */
   hiddenColumns?: string[];
   /** Columns that point at another console resource (column → resource id): shown as links, filtered with a picker. */
@@ -161,7 +161,7 @@ export async function loadTableResource(spec: TableSpec): Promise<TableResource>
           isEditable: c.updatable,
           type: spec.references?.[c.name] ? 'reference' : propertyType(c.type),
           referencedTable: spec.references?.[c.name] ?? null,
-          availableValues: spec.availableValues?.[c.name] ?? null,
+          availableValues: spec.availableValues?.[c.name] ? [...spec.availableValues[c.name]!] : null,
         },
         sortable === null || sortable.has(c.name),
       ),

@@ -12,16 +12,9 @@
  */
 import { escapeHtml } from '../lib/html.ts';
 import { currencyExponent, minorToDecimal } from '../lib/money.ts';
+import type { EMAIL_TEMPLATES } from '../lib/statuses.ts';
 
-export type EmailTemplate =
-  | 'subscription_created'
-  | 'subscription_activated'
-  | 'subscription_renewed'
-  | 'subscription_canceled'
-  | 'payment_succeeded'
-  | 'payment_failed'
-  | 'refund_succeeded'
-  | 'renewal_reminder';
+export type EmailTemplate = (typeof EMAIL_TEMPLATES)[number];
 
 /** app_private.email_context, as the worker receives it. */
 export interface EmailContext {

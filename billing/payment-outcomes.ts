@@ -8,6 +8,7 @@
  * Never log a PaymentResult whole: paymentMethod.token is a secret.
  */
 import type pg from 'pg';
+import { PAYMENT_FAILURE_CATEGORIES } from '../lib/statuses.ts';
 import type { FailureClass, PaymentProvider, PaymentResult, ProviderEvent, RefundResult, TransportFailure } from '../providers/types.ts';
 
 export type Db = Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>;
@@ -22,12 +23,13 @@ export interface AppliedResult {
   outcome: ApplyOutcome;
 }
 
-const failureCategories = new Set<FailureClass>(['soft_decline', 'hard_decline', 'gateway_error']);
+type FailureCategory = (typeof PAYMENT_FAILURE_CATEGORIES)[number];
+const failureCategories = new Set<FailureClass>(PAYMENT_FAILURE_CATEGORIES);
 
 /** Our failure category for a declined payment: an unexpected class is a soft decline (bounded retries), like an unmapped code. */
-export function failureCategory(result: Pick<PaymentResult, 'failure'>): 'soft_decline' | 'hard_decline' | 'gateway_error' {
+export function failureCategory(result: Pick<PaymentResult, 'failure'>): FailureCategory {
   const cls = result.failure?.class;
-  return cls && failureCategories.has(cls) ? (cls as 'soft_decline' | 'hard_decline' | 'gateway_error') : 'soft_decline';
+  return cls && failureCategories.has(cls) ? (cls as FailureCategory) : 'soft_decline';
 }
 
 function appliedRow(row: Record<string, string>): AppliedResult {
@@ -40,8 +42,22 @@ function appliedRow(row: Record<string, string>): AppliedResult {
   };
 }
 
-/** Applies an answer the provider gave about `paymentId` (status, failure, ids, saved card, 3-D Secure link). */
-export async function applyPaymentResult(db: Db, paymentId: string, result: PaymentResult): Promise<AppliedResult> {
+/** A provider's answer about one payment in SQL's terms: apply_payment_result's arguments by name, and the element apply_payment_results takes. */
+export interface PaymentResultRecord {
+  payment_id: string;
+  outcome: PaymentResult['status'];
+  provider_payment_id: string | null;
+  amount_minor: string;
+  currency: string;
+  failure_category: FailureCategory | null;
+  failure_code: string | null;
+  failure_message: string | null;
+  /** The saved card, kept only from a success (renewals charge it). */
+  method: { token: string; brand: string | null; last4: string | null; exp_month: number | null; exp_year: number | null } | null;
+  action_url: string | null;
+}
+
+export function paymentResultRecord(paymentId: string, result: PaymentResult): PaymentResultRecord {
   const failed = result.status === 'failed';
   const method =
     result.status === 'succeeded' && result.paymentMethod
@@ -53,17 +69,34 @@ export async function applyPaymentResult(db: Db, paymentId: string, result: Paym
           exp_year: result.paymentMethod.expYear,
         }
       : null;
+  return {
+    payment_id: paymentId,
+    outcome: result.status,
+    provider_payment_id: result.providerPaymentId,
+    amount_minor: result.amount.amountMinor.toString(),
+    currency: result.amount.currency,
+    failure_category: failed ? failureCategory(result) : null,
+    failure_code: failed ? (result.failure?.code ?? 'unspecified') : null,
+    failure_message: failed ? (result.failure?.message ?? null) : null,
+    method,
+    action_url: result.status === 'requires_action' ? result.actionUrl : null,
+  };
+}
+
+/** Applies an answer the provider gave about `paymentId` (status, failure, ids, saved card, 3-D Secure link). */
+export async function applyPaymentResult(db: Db, paymentId: string, result: PaymentResult): Promise<AppliedResult> {
+  const r = paymentResultRecord(paymentId, result);
   const { rows } = await db.query(`select * from app_private.apply_payment_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, [
-    paymentId,
-    result.status,
-    result.providerPaymentId,
-    result.amount.amountMinor.toString(),
-    result.amount.currency,
-    failed ? failureCategory(result) : null,
-    failed ? (result.failure?.code ?? 'unspecified') : null,
-    failed ? (result.failure?.message ?? null) : null,
-    method ? JSON.stringify(method) : null,
-    result.status === 'requires_action' ? result.actionUrl : null,
+    r.payment_id,
+    r.outcome,
+    r.provider_payment_id,
+    r.amount_minor,
+    r.currency,
+    r.failure_category,
+    r.failure_code,
+    r.failure_message,
+    r.method ? JSON.stringify(r.method) : null,
+    r.action_url,
   ]);
   return appliedRow(rows[0]);
 }

@@ -16,6 +16,7 @@
  *   another card on the page) until the checkout is abandoned.
  */
 import type { Logger } from '../lib/logger.ts';
+import { paymentInFlight } from '../lib/statuses.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import type { ProviderName } from '../providers/types.ts';
 import { applyPaymentResult, settleUnpaidPayment, withPaymentMethod, type AppliedResult, type Db } from './payment-outcomes.ts';
@@ -45,7 +46,7 @@ export async function reconcilePayment(db: Db, providers: ProviderRegistry, paym
   );
   const payment = rows[0];
   if (!payment) throw new Error(`payment ${paymentId} not found`);
-  if (!['pending', 'requires_action', 'processing'].includes(payment.status)) return { kind: 'final', status: payment.status };
+  if (!paymentInFlight(payment.status)) return { kind: 'final', status: payment.status };
   const adapter = providers.get(payment.provider);
   if (!adapter) throw new Error(`provider ${payment.provider} of payment ${payment.id} is not configured in this process`);
   const log = logger.child({ paymentId, provider: payment.provider });
@@ -77,7 +78,7 @@ export async function reconcilePayment(db: Db, providers: ProviderRegistry, paym
     }
     applied = await settleUnpaidPayment(db, payment.id, found !== null);
   }
-  if (['pending', 'requires_action', 'processing'].includes(applied.status)) {
+  if (paymentInFlight(applied.status)) {
     await note(db, payment.id, found ? `provider_${found.status}` : 'not_at_provider');
     return { kind: 'waiting', status: applied.status, reason: found ? `provider_${found.status}` : 'not_at_provider' };
   }

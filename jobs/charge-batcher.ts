@@ -29,7 +29,7 @@
  */
 import type pg from 'pg';
 import type { Logger } from '../lib/logger.ts';
-import { applyPaymentResult, applyTransportFailure, failureCategory } from '../billing/payment-outcomes.ts';
+import { applyPaymentResult, applyTransportFailure, paymentResultRecord, type PaymentResultRecord } from '../billing/payment-outcomes.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import type { PaymentResult, ProviderCall, ProviderName } from '../providers/types.ts';
 
@@ -76,33 +76,6 @@ export interface ChargeBatcherOptions {
   maxInFlight?: number;
   /** Provider requests on the wire at once, across batches. */
   maxRequests?: number;
-}
-
-/** One payment's answer as the element apply_payment_results takes (the JSON form of applyPaymentResult's arguments). */
-export function resultElement(paymentId: string, result: PaymentResult): Record<string, unknown> {
-  const failed = result.status === 'failed';
-  const method =
-    result.status === 'succeeded' && result.paymentMethod
-      ? {
-          token: result.paymentMethod.token,
-          brand: result.paymentMethod.brand,
-          last4: result.paymentMethod.last4,
-          exp_month: result.paymentMethod.expMonth,
-          exp_year: result.paymentMethod.expYear,
-        }
-      : null;
-  return {
-    payment_id: paymentId,
-    outcome: result.status,
-    provider_payment_id: result.providerPaymentId,
-    amount_minor: result.amount.amountMinor.toString(),
-    currency: result.amount.currency,
-    failure_category: failed ? failureCategory(result) : null,
-    failure_code: failed ? (result.failure?.code ?? 'unspecified') : null,
-    failure_message: failed ? (result.failure?.message ?? null) : null,
-    method,
-    action_url: result.status === 'requires_action' ? result.actionUrl : null,
-  };
 }
 
 class InvoiceError extends Error {
@@ -227,7 +200,7 @@ export class ChargeBatcher {
       );
 
       // Answers in one statement; the rest (no answer, misuse) one by one as before.
-      const elements: Record<string, unknown>[] = [];
+      const elements: Array<Partial<PaymentResultRecord>> = [];
       const byPayment = new Map<string, BeginRow>();
       const unanswered: Array<{ row: BeginRow; answer: Extract<ProviderCall<PaymentResult>, { ok: false }> }> = [];
       for (const { row, answer, thrown } of answers) {
@@ -236,7 +209,7 @@ export class ChargeBatcher {
         } else if (answer === null) {
           // The saved method was deleted: it can never be charged again; ask the customer for a new card.
           elements.push({
-            payment_id: row.payment_id,
+            payment_id: row.payment_id!,
             outcome: 'failed',
             failure_category: 'hard_decline',
             failure_code: 'payment_method_missing',
@@ -244,7 +217,7 @@ export class ChargeBatcher {
           });
           byPayment.set(row.payment_id!, row);
         } else if (answer.ok) {
-          elements.push(resultElement(row.payment_id!, answer.value));
+          elements.push(paymentResultRecord(row.payment_id!, answer.value));
           byPayment.set(row.payment_id!, row);
         } else {
           unanswered.push({ row, answer });

@@ -336,3 +336,43 @@ export function createPool(connectionString: string, logger: Logger, name: strin
   });
   return pool;
 }
+
+export interface TransactionOptions {
+  /**
+   * Transaction-local settings, set with set_config(name, value, true) before
+   * `fn` runs: `role`, the `jwt.claims.*` a request carries,
+   * `synchronous_commit`, … They end with the transaction, so a pooled
+   * connection never carries one request's identity into the next.
+   */
+  settings?: Record<string, string>;
+  readOnly?: boolean;
+  /** Roll back instead of committing when `fn` returns (tests that leave nothing behind). */
+  rollback?: boolean;
+}
+
+/**
+ * Runs `fn` in one transaction on a client of `pool`: commits when it
+ * returns (unless told to roll back), rolls back when it throws, and gives
+ * the client back to the pool on every path.
+ */
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query(options.readOnly ? 'begin read only' : 'begin');
+    const names = Object.keys(options.settings ?? {});
+    if (names.length > 0) {
+      await client.query(
+        `select ${names.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`,
+        names.flatMap((name) => [name, options.settings![name]]),
+      );
+    }
+    const result = await fn(client);
+    await client.query(options.rollback ? 'rollback' : 'commit');
+    return result;
+  } catch (error) {
+    await client.query('rollback').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}

@@ -18,14 +18,15 @@
  * data is a provider token plus brand/last4/expiry, never a PAN or CVC.
  */
 import type { Money } from '../lib/money.ts';
+import type { PAYMENT_STATUSES, PROVIDER_NAMES, REFUND_STATUSES } from '../lib/statuses.ts';
 
-export type ProviderName = 'sandbox' | 'stripe' | 'yookassa';
+export type ProviderName = (typeof PROVIDER_NAMES)[number];
 
 /** Integer minor units (cents, kopecks) of an upper-case ISO-4217 currency. Never a float. */
 export type { Money };
 
 /** Normalized payment status (docs/data-model.md, State machines; minus our own `pending`). */
-export type PaymentStatus = 'succeeded' | 'failed' | 'processing' | 'requires_action' | 'canceled';
+export type PaymentStatus = Exclude<(typeof PAYMENT_STATUSES)[number], 'pending'>;
 
 /** The failure vocabulary (docs/data-model.md, Money rules). */
 export type FailureClass = 'soft_decline' | 'hard_decline' | 'gateway_error' | 'unknown' | 'requires_action';
@@ -124,7 +125,7 @@ export interface RefundInput {
   reason?: string;
 }
 
-export type RefundStatus = 'pending' | 'succeeded' | 'failed';
+export type RefundStatus = (typeof REFUND_STATUSES)[number];
 
 export interface RefundResult {
   provider: ProviderName;

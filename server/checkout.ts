@@ -29,7 +29,9 @@ import express from 'express';
 import type pg from 'pg';
 import type { Logger } from '../lib/logger.ts';
 import { reconcilePayment } from '../billing/reconcile.ts';
+import { databaseApiError } from './errors.ts';
 import { minorToDecimal } from '../lib/money.ts';
+import { paymentInFlight } from '../lib/statuses.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import { createCheckoutWithFailover, type RoutingRules } from '../providers/routing.ts';
 import { escapeHtml } from '../lib/html.ts';
@@ -82,13 +84,10 @@ export class CheckoutError extends Error {
   }
 }
 
-const sqlStatus: Record<string, number> = { AB400: 400, AB403: 403, AB404: 404, AB409: 409, AB422: 422 };
-
-/** Our SQL business errors (SQLSTATE class AB, code in DETAIL) as CheckoutErrors; anything else unchanged. */
+/** Our SQL business errors (SQLSTATE class AB, code in DETAIL) as CheckoutErrors, mapped as server/errors.ts maps them for every route; anything else unchanged. */
 function businessError(error: unknown): unknown {
-  const e = error as { code?: string; detail?: string; message?: string };
-  if (typeof e?.code === 'string' && e.code.startsWith('AB')) return new CheckoutError(sqlStatus[e.code] ?? 400, e.detail || 'ERROR', e.message ?? 'refused');
-  return error;
+  const known = databaseApiError(error);
+  return known?.sqlstate?.startsWith('AB') ? new CheckoutError(known.status, known.code, known.message) : error;
 }
 
 interface ContextRow {
@@ -315,7 +314,7 @@ export function checkoutRoutes(options: CheckoutRoutesOptions): express.Router {
           .status(404)
           .type('html')
           .send(returnPage('Not found', '<p>This payment does not exist.</p>', 'not_found'));
-      const inFlight = ['pending', 'requires_action', 'processing'].includes(row.payment_status);
+      const inFlight = paymentInFlight(row.payment_status);
       // The customer is back before (or without) the provider's webhook: have the worker ask the provider now.
       if (inFlight && waited === 0 && !canceled) await options.pool.query('select app_private.request_reconcile($1)', [paymentId]);
       res.type('html').send(renderOutcome(row, { canceled, waited, paymentId }));

@@ -20,6 +20,7 @@ import { loadConfig, type Config } from '../lib/config.ts';
 import { resolveDatabase, type ResolvedDatabase } from '../lib/database.ts';
 import { createLogger, type Logger } from '../lib/logger.ts';
 import { generatePassword, hashPassword } from '../lib/passwords.ts';
+import { OPERATOR_ROLES } from '../lib/statuses.ts';
 import { databaseApiError } from './errors.ts';
 
 const EX_USAGE = 64;
@@ -105,7 +106,7 @@ const commands: Record<string, Command> = {
     async run(values, { owner, out }) {
       const email = required(values, 'email');
       const role = required(values, 'role');
-      if (!['admin', 'finance', 'support', 'viewer'].includes(role)) throw new UsageError('--role must be admin, finance, support or viewer');
+      if (!(OPERATOR_ROLES as readonly string[]).includes(role)) throw new UsageError('--role must be admin, finance, support or viewer');
       const given = process.env.OPERATOR_PASSWORD;
       if (given !== undefined && given.length < 12) throw new UsageError('OPERATOR_PASSWORD must be at least 12 characters');
       const password = given ?? generatePassword();

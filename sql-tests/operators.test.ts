@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type pg from 'pg';
 import { createTestDatabase, sqlState, type TestDatabase } from '../test/support/database.ts';
+import { backendPid, waitUntilBlocked } from './support/billing.ts';
 
 let db: TestDatabase;
 before(async () => {
@@ -83,13 +83,14 @@ describe('at least one enabled admin remains', () => {
       // Action
       await first.query('begin');
       await second.query('begin');
+      const secondPid = await backendPid(second);
       await first.query(`update app_private.operators set role = 'viewer' where id = $1`, [a]);
       const racing = second.query(`update app_private.operators set role = 'viewer' where id = $1`, [b]).then(
         () => null,
         (e: { code?: string }) => e.code,
       );
       // The second waits on the first (advisory lock); let the first commit.
-      await waitUntilBlocked(db.pools.superuser, second);
+      await waitUntilBlocked(db, secondPid);
       await first.query('commit');
       const secondError = await racing;
       await second.query(secondError ? 'rollback' : 'commit');
@@ -105,17 +106,6 @@ describe('at least one enabled admin remains', () => {
     }
   });
 });
-
-/** Waits until `client`'s backend waits on a lock (so the race is real, not sequential). Needs a superuser to see other roles' wait events. */
-async function waitUntilBlocked(observer: pg.Pool, client: pg.PoolClient): Promise<void> {
-  const pid = (client as unknown as { processID: number }).processID;
-  for (let i = 0; i < 200; i++) {
-    const { rows } = await observer.query<{ waiting: boolean }>(`select wait_event_type = 'Lock' as waiting from pg_stat_activity where pid = $1`, [pid]);
-    if (rows[0]?.waiting) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error('the second transaction never waited on the first');
-}
 
 describe('changes of operators', () => {
   test('updated_at follows changes but not logins; every change is audited without the hash', async () => {

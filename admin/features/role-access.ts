@@ -13,8 +13,8 @@
  * and for its custom actions; an empty list closes an action to everybody.
  */
 import { buildFeature, type ActionContext, type FeatureType } from 'adminjs';
+import { OPERATOR_ROLES } from '../../lib/statuses.ts';
 
-export const OPERATOR_ROLES = ['admin', 'finance', 'support', 'viewer'] as const;
 export type OperatorRole = (typeof OPERATOR_ROLES)[number];
 
 /** What AdminJS knows about the logged-in operator (its `currentAdmin`). Never anything secret. */

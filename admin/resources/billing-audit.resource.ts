@@ -7,6 +7,7 @@
  * Platform audit log, changes of operators and jobs, stays admin-only.)
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { OPERATOR_ROLES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -19,7 +20,7 @@ export async function billingAuditResource({ knex, pool }: ResourceContext): Pro
     schema: 'app_private',
     table: 'audit_log',
     resourceId: 'billing_audit',
-    availableValues: { operator_role: ['admin', 'finance', 'support', 'viewer'] },
+    availableValues: { operator_role: OPERATOR_ROLES },
     references: { tenant_id: 'tenants', operator_id: 'operators' },
     sortable: ['at'],
   });

@@ -7,6 +7,7 @@
  * filtered by invoice.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { INVOICE_BILLING_REASONS, INVOICE_STATUSES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { sqlRecordAction } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
@@ -23,8 +24,8 @@ export async function invoicesResource(context: ResourceContext): Promise<Resour
     schema: 'app_public',
     table: 'invoices',
     availableValues: {
-      status: ['draft', 'open', 'paid', 'void', 'uncollectible'],
-      billing_reason: ['subscription_create', 'subscription_cycle', 'subscription_resume', 'subscription_update', 'manual'],
+      status: INVOICE_STATUSES,
+      billing_reason: INVOICE_BILLING_REASONS,
     },
     references: { tenant_id: 'tenants', customer_id: 'customers', subscription_id: 'subscriptions', price_id: 'prices' },
     sortable: ['created_at'],

@@ -10,7 +10,8 @@
  * 090-console.sql refuses a change that leaves no enabled admin.
  */
 import type { ResourceWithOptions } from 'adminjs';
-import { OPERATOR_ROLES, roleAccess } from '../features/role-access.ts';
+import { OPERATOR_ROLES } from '../../lib/statuses.ts';
+import { roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
 

@@ -7,6 +7,7 @@
  * test/console/billing.test.ts proves it on the raw JSON.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { PROVIDER_NAMES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -19,7 +20,7 @@ export async function paymentMethodsResource({ knex, pool }: ResourceContext): P
     schema: 'app_public',
     table: 'payment_methods',
     references: { tenant_id: 'tenants', customer_id: 'customers' },
-    availableValues: { provider: ['sandbox', 'stripe', 'yookassa'] },
+    availableValues: { provider: PROVIDER_NAMES },
     sortable: ['created_at'],
     tenantScopedFilters: { customer_id: ['app_public.customers'] },
   });

@@ -7,11 +7,12 @@
  * read it.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { PAYMENT_STATUSES, PROVIDER_NAMES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
 import { Navigation } from './navigation.ts';
-import { PAYMENT_STATUSES, reconcileNowAction } from './payments.resource.ts';
+import { reconcileNowAction } from './payments.resource.ts';
 
 export async function paymentReviewsResource(context: ResourceContext): Promise<ResourceWithOptions> {
   const { knex, pool } = context;
@@ -25,7 +26,7 @@ export async function paymentReviewsResource(context: ResourceContext): Promise<
     availableValues: {
       status: PAYMENT_STATUSES,
       review_reason: ['outcome_unknown', 'stuck_in_flight', 'gateway_error'],
-      provider: ['sandbox', 'stripe', 'yookassa'],
+      provider: PROVIDER_NAMES,
     },
     references: { tenant_id: 'tenants', customer_id: 'customers', invoice_id: 'invoices' },
     sortable: ['created_at', 'updated_at'],

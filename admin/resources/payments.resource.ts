@@ -16,6 +16,7 @@
  * their tenant.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { PAYMENT_FAILURE_CATEGORIES, PAYMENT_FLOWS, PAYMENT_STATUSES, PROVIDER_NAMES, REFUND_REASONS, paymentInFlight } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { sqlRecordAction, type SqlActionDeps } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
@@ -23,8 +24,6 @@ import type { ResourceContext } from './context.ts';
 import { Navigation } from './navigation.ts';
 
 const FINANCE = ['admin', 'finance'] as const;
-export const PAYMENT_STATUSES = ['pending', 'requires_action', 'processing', 'succeeded', 'failed', 'canceled'];
-export const REFUND_REASONS = ['requested_by_customer', 'duplicate', 'fraudulent', 'service_issue', 'goodwill', 'other'];
 
 /** "Reconcile now", shared by Payments and Payment review (the record id is the payment's). */
 export function reconcileNowAction(deps: SqlActionDeps) {
@@ -40,7 +39,7 @@ export function reconcileNowAction(deps: SqlActionDeps) {
       { label: 'Outcome unknown since', param: 'outcome_unknown_since' },
       { label: 'Last change', param: 'updated_at' },
     ],
-    offeredFor: (params) => ['pending', 'requires_action', 'processing'].includes(String(params.status)) || (params.status === 'failed' && params.failure_category === 'gateway_error'),
+    offeredFor: (params) => paymentInFlight(String(params.status)) || (params.status === 'failed' && params.failure_category === 'gateway_error'),
     run: async (client, id, _input, key) => {
       const { rows } = await client.query<{ result: { queued: string } }>('select app_private.console_review_payment($1, $2) as result', [id, key]);
       return {
@@ -61,9 +60,9 @@ export async function paymentsResource(context: ResourceContext): Promise<Resour
     table: 'payments',
     availableValues: {
       status: PAYMENT_STATUSES,
-      provider: ['sandbox', 'stripe', 'yookassa'],
-      failure_category: ['soft_decline', 'hard_decline', 'gateway_error'],
-      flow: ['off_session', 'checkout'],
+      provider: PROVIDER_NAMES,
+      failure_category: PAYMENT_FAILURE_CATEGORIES,
+      flow: PAYMENT_FLOWS,
     },
     references: { tenant_id: 'tenants', customer_id: 'customers', invoice_id: 'invoices', payment_method_id: 'payment_methods' },
     sortable: ['created_at'],

@@ -3,6 +3,7 @@
  * (full_refund_days). Read only: tenants manage plans through the API.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { PLAN_STATUSES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -14,7 +15,7 @@ export async function plansResource({ knex, pool }: ResourceContext): Promise<Re
     pool,
     schema: 'app_public',
     table: 'plans',
-    availableValues: { status: ['draft', 'active', 'archived'] },
+    availableValues: { status: PLAN_STATUSES },
     references: { tenant_id: 'tenants' },
   });
   return {

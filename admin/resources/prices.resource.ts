@@ -3,6 +3,7 @@
  * Immutable amounts; read only here.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { PRICE_INTERVALS } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -14,7 +15,7 @@ export async function pricesResource({ knex, pool }: ResourceContext): Promise<R
     pool,
     schema: 'app_public',
     table: 'prices',
-    availableValues: { interval: ['month', 'year'] },
+    availableValues: { interval: PRICE_INTERVALS },
     references: { tenant_id: 'tenants', plan_id: 'plans' },
   });
   return {

@@ -7,6 +7,7 @@
  * again on the way out.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { PROVIDER_EVENT_OUTCOMES, PROVIDER_NAMES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -21,8 +22,8 @@ export async function providerEventsResource({ knex, pool }: ResourceContext): P
     resourceId: 'provider_events',
     idColumn: 'id',
     availableValues: {
-      provider: ['sandbox', 'stripe', 'yookassa'],
-      outcome: ['applied', 'no_change', 'ignored', 'unmatched', 'needs_review'],
+      provider: PROVIDER_NAMES,
+      outcome: PROVIDER_EVENT_OUTCOMES,
     },
     references: { tenant_id: 'tenants' },
     sortable: ['received_at'],

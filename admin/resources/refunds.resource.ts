@@ -4,11 +4,11 @@
  * executed by the worker. Read only.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { REFUND_DESTINATIONS, REFUND_REASONS, REFUND_RULES, REFUND_STATUSES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
 import { Navigation } from './navigation.ts';
-import { REFUND_REASONS } from './payments.resource.ts';
 
 export async function refundsResource({ knex, pool }: ResourceContext): Promise<ResourceWithOptions> {
   const resource = await loadTableResource({
@@ -17,10 +17,10 @@ export async function refundsResource({ knex, pool }: ResourceContext): Promise<
     schema: 'app_public',
     table: 'refunds',
     availableValues: {
-      status: ['pending', 'succeeded', 'failed'],
+      status: REFUND_STATUSES,
       reason: REFUND_REASONS,
-      rule: ['full_window', 'prorated', 'operator_override', 'requested_amount'],
-      destination: ['original_payment', 'balance'],
+      rule: REFUND_RULES,
+      destination: REFUND_DESTINATIONS,
     },
     references: { tenant_id: 'tenants', payment_id: 'payments', customer_id: 'customers', subscription_id: 'subscriptions' },
     sortable: ['created_at'],

@@ -3,6 +3,7 @@
  * currency and country. Tenants edit them through the API; read only here.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { PROVIDER_NAMES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -15,7 +16,7 @@ export async function routingRulesResource({ knex, pool }: ResourceContext): Pro
     schema: 'app_public',
     table: 'payment_routing_rules',
     resourceId: 'routing_rules',
-    availableValues: { provider: ['sandbox', 'stripe', 'yookassa'] },
+    availableValues: { provider: PROVIDER_NAMES },
     references: { tenant_id: 'tenants' },
   });
   return {

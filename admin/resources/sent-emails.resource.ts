@@ -6,21 +6,11 @@
  * again to the customer's current address, and writes the audit log.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { EMAIL_TEMPLATES, SENT_EMAIL_STATUSES } from '../../lib/statuses.ts';
 import { roleAccess } from '../features/role-access.ts';
 import { sqlRecordAction } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
-
-const TEMPLATES = [
-  'subscription_created',
-  'subscription_activated',
-  'subscription_renewed',
-  'subscription_canceled',
-  'payment_succeeded',
-  'payment_failed',
-  'refund_succeeded',
-  'renewal_reminder',
-];
 
 export async function sentEmailsResource({ knex, pool, logger }: ResourceContext): Promise<ResourceWithOptions> {
   const resource = await loadTableResource({
@@ -28,7 +18,7 @@ export async function sentEmailsResource({ knex, pool, logger }: ResourceContext
     pool,
     schema: 'app_private',
     table: 'sent_emails',
-    availableValues: { status: ['queued', 'sent', 'skipped', 'failed'], template: TEMPLATES },
+    availableValues: { status: SENT_EMAIL_STATUSES, template: EMAIL_TEMPLATES },
     hiddenColumns: ['sending_since'],
   });
   return {

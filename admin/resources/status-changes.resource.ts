@@ -1,5 +1,6 @@
 /** Status changes: the history of every status move of subscriptions, payments, invoices and refunds. */
 import type { ResourceWithOptions } from 'adminjs';
+import { STATUS_CHANGE_ENTITIES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -12,7 +13,7 @@ export async function statusChangesResource({ knex, pool }: ResourceContext): Pr
     pool,
     schema: 'app_public',
     table: 'status_changes',
-    availableValues: { entity: ['subscription', 'payment', 'invoice', 'refund'] },
+    availableValues: { entity: STATUS_CHANGE_ENTITIES },
     references: { tenant_id: 'tenants' },
     sortable: ['changed_at'],
     tenantScopedFilters: { entity_id: SUBJECT_TABLES },

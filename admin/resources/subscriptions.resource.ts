@@ -10,13 +10,13 @@
  * its tenant (tenantScopedFilters) so the core's tenant-first indexes serve it.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { SUBSCRIPTION_STATUSES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { sqlRecordAction } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
 import { Navigation } from './navigation.ts';
 
-export const SUBSCRIPTION_STATUSES = ['incomplete', 'incomplete_expired', 'trialing', 'active', 'past_due', 'paused', 'canceled'];
 const SUPPORT = ['admin', 'support'] as const;
 const ENDED = new Set(['canceled', 'incomplete_expired']);
 

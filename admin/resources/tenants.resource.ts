@@ -5,6 +5,7 @@
  * the API. A small table: every column may be sorted and text filters scan.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { PROVIDER_NAMES, TENANT_REFUND_POLICIES, TENANT_STATUSES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -17,9 +18,9 @@ export async function tenantsResource({ knex, pool }: ResourceContext): Promise<
     schema: 'app_public',
     table: 'tenants',
     availableValues: {
-      status: ['active', 'suspended', 'closed'],
-      refund_policy: ['prorated', 'full_window_only'],
-      default_payment_provider: ['sandbox', 'stripe', 'yookassa'],
+      status: TENANT_STATUSES,
+      refund_policy: TENANT_REFUND_POLICIES,
+      default_payment_provider: PROVIDER_NAMES,
     },
   });
   return {

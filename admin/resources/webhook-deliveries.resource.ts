@@ -6,6 +6,7 @@
  * delivery back to pending, queues its job now, and writes the audit log).
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { WEBHOOK_DELIVERY_STATUSES } from '../../lib/statuses.ts';
 import { roleAccess } from '../features/role-access.ts';
 import { sqlRecordAction } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
@@ -17,7 +18,7 @@ export async function webhookDeliveriesResource({ knex, pool, logger }: Resource
     pool,
     schema: 'app_public',
     table: 'webhook_deliveries',
-    availableValues: { status: ['pending', 'succeeded', 'failed', 'gave_up'] },
+    availableValues: { status: WEBHOOK_DELIVERY_STATUSES },
     hiddenColumns: ['attempt_started_at'],
   });
   return {

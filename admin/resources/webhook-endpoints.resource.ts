@@ -5,6 +5,7 @@
  * at all; this resource never loads them.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { WEBHOOK_ENDPOINT_DISABLED_REASONS, WEBHOOK_ENDPOINT_STATUSES } from '../../lib/statuses.ts';
 import { roleAccess } from '../features/role-access.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
@@ -15,7 +16,7 @@ export async function webhookEndpointsResource({ knex, pool }: ResourceContext):
     pool,
     schema: 'app_public',
     table: 'webhook_endpoints',
-    availableValues: { status: ['enabled', 'disabled'], disabled_reason: ['requested', 'gone'] },
+    availableValues: { status: WEBHOOK_ENDPOINT_STATUSES, disabled_reason: WEBHOOK_ENDPOINT_DISABLED_REASONS },
   });
   return {
     resource,

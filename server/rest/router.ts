@@ -8,6 +8,7 @@
 import express from 'express';
 import type pg from 'pg';
 import type { z } from 'zod';
+import { withTransaction } from '../../lib/database.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { pgSettingsFor, type AuthErrorResponder, type Authenticator } from '../auth.ts';
 import { CheckoutError, type CheckoutDeps } from '../checkout.ts';
@@ -64,27 +65,6 @@ function jsonText(value: unknown): string {
   });
 }
 
-/** One transaction as the caller: role and claims, the Idempotency-Key header, then the route's statement. */
-async function asCaller<T>(pool: pg.Pool, settings: Record<string, string>, readOnly: boolean, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query(readOnly ? 'begin read only' : 'begin');
-    const names = Object.keys(settings);
-    await client.query(
-      `select ${names.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`,
-      names.flatMap((name) => [name, settings[name]]),
-    );
-    const result = await fn(client);
-    await client.query('commit');
-    return result;
-  } catch (error) {
-    await client.query('rollback').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
-}
-
 function handler(route: RouteSpec, options: RestOptions): express.RequestHandler {
   return async (req, res) => {
     try {
@@ -99,9 +79,11 @@ function handler(route: RouteSpec, options: RestOptions): express.RequestHandler
       };
       const result = route.external
         ? await route.external({ identity: req.identity, idempotencyKey: req.idempotencyKey, checkout: options.checkout?.() ?? null }, input)
-        : await asCaller(options.pool, pgSettingsFor(req, options.anonymousRole), route.readOnly, (client) =>
-            route.run!({ client, identity: req.identity, sessionKey: options.sessionKey }, input),
-          );
+        : await withTransaction(options.pool, (client) => route.run!({ client, identity: req.identity, sessionKey: options.sessionKey }, input), {
+            // The caller's role and claims and the Idempotency-Key header, for the route's statement.
+            settings: pgSettingsFor(req, options.anonymousRole),
+            readOnly: route.readOnly,
+          });
       if (result === null || result === undefined) {
         const thing = route.notFound ?? 'RESOURCE';
         return restError(req, res, 404, `${thing}_NOT_FOUND`, `${thing.toLowerCase()} not found`);

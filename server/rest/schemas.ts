@@ -8,6 +8,19 @@
  * minor units with its ISO 4217 `currency`; times are ISO 8601 in UTC.
  */
 import { z } from 'zod';
+import {
+  INVOICE_STATUSES,
+  PAYMENT_STATUSES,
+  PLAN_STATUSES,
+  PRICE_INTERVALS,
+  PROVIDER_NAMES,
+  REFUND_DESTINATIONS,
+  REFUND_REASONS,
+  REFUND_RULES,
+  REFUND_STATUSES,
+  SUBSCRIPTION_STATUSES,
+  TENANT_STATUSES,
+} from '../../lib/statuses.ts';
 
 export const registry = z.registry<{ id: string; description?: string }>();
 
@@ -31,7 +44,7 @@ export const Tenant = component(
     id,
     object: z.literal('tenant'),
     name: z.string(),
-    status: z.enum(['active', 'suspended', 'closed']),
+    status: z.enum(TENANT_STATUSES),
     test_mode: z.boolean(),
     default_currency: currency,
     time_zone: z.string(),
@@ -64,7 +77,7 @@ export const Price = component(
     id,
     object: z.literal('price'),
     currency,
-    interval: z.enum(['month', 'year']),
+    interval: z.enum(PRICE_INTERVALS),
     amount_minor: money,
   }),
 );
@@ -77,7 +90,7 @@ export const Plan = component(
     code: nullable(z.string()),
     name: z.string(),
     description: z.string(),
-    status: z.enum(['draft', 'active', 'archived']),
+    status: z.enum(PLAN_STATUSES),
     sale_starts_at: nullable(timestamp),
     sale_ends_at: nullable(timestamp),
     trial_days: z.int(),
@@ -88,7 +101,7 @@ export const Plan = component(
   'Something the tenant sells; purchasable while active, inside its sale window and with a price.',
 );
 
-export const subscriptionStatus = z.enum(['incomplete', 'incomplete_expired', 'trialing', 'active', 'past_due', 'paused', 'canceled']);
+export const subscriptionStatus = z.enum(SUBSCRIPTION_STATUSES);
 
 export const Subscription = component(
   'Subscription',
@@ -136,7 +149,7 @@ const invoiceFields = {
   number: z.string(),
   customer: id,
   subscription: nullable(id),
-  status: z.enum(['draft', 'open', 'paid', 'void', 'uncollectible']),
+  status: z.enum(INVOICE_STATUSES),
   billing_reason: z.string(),
   currency,
   subtotal_minor: money,
@@ -165,7 +178,7 @@ export const Payment = component(
     currency,
     amount_minor: money,
     refunded_minor: money,
-    status: z.enum(['pending', 'requires_action', 'processing', 'succeeded', 'failed', 'canceled']),
+    status: z.enum(PAYMENT_STATUSES),
     provider: z.string(),
     provider_payment_id: nullable(z.string()),
     attempt: z.int(),
@@ -190,9 +203,9 @@ export const Refund = component(
     currency,
     amount_minor: money,
     reason: z.string(),
-    rule: z.enum(['full_window', 'prorated', 'operator_override', 'requested_amount']),
-    destination: z.enum(['original_payment', 'balance']),
-    status: z.enum(['pending', 'succeeded', 'failed']),
+    rule: z.enum(REFUND_RULES),
+    destination: z.enum(REFUND_DESTINATIONS),
+    status: z.enum(REFUND_STATUSES),
     failure_code: nullable(z.string()),
     failure_message: nullable(z.string()),
     succeeded_at: nullable(timestamp),
@@ -258,7 +271,7 @@ export const CheckoutLink = component(
     object: z.literal('checkout_link'),
     payment: id.describe('The payment attempt this link pays (pending until the customer pays).'),
     invoice: id,
-    provider: z.enum(['sandbox', 'stripe', 'yookassa']).describe("The provider that hosts the payment page, chosen by the tenant's routing rules."),
+    provider: z.enum(PROVIDER_NAMES).describe("The provider that hosts the payment page, chosen by the tenant's routing rules."),
     url: z.string().describe('Send the customer here.'),
     expires_at: nullable(timestamp).describe('When the provider stops accepting payment on this page; ask again for a new link after that.'),
     amount_minor: money,
@@ -358,8 +371,8 @@ export const ChangePriceBody = z
   })
   .strict();
 
-const refundReason = z.enum(['requested_by_customer', 'duplicate', 'fraudulent', 'service_issue', 'goodwill', 'other']);
-const refundDestination = z.enum(['original_payment', 'balance']);
+const refundReason = z.enum(REFUND_REASONS);
+const refundDestination = z.enum(REFUND_DESTINATIONS);
 
 export const RefundSubscriptionBody = z
   .object({
@@ -384,7 +397,7 @@ export const InvoiceListQuery = z
     ...pageQuery,
     customer: id.optional(),
     subscription: id.optional(),
-    status: z.enum(['draft', 'open', 'paid', 'void', 'uncollectible']).optional(),
+    status: z.enum(INVOICE_STATUSES).optional(),
   })
   .strict();
 export const PaymentListQuery = z
@@ -392,7 +405,7 @@ export const PaymentListQuery = z
     ...pageQuery,
     customer: id.optional(),
     invoice: id.optional(),
-    status: z.enum(['pending', 'requires_action', 'processing', 'succeeded', 'failed', 'canceled']).optional(),
+    status: z.enum(PAYMENT_STATUSES).optional(),
   })
   .strict();
 export const RefundListQuery = z.object({ ...pageQuery, customer: id.optional(), payment: id.optional() }).strict();

@@ -238,6 +238,9 @@ export async function backendPid(client: pg.PoolClient): Promise<number> {
 /**
  * Resolves once backend `pid` is waiting for a lock: the explicit ordering
  * point of a race (not a sleep — it waits for the database to report the wait).
+ * Asks as the superuser, who sees every role's wait events. The one such
+ * helper of the sql-tests: take the pid (backendPid) before the racing
+ * statement, which holds the connection while it waits.
  */
 export async function waitUntilBlocked(db: TestDatabase, pid: number): Promise<void> {
   for (let i = 0; i < 5000; i++) {

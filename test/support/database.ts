@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { deriveUrls, quoteIdent, roleNames, urlFor, type DatabaseUrls, type RoleNames } from '../../lib/database.ts';
+import { deriveUrls, quoteIdent, roleNames, urlFor, withTransaction, type DatabaseUrls, type RoleNames } from '../../lib/database.ts';
 import { TEST_ENV } from './env.ts';
 
 export type Claims = Record<string, string | null | undefined>;
@@ -51,20 +51,15 @@ function required(name: string): string {
 }
 
 /** Runs fn in a transaction on a client from pool; `setup` runs first inside it (role, claims). */
-export async function inTransaction<T>(pool: pg.Pool, setup: (c: pg.PoolClient) => Promise<unknown>, fn: (c: pg.PoolClient) => Promise<T>, options: TxOptions = {}): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('begin');
-    await setup(client);
-    const result = await fn(client);
-    await client.query(options.rollback ? 'rollback' : 'commit');
-    return result;
-  } catch (error) {
-    await client.query('rollback').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+export function inTransaction<T>(pool: pg.Pool, setup: (c: pg.PoolClient) => Promise<unknown>, fn: (c: pg.PoolClient) => Promise<T>, options: TxOptions = {}): Promise<T> {
+  return withTransaction(
+    pool,
+    async (client) => {
+      await setup(client);
+      return fn(client);
+    },
+    { rollback: options.rollback ?? false },
+  );
 }
 
 /** `set local role` + transaction-local `jwt.claims.*` settings, as the API does per request. */
