@@ -47,16 +47,26 @@ function run(script: string, env: NodeJS.ProcessEnv): { child: ChildProcess; std
 
 async function startProcess(dataDir: string, pgPort: number): Promise<Started> {
   const started = run('server/main.ts', baseEnv({ EMBEDDED_PG_DIR: dataDir, EMBEDDED_PG_PORT: String(pgPort), PORT: '0' }));
-  const url = await waitFor(
-    'the start banner',
-    async () => {
-      const exit = await Promise.race([started.exited, Promise.resolve(null)]);
-      if (exit) throw new Error(`abonement exited early (${JSON.stringify(exit)}): ${started.stderr()}`);
-      return /GraphQL API\s+(http:\/\/\S+)\/graphql/.exec(started.stderr())?.[1];
-    },
-    60_000,
-  );
-  return { ...started, url };
+  try {
+    const url = await waitFor(
+      'the start banner',
+      async () => {
+        const exit = await Promise.race([started.exited, Promise.resolve(null)]);
+        if (exit) throw new Error(`abonement exited early (${JSON.stringify(exit)}): ${started.stderr()}`);
+        return /GraphQL API\s+(http:\/\/\S+)\/graphql/.exec(started.stderr())?.[1];
+      },
+      // A first start initialises a cluster and migrates it; on a loaded 2-core machine that took over a minute.
+      180_000,
+    );
+    return { ...started, url };
+  } catch (error) {
+    // A start that never printed its banner must not outlive the test: its pipes would keep this file running forever.
+    started.child.kill('SIGTERM');
+    const forced = setTimeout(() => started.child.kill('SIGKILL'), 30_000);
+    await started.exited;
+    clearTimeout(forced);
+    throw new Error(`${(error as Error).message}; output so far: ${started.stderr()}`);
+  }
 }
 
 function postmasterPid(dataDir: string): number {
