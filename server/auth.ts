@@ -80,6 +80,8 @@ interface CachedKey {
 
 interface CachedSession {
   until: number;
+  tenantId: string;
+  customerId: string;
   failure?: CredentialError;
 }
 
@@ -209,24 +211,25 @@ export class Authenticator {
     }
     const now = this.now();
     if (claims.expiresAt.getTime() <= now) throw new CredentialError(401, 'SESSION_EXPIRED', 'the session token has expired; ask for a new one');
+    // The cache holds what the database says about a session id (its tenant and customer too); the claims are
+    // compared with it on every use, and a mismatch is never cached, so a token with a borrowed sid neither
+    // rides on the genuine token's cache entry nor locks it out.
     let entry = this.sessions.get(claims.sessionId);
     if (!entry || entry.until <= now) {
       const { rows } = await this.options.pool.query<SessionStateRow>('select * from app_private.customer_session_state($1)', [claims.sessionId]);
       const row = rows[0];
+      if (!row) throw new CredentialError(401, 'INVALID_SESSION_TOKEN', 'the session token is not valid');
       const until = now + this.options.cacheTtlMs;
-      if (!row || row.tenant_id !== claims.tenantId || row.customer_id !== claims.customerId) {
-        entry = { until, failure: new CredentialError(401, 'INVALID_SESSION_TOKEN', 'the session token is not valid') };
-      } else if (row.revoked_at) {
-        entry = { until, failure: new CredentialError(401, 'SESSION_REVOKED', 'the session was ended') };
-      } else if (row.tenant_status !== 'active') {
-        entry = { until, failure: new CredentialError(403, 'TENANT_NOT_ACTIVE', `the account is ${row.tenant_status}`) };
-      } else {
-        entry = { until };
-      }
+      entry = { until, tenantId: row.tenant_id, customerId: row.customer_id };
+      if (row.revoked_at) entry.failure = new CredentialError(401, 'SESSION_REVOKED', 'the session was ended');
+      else if (row.tenant_status !== 'active') entry.failure = new CredentialError(403, 'TENANT_NOT_ACTIVE', `the account is ${row.tenant_status}`);
       if (this.options.cacheTtlMs > 0) {
         if (this.sessions.size >= CACHE_LIMIT) this.sessions.clear();
         this.sessions.set(claims.sessionId, entry);
       }
+    }
+    if (entry.tenantId !== claims.tenantId || entry.customerId !== claims.customerId) {
+      throw new CredentialError(401, 'INVALID_SESSION_TOKEN', 'the session token is not valid');
     }
     if (entry.failure) throw entry.failure;
     return {

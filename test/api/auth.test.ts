@@ -331,3 +331,38 @@ describe('the credential cache', () => {
     await assert.rejects(authenticator.identify(`Bearer ${own.token}`), (e: unknown) => e instanceof CredentialError && e.code === 'API_KEY_REVOKED');
   });
 });
+
+describe('the session-state cache', () => {
+  test('compares tenant and customer on every use, and a forged claim never locks the genuine session out', async () => {
+    const own = await createTenantWithKey(db);
+    const other = await createTenantWithKey(db);
+    const customer = await createCustomer(own.token, `cache-a-${randomBytes(3).toString('hex')}`);
+    const neighbour = await createCustomer(own.token, `cache-b-${randomBytes(3).toString('hex')}`);
+    const created = await gqlClient(server, own.token).request<{ createCustomerSession: { result: { rowId: string; token: string; issuedAt: string; expiresAt: string } } }>(
+      gql`mutation ($id: UUID!) { createCustomerSession(input: { customerId: $id }) { result { rowId token issuedAt expiresAt } } }`,
+      { id: customer },
+    );
+    const genuine = created.createCustomerSession.result;
+    // Signed with the real secret, carrying the real session id, but claiming someone else.
+    const claiming = (tenantId: string, customerId: string) =>
+      signCustomerSession({ id: genuine.rowId, tenant_id: tenantId, customer_id: customerId, issued_at: genuine.issuedAt, expires_at: genuine.expiresAt }, secretKey);
+    const forgeries = [await claiming(own.tenantId, neighbour), await claiming(other.tenantId, customer)];
+    const cached = () =>
+      new Authenticator({
+        pool: db.pools.authenticator,
+        roles: db.roles,
+        sessionKey: secretKey,
+        cacheTtlMs: 5_000,
+        logger: createLogger({ LOG_LEVEL: 'silent', LOG_PRETTY: false, NODE_ENV: 'test' }),
+      });
+    const refused = (e: unknown) => e instanceof CredentialError && e.code === 'INVALID_SESSION_TOKEN';
+
+    const warm = cached();
+    assert.equal((await warm.identify(`Bearer ${genuine.token}`))?.claims.customer_id, customer);
+    for (const forged of forgeries) await assert.rejects(warm.identify(`Bearer ${forged}`), refused, 'refused although the session is cached');
+
+    const cold = cached();
+    for (const forged of forgeries) await assert.rejects(cold.identify(`Bearer ${forged}`), refused);
+    assert.equal((await cold.identify(`Bearer ${genuine.token}`))?.claims.customer_id, customer, 'the genuine token still works');
+  });
+});
