@@ -49,9 +49,11 @@ export function callerOf(req: express.Request): string {
 
 export class CredentialError extends Error {
   constructor(
-    readonly status: 401 | 403 | 503,
+    readonly status: 401 | 403 | 429 | 503,
     readonly code: string,
     message: string,
+    /** For a 429: when to try again. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
     this.name = 'CredentialError';
@@ -70,6 +72,11 @@ export interface AuthenticatorOptions {
   logger: Logger;
   /** Milliseconds since the epoch; tests move it. */
   now?: () => number;
+  /**
+   * A per-address budget for refused credentials (server/protection.ts RateLimiter): every 401 is counted,
+   * and an address past its budget is answered 429 before its credential is looked up.
+   */
+  failures?: { failuresBlocked(req: express.Request): Promise<number | null>; failed(req: express.Request): void };
 }
 
 interface CachedKey {
@@ -240,8 +247,18 @@ export class Authenticator {
 
   /** Express middleware: sets req.identity, or answers 401/403 through `respond`. */
   middleware(respond: AuthErrorResponder): express.RequestHandler {
+    const failures = this.options.failures;
+    const identifyAfterGate = async (req: express.Request) => {
+      if (failures && req.headers.authorization) {
+        const retryAfter = await failures.failuresBlocked(req);
+        if (retryAfter !== null) {
+          throw new CredentialError(429, 'RATE_LIMITED', `too many refused credentials from this address; retry after ${retryAfter} s`, retryAfter);
+        }
+      }
+      return this.identify(req.headers.authorization);
+    };
     return (req, res, next) => {
-      this.identify(req.headers.authorization).then(
+      identifyAfterGate(req).then(
         (identity) => {
           req.identity = identity;
           next();
@@ -249,7 +266,11 @@ export class Authenticator {
         (error: unknown) => {
           if (error instanceof CredentialError) {
             req.log.warn({ code: error.code }, 'credential refused');
-            if (error.status === 401) res.setHeader('WWW-Authenticate', `Bearer realm="abonement", error="invalid_token"`);
+            if (error.status === 401) {
+              failures?.failed(req);
+              res.setHeader('WWW-Authenticate', `Bearer realm="abonement", error="invalid_token"`);
+            }
+            if (error.retryAfterSeconds) res.setHeader('Retry-After', String(error.retryAfterSeconds));
             return respond(req, res, error);
           }
           req.log.error({ err: error }, 'authentication failed');

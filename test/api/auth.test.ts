@@ -366,3 +366,33 @@ describe('the session-state cache', () => {
     assert.equal((await cold.identify(`Bearer ${genuine.token}`))?.claims.customer_id, customer, 'the genuine token still works');
   });
 });
+
+describe('refused credentials', () => {
+  test('an address past its budget is answered 429 before its credential is looked up; each 401 is counted', async () => {
+    let lookups = 0;
+    let counted = 0;
+    let blocked: number | null = null;
+    const authenticator = new Authenticator({
+      pool: { query: async () => (lookups++, { rows: [] }) } as never,
+      roles: db.roles,
+      sessionKey: secretKey,
+      cacheTtlMs: 0,
+      logger: createLogger({ LOG_LEVEL: 'silent', LOG_PRETTY: false, NODE_ENV: 'test' }),
+      failures: { failuresBlocked: async () => blocked, failed: () => void counted++ },
+    });
+    const answer = (headers: Record<string, string>) =>
+      new Promise<{ status: number; code: string; retryAfter?: string }>((resolve, reject) => {
+        const res = { headers: {} as Record<string, string>, setHeader: (name: string, value: string) => void (res.headers[name.toLowerCase()] = value) };
+        const req = { headers, log: { warn: () => undefined, error: () => undefined } };
+        authenticator.middleware((_req, _res, error) => resolve({ status: error.status, code: error.code, retryAfter: res.headers['retry-after'] }))(req as never, res as never, () =>
+          reject(new Error('let through')),
+        );
+      });
+    const unknown = `Bearer ak_test_${'a'.repeat(12)}_${'b'.repeat(40)}`;
+    assert.deepEqual(await answer({ authorization: unknown }), { status: 401, code: 'INVALID_API_KEY', retryAfter: undefined });
+    assert.deepEqual([lookups, counted], [1, 1]);
+    blocked = 7;
+    assert.deepEqual(await answer({ authorization: unknown }), { status: 429, code: 'RATE_LIMITED', retryAfter: '7' });
+    assert.deepEqual([lookups, counted], [1, 1], 'no look-up, and the refusal is not counted again');
+  });
+});
