@@ -373,7 +373,12 @@ describe('refused credentials', () => {
     let counted = 0;
     let blocked: number | null = null;
     const authenticator = new Authenticator({
-      pool: { query: async () => (lookups++, { rows: [] }) } as never,
+      pool: {
+        query: async () => {
+          lookups++;
+          return { rows: [] };
+        },
+      } as never,
       roles: db.roles,
       sessionKey: secretKey,
       cacheTtlMs: 0,
@@ -382,7 +387,12 @@ describe('refused credentials', () => {
     });
     const answer = (headers: Record<string, string>) =>
       new Promise<{ status: number; code: string; retryAfter?: string }>((resolve, reject) => {
-        const res = { headers: {} as Record<string, string>, setHeader: (name: string, value: string) => void (res.headers[name.toLowerCase()] = value) };
+        const res = {
+          headers: {} as Record<string, string>,
+          setHeader(name: string, value: string) {
+            res.headers[name.toLowerCase()] = value;
+          },
+        };
         const req = { headers, log: { warn: () => undefined, error: () => undefined } };
         authenticator.middleware((_req, _res, error) => resolve({ status: error.status, code: error.code, retryAfter: res.headers['retry-after'] }))(req as never, res as never, () =>
           reject(new Error('let through')),
