@@ -19,6 +19,7 @@
  */
 import Stripe from 'stripe';
 import type { Logger } from '../lib/logger.ts';
+import { WEBHOOK_TOLERANCE_SECONDS } from '../lib/webhook-signature.ts';
 import { classify, classifyHttpStatus, classifyNetworkError, type FailureTable } from './failures.ts';
 import { headerValue } from './http.ts';
 import { assertChargeable, integerToMinor, minorToSafeNumber } from '../lib/money.ts';
@@ -113,6 +114,12 @@ type StripeError = InstanceType<typeof Stripe.errors.StripeError>;
 
 function isStripeError(error: unknown): error is StripeError {
   return error instanceof Stripe.errors.StripeError;
+}
+
+/** A Stripe timestamp (seconds) as a Date; a missing or odd one throws, which webhook intake answers as malformed. */
+function stripeTime(seconds: unknown, what: string): Date {
+  if (typeof seconds !== 'number' || !Number.isSafeInteger(seconds) || seconds < 0) throw new Error(`${what} is not a Unix timestamp`);
+  return new Date(seconds * 1000);
 }
 
 export function encodeStripeToken(customerId: string, paymentMethodId: string): string {
@@ -330,6 +337,12 @@ export class StripeAdapter implements PaymentProvider {
       const stale = /tolerance/i.test(message);
       return { ok: false, rejection: { reason: stale ? 'stale_timestamp' : 'bad_signature', message, retryable: false } };
     }
+    // The SDK only refuses timestamps too far in the past; one too far ahead is as stale (docs/providers.md).
+    const signedAt = Number(/(?:^|,)\s*t=(\d{1,12})\s*(?:,|$)/.exec(header)?.[1]);
+    const tolerance = this.options.toleranceSeconds ?? WEBHOOK_TOLERANCE_SECONDS;
+    if (signedAt - Date.now() / 1000 > tolerance) {
+      return { ok: false, rejection: { reason: 'stale_timestamp', message: 'the signature is dated in the future, outside the tolerance', retryable: false } };
+    }
     try {
       return { ok: true, events: [this.normalizeEvent(event)] };
     } catch (error) {
@@ -338,7 +351,7 @@ export class StripeAdapter implements PaymentProvider {
   }
 
   private normalizeEvent(event: Stripe.Event): ProviderEvent {
-    const base = { provider: 'stripe' as const, eventId: event.id, providerType: event.type, occurredAt: new Date(event.created * 1000) };
+    const base = { provider: 'stripe' as const, eventId: event.id, providerType: event.type, occurredAt: stripeTime(event.created, 'event.created') };
     const object = event.data.object as unknown as Record<string, unknown>;
     switch (event.type) {
       case 'checkout.session.completed':
@@ -363,7 +376,7 @@ export class StripeAdapter implements PaymentProvider {
             failure: failed ? { class: 'soft_decline', code: 'async_payment_failed', message: 'The delayed payment failed.' } : null,
             paymentMethod: null,
             actionUrl: null,
-            createdAt: new Date(session.created * 1000),
+            createdAt: stripeTime(session.created, 'checkout session created'),
           },
         };
       }
@@ -454,7 +467,7 @@ export class StripeAdapter implements PaymentProvider {
             }
           : null,
       actionUrl: redirect,
-      createdAt: new Date(intent.created * 1000),
+      createdAt: stripeTime(intent.created, 'payment intent created'),
     };
   }
 

@@ -49,9 +49,11 @@ export function callerOf(req: express.Request): string {
 
 export class CredentialError extends Error {
   constructor(
-    readonly status: 401 | 403 | 503,
+    readonly status: 401 | 403 | 429 | 503,
     readonly code: string,
     message: string,
+    /** For a 429: when to try again. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
     this.name = 'CredentialError';
@@ -70,6 +72,11 @@ export interface AuthenticatorOptions {
   logger: Logger;
   /** Milliseconds since the epoch; tests move it. */
   now?: () => number;
+  /**
+   * A per-address budget for refused credentials (server/protection.ts RateLimiter): every 401 is counted,
+   * and an address past its budget is answered 429 before its credential is looked up.
+   */
+  failures?: { failuresBlocked(req: express.Request): Promise<number | null>; failed(req: express.Request): void };
 }
 
 interface CachedKey {
@@ -80,6 +87,8 @@ interface CachedKey {
 
 interface CachedSession {
   until: number;
+  tenantId: string;
+  customerId: string;
   failure?: CredentialError;
 }
 
@@ -209,24 +218,25 @@ export class Authenticator {
     }
     const now = this.now();
     if (claims.expiresAt.getTime() <= now) throw new CredentialError(401, 'SESSION_EXPIRED', 'the session token has expired; ask for a new one');
+    // The cache holds what the database says about a session id (its tenant and customer too); the claims are
+    // compared with it on every use, and a mismatch is never cached, so a token with a borrowed sid neither
+    // rides on the genuine token's cache entry nor locks it out.
     let entry = this.sessions.get(claims.sessionId);
     if (!entry || entry.until <= now) {
       const { rows } = await this.options.pool.query<SessionStateRow>('select * from app_private.customer_session_state($1)', [claims.sessionId]);
       const row = rows[0];
+      if (!row) throw new CredentialError(401, 'INVALID_SESSION_TOKEN', 'the session token is not valid');
       const until = now + this.options.cacheTtlMs;
-      if (!row || row.tenant_id !== claims.tenantId || row.customer_id !== claims.customerId) {
-        entry = { until, failure: new CredentialError(401, 'INVALID_SESSION_TOKEN', 'the session token is not valid') };
-      } else if (row.revoked_at) {
-        entry = { until, failure: new CredentialError(401, 'SESSION_REVOKED', 'the session was ended') };
-      } else if (row.tenant_status !== 'active') {
-        entry = { until, failure: new CredentialError(403, 'TENANT_NOT_ACTIVE', `the account is ${row.tenant_status}`) };
-      } else {
-        entry = { until };
-      }
+      entry = { until, tenantId: row.tenant_id, customerId: row.customer_id };
+      if (row.revoked_at) entry.failure = new CredentialError(401, 'SESSION_REVOKED', 'the session was ended');
+      else if (row.tenant_status !== 'active') entry.failure = new CredentialError(403, 'TENANT_NOT_ACTIVE', `the account is ${row.tenant_status}`);
       if (this.options.cacheTtlMs > 0) {
         if (this.sessions.size >= CACHE_LIMIT) this.sessions.clear();
         this.sessions.set(claims.sessionId, entry);
       }
+    }
+    if (entry.tenantId !== claims.tenantId || entry.customerId !== claims.customerId) {
+      throw new CredentialError(401, 'INVALID_SESSION_TOKEN', 'the session token is not valid');
     }
     if (entry.failure) throw entry.failure;
     return {
@@ -237,8 +247,18 @@ export class Authenticator {
 
   /** Express middleware: sets req.identity, or answers 401/403 through `respond`. */
   middleware(respond: AuthErrorResponder): express.RequestHandler {
+    const failures = this.options.failures;
+    const identifyAfterGate = async (req: express.Request) => {
+      if (failures && req.headers.authorization) {
+        const retryAfter = await failures.failuresBlocked(req);
+        if (retryAfter !== null) {
+          throw new CredentialError(429, 'RATE_LIMITED', `too many refused credentials from this address; retry after ${retryAfter} s`, retryAfter);
+        }
+      }
+      return this.identify(req.headers.authorization);
+    };
     return (req, res, next) => {
-      this.identify(req.headers.authorization).then(
+      identifyAfterGate(req).then(
         (identity) => {
           req.identity = identity;
           next();
@@ -246,7 +266,11 @@ export class Authenticator {
         (error: unknown) => {
           if (error instanceof CredentialError) {
             req.log.warn({ code: error.code }, 'credential refused');
-            if (error.status === 401) res.setHeader('WWW-Authenticate', `Bearer realm="abonement", error="invalid_token"`);
+            if (error.status === 401) {
+              failures?.failed(req);
+              res.setHeader('WWW-Authenticate', `Bearer realm="abonement", error="invalid_token"`);
+            }
+            if (error.retryAfterSeconds) res.setHeader('Retry-After', String(error.retryAfterSeconds));
             return respond(req, res, error);
           }
           req.log.error({ err: error }, 'authentication failed');

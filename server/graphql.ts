@@ -11,7 +11,7 @@ import { postgraphile, type PostGraphileInstance } from 'postgraphile';
 import { makePgService } from 'postgraphile/adaptors/pg';
 import { grafserv } from 'postgraphile/grafserv/express/v4';
 import { GraphQLError } from 'postgraphile/graphql';
-import { isSafeError } from 'postgraphile/grafast';
+import { SafeError, isSafeError } from 'postgraphile/grafast';
 import { PostGraphileAmberPreset } from 'postgraphile/presets/amber';
 import { PostGraphileConnectionFilterPreset } from 'postgraphile-plugin-connection-filter';
 import { PgSimplifyInflectionPreset } from '@graphile/simplify-inflection';
@@ -99,6 +99,55 @@ export const RequestIdErrorsPlugin: GraphileConfig.Plugin = {
   },
 };
 
+/** grafserv's own refusals (method, media type, body shape) by status, as `extensions.code` (docs/api.md, "Errors"). */
+const GRAFSERV_STATUS_CODES: Record<number, string> = {
+  400: 'INVALID_REQUEST',
+  405: 'METHOD_NOT_ALLOWED',
+  406: 'NOT_ACCEPTABLE',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+};
+
+/**
+ * The HTTP edge of GraphQL: grafserv executes only a query that graphqlLimits
+ * (server/protection.ts) checked for this very request, whatever transport it
+ * came by, and every error answer grafserv writes itself carries a code.
+ */
+export const GatedRequestsPlugin: GraphileConfig.Plugin = {
+  name: 'AbonementGatedRequestsPlugin',
+  version: '1.0.0',
+  grafserv: {
+    middleware: {
+      processGraphQLRequestBody(next, event) {
+        const req = event.request?.requestContext.expressv4?.req as express.Request | undefined;
+        if (typeof event.body.query === 'string' && event.body.query !== req?.graphqlCheckedQuery) {
+          throw new SafeError('the request did not pass the GraphQL limits', { statusCode: 400, code: 'INVALID_REQUEST' });
+        }
+        return next();
+      },
+      async processRequest(next) {
+        const result = await next();
+        if (result?.type !== 'buffer' || result.statusCode < 400 || !GRAFSERV_STATUS_CODES[result.statusCode]) return result;
+        let body: { errors?: Array<{ extensions?: Record<string, unknown> }> };
+        try {
+          body = JSON.parse(result.buffer.toString('utf8')) as typeof body;
+        } catch {
+          return result;
+        }
+        if (!Array.isArray(body.errors)) return result;
+        for (const error of body.errors) {
+          const { statusCode: _status, ...extensions } = error.extensions ?? {};
+          error.extensions = { code: GRAFSERV_STATUS_CODES[result.statusCode], ...extensions };
+        }
+        const buffer = Buffer.from(JSON.stringify(body), 'utf8');
+        const headers = { ...result.headers };
+        for (const name of Object.keys(headers)) if (name.toLowerCase() === 'content-length') headers[name] = String(buffer.length);
+        return { ...result, buffer, headers };
+      },
+    },
+  },
+};
+
 /** The PostgreSQL schemas PostGraphile reads. */
 export const API_SCHEMAS = ['app_public', 'app_reports'];
 
@@ -133,12 +182,14 @@ export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
 export function createPostGraphile(options: GraphqlOptions): PostGraphileInstance {
   const preset: GraphileConfig.Preset = {
     extends: [schemaPreset(options.sessionKey)],
-    plugins: [RequestIdErrorsPlugin],
+    plugins: [RequestIdErrorsPlugin, GatedRequestsPlugin],
     pgServices: [makePgService({ pool: options.authenticatorPool, schemas: API_SCHEMAS })],
     grafserv: {
       graphqlPath: '/graphql',
       graphiql: options.graphiql,
       graphiqlOnGraphQLGET: false,
+      // graphqlLimits reads JSON bodies (and GET query strings); no other media type reaches execution.
+      allowedRequestContentTypes: ['application/json'],
       maxRequestLength: options.maxRequestLength ?? 1_000_000,
       maskError: makeMaskError(options.logger.child({ component: 'graphql' })),
     },

@@ -120,13 +120,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     cleanups.push(() => mountedConsole.close());
     const graphiql = config.GRAPHIQL ?? config.NODE_ENV !== 'production';
     const sessionKey = makeSessionKey(config.JWT_SECRET, logger);
-    const authenticator = new Authenticator({
-      pool: authenticatorPool,
-      roles: database.roles,
-      sessionKey,
-      cacheTtlMs: config.API_KEY_CACHE_TTL_MS,
-      logger: logger.child({ component: 'auth' }),
-    });
+
     const pgl = createPostGraphile({
       authenticatorPool,
       anonymousRole: database.roles.anonymous,
@@ -148,8 +142,16 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       rateLimitBurst: config.RATE_LIMIT_BURST,
     };
     const graphqlSchema = await pgl.getSchema();
-    // One budget per credential across /graphql and /v1.
+    // One budget per credential across /graphql and /v1, and one per address for refused credentials.
     const rateLimiter = rateLimit(protection, callerOf);
+    const authenticator = new Authenticator({
+      pool: authenticatorPool,
+      roles: database.roles,
+      sessionKey,
+      cacheTtlMs: config.API_KEY_CACHE_TTL_MS,
+      logger: logger.child({ component: 'auth' }),
+      failures: rateLimiter,
+    });
     const graphqlAuthError: AuthErrorResponder = (_req, res, error) => graphqlError(res, error.status, error.code, error.message);
     const graphqlIdempotencyError: IdempotencyErrorResponder = (_req, res, status, code, message) => graphqlError(res, status, code, message);
     app.use(
@@ -159,7 +161,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       rateLimiter,
       graphqlBody(protection),
       idempotencyHeader(graphqlIdempotencyError),
-      graphqlLimits(protection, graphqlSchema),
+      graphqlLimits(protection, graphqlSchema, rateLimiter),
     );
     app.use(
       '/v1',

@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { parse } from 'postgraphile/graphql';
-import { measureQuery } from '../server/protection.ts';
+import { getOperationAST, parse } from 'postgraphile/graphql';
+import { TOTAL_COUNT_COST, measureQuery, mutationFieldCount } from '../server/protection.ts';
 import type { RunningAbonement } from '../server/index.ts';
 import { createTestDatabase, type TestDatabase } from './support/database.ts';
 import { startTestServer } from './support/server.ts';
@@ -53,6 +53,20 @@ describe('measureQuery', () => {
   test('a fragment cycle is infinitely deep', () => {
     const m = measureQuery(parse('{ ...A } fragment A on Query { x { ...B } } fragment B on X { y { ...A } }'), 10);
     assert.equal(m.depth, Number.POSITIVE_INFINITY);
+  });
+
+  test('a totalCount costs a full page, and aliases are counted', () => {
+    assert.equal(measureQuery(parse('{ list(first: 1) { totalCount } }'), 10).cost, 1 + TOTAL_COUNT_COST);
+    const m = measureQuery(parse('{ a: list(first: 1) { totalCount } b: list(first: 1) { n: totalCount } list { totalCount } ...F } fragment F on Query { c: x }'), 10);
+    assert.equal(m.aliases, 4);
+    assert.equal(m.cost, 3 * (1 + TOTAL_COUNT_COST) + 1);
+  });
+
+  test('mutation fields are counted through fragments, __typename aside', () => {
+    const document = parse('mutation { a: create { id } b: create { id } __typename ...M } fragment M on Mutation { c: create { id } ... on Mutation { d: create { id } } }');
+    assert.equal(mutationFieldCount(document, getOperationAST(document)!), 4);
+    const query = parse('{ a b c }');
+    assert.equal(mutationFieldCount(query, getOperationAST(query)!), 0);
   });
 
   test('cost multiplies by the page size asked for', () => {

@@ -11,6 +11,7 @@ import type { z } from 'zod';
 import { withTransaction } from '../../lib/database.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { pgSettingsFor, type AuthErrorResponder, type Authenticator } from '../auth.ts';
+import { hasLoneSurrogate } from '../protection.ts';
 import { CheckoutError, type CheckoutDeps } from '../checkout.ts';
 import { databaseApiError, internalErrorMessage } from '../errors.ts';
 import { idempotencyHeader } from '../idempotency.ts';
@@ -116,7 +117,11 @@ function jsonBody(limit: number): express.RequestHandler {
       return restError(req, res, 415, 'UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
     }
     json(req, res, (error?: unknown) => {
-      if (!error) return next();
+      if (!error) {
+        // PostgreSQL would store an unpaired surrogate as U+FFFD: refuse it instead (docs/api.md, "Errors").
+        if (hasLoneSurrogate(req.body)) return restError(req, res, 400, 'INVALID_UNICODE', 'the request contains a lone UTF-16 surrogate (\\uD800-\\uDFFF without its pair)');
+        return next();
+      }
       const e = error as { type?: string };
       if (e.type === 'entity.too.large') return restError(req, res, 413, 'PAYLOAD_TOO_LARGE', `request body exceeds ${limit} bytes`);
       return restError(req, res, 400, 'MALFORMED_JSON', 'request body is not valid JSON');

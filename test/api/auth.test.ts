@@ -331,3 +331,78 @@ describe('the credential cache', () => {
     await assert.rejects(authenticator.identify(`Bearer ${own.token}`), (e: unknown) => e instanceof CredentialError && e.code === 'API_KEY_REVOKED');
   });
 });
+
+describe('the session-state cache', () => {
+  test('compares tenant and customer on every use, and a forged claim never locks the genuine session out', async () => {
+    const own = await createTenantWithKey(db);
+    const other = await createTenantWithKey(db);
+    const customer = await createCustomer(own.token, `cache-a-${randomBytes(3).toString('hex')}`);
+    const neighbour = await createCustomer(own.token, `cache-b-${randomBytes(3).toString('hex')}`);
+    const created = await gqlClient(server, own.token).request<{ createCustomerSession: { result: { rowId: string; token: string; issuedAt: string; expiresAt: string } } }>(
+      gql`mutation ($id: UUID!) { createCustomerSession(input: { customerId: $id }) { result { rowId token issuedAt expiresAt } } }`,
+      { id: customer },
+    );
+    const genuine = created.createCustomerSession.result;
+    // Signed with the real secret, carrying the real session id, but claiming someone else.
+    const claiming = (tenantId: string, customerId: string) =>
+      signCustomerSession({ id: genuine.rowId, tenant_id: tenantId, customer_id: customerId, issued_at: genuine.issuedAt, expires_at: genuine.expiresAt }, secretKey);
+    const forgeries = [await claiming(own.tenantId, neighbour), await claiming(other.tenantId, customer)];
+    const cached = () =>
+      new Authenticator({
+        pool: db.pools.authenticator,
+        roles: db.roles,
+        sessionKey: secretKey,
+        cacheTtlMs: 5_000,
+        logger: createLogger({ LOG_LEVEL: 'silent', LOG_PRETTY: false, NODE_ENV: 'test' }),
+      });
+    const refused = (e: unknown) => e instanceof CredentialError && e.code === 'INVALID_SESSION_TOKEN';
+
+    const warm = cached();
+    assert.equal((await warm.identify(`Bearer ${genuine.token}`))?.claims.customer_id, customer);
+    for (const forged of forgeries) await assert.rejects(warm.identify(`Bearer ${forged}`), refused, 'refused although the session is cached');
+
+    const cold = cached();
+    for (const forged of forgeries) await assert.rejects(cold.identify(`Bearer ${forged}`), refused);
+    assert.equal((await cold.identify(`Bearer ${genuine.token}`))?.claims.customer_id, customer, 'the genuine token still works');
+  });
+});
+
+describe('refused credentials', () => {
+  test('an address past its budget is answered 429 before its credential is looked up; each 401 is counted', async () => {
+    let lookups = 0;
+    let counted = 0;
+    let blocked: number | null = null;
+    const authenticator = new Authenticator({
+      pool: {
+        query: async () => {
+          lookups++;
+          return { rows: [] };
+        },
+      } as never,
+      roles: db.roles,
+      sessionKey: secretKey,
+      cacheTtlMs: 0,
+      logger: createLogger({ LOG_LEVEL: 'silent', LOG_PRETTY: false, NODE_ENV: 'test' }),
+      failures: { failuresBlocked: async () => blocked, failed: () => void counted++ },
+    });
+    const answer = (headers: Record<string, string>) =>
+      new Promise<{ status: number; code: string; retryAfter?: string }>((resolve, reject) => {
+        const res = {
+          headers: {} as Record<string, string>,
+          setHeader(name: string, value: string) {
+            res.headers[name.toLowerCase()] = value;
+          },
+        };
+        const req = { headers, log: { warn: () => undefined, error: () => undefined } };
+        authenticator.middleware((_req, _res, error) => resolve({ status: error.status, code: error.code, retryAfter: res.headers['retry-after'] }))(req as never, res as never, () =>
+          reject(new Error('let through')),
+        );
+      });
+    const unknown = `Bearer ak_test_${'a'.repeat(12)}_${'b'.repeat(40)}`;
+    assert.deepEqual(await answer({ authorization: unknown }), { status: 401, code: 'INVALID_API_KEY', retryAfter: undefined });
+    assert.deepEqual([lookups, counted], [1, 1]);
+    blocked = 7;
+    assert.deepEqual(await answer({ authorization: unknown }), { status: 429, code: 'RATE_LIMITED', retryAfter: '7' });
+    assert.deepEqual([lookups, counted], [1, 1], 'no look-up, and the refusal is not counted again');
+  });
+});

@@ -95,6 +95,66 @@ describe('GraphQL', () => {
     assert.deepEqual(await graphql({ query: costly }), { status: 400, codes: ['QUERY_TOO_COMPLEX'] });
   });
 
+  test('every transport passes the same gate: other media types are 415 UNSUPPORTED_MEDIA_TYPE, never executed', async () => {
+    const costly = '{ customers(first: 100) { nodes { subscriptions(first: 100) { nodes { invoices(first: 100) { nodes { rowId number } } } } } } }';
+    for (const contentType of ['application/graphql', 'application/x-www-form-urlencoded', 'text/plain', 'application/graphql+json']) {
+      const body = contentType === 'application/x-www-form-urlencoded' ? new URLSearchParams({ query: costly }).toString() : costly;
+      assert.deepEqual(await graphql(undefined, { raw: body, headers: { 'content-type': contentType } }), { status: 415, codes: ['UNSUPPORTED_MEDIA_TYPE'] }, contentType);
+    }
+    let deep = 'rowId';
+    for (let i = 0; i < 25; i++) deep = `plan { prices(first: 1) { nodes { ${deep} } } }`;
+    const answer = await graphql(undefined, {
+      raw: `{ plans(first: 1) { nodes { rowId prices(first: 1) { nodes { ${deep} } } } } }`,
+      headers: { 'content-type': 'application/graphql' },
+    });
+    assert.deepEqual(answer, { status: 415, codes: ['UNSUPPORTED_MEDIA_TYPE'] });
+    const viaGet = await fetch(`${server.urls.graphql}?${new URLSearchParams({ query: costly })}`, { headers: { accept: 'application/json', authorization: `Bearer ${tenant.token}` } });
+    assert.equal(viaGet.status, 400);
+    assert.equal(((await viaGet.json()) as { errors: Array<{ extensions: { code: string } }> }).errors[0]!.extensions.code, 'QUERY_TOO_COMPLEX', 'GET passes the same gate');
+  });
+
+  test("grafserv's own refusals carry a code too", async () => {
+    const call = async (init: RequestInit & { headers?: Record<string, string> }, search = '') => {
+      const res = await fetch(`${server.urls.graphql}${search}`, { ...init, headers: { authorization: `Bearer ${tenant.token}`, ...init.headers } });
+      const json = (await res.json()) as { errors?: Array<{ extensions?: { code?: string } }> };
+      return { status: res.status, codes: (json.errors ?? []).map((e) => String(e.extensions?.code)) };
+    };
+    assert.deepEqual(await call({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ variables: {} }) }), {
+      status: 400,
+      codes: ['INVALID_REQUEST'],
+    });
+    assert.deepEqual(await call({ method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ __typename }' }) }), {
+      status: 405,
+      codes: ['METHOD_NOT_ALLOWED'],
+    });
+    const mutationByGet = `?${new URLSearchParams({ query: 'mutation { __typename }' })}`;
+    assert.deepEqual(await call({ method: 'GET', headers: { accept: 'application/json' } }, mutationByGet), { status: 405, codes: ['METHOD_NOT_ALLOWED'] });
+    assert.deepEqual(await call({ method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/csv' }, body: JSON.stringify({ query: '{ __typename }' }) }), {
+      status: 406,
+      codes: ['NOT_ACCEPTABLE'],
+    });
+  });
+
+  test('totalCount is charged by what it scans, and aliases are capped', async () => {
+    // Five counts per customer page of 100: cheap as fields, a full scan each as counts.
+    const counts = Array.from({ length: 5 }, (_, i) => `c${i}: customers(first: 100) { nodes { subscriptions { totalCount } } }`).join(' ');
+    assert.deepEqual(await graphql({ query: `{ ${counts} }` }), { status: 400, codes: ['QUERY_TOO_COMPLEX'] });
+    const aliased = Array.from({ length: 51 }, (_, i) => `a${i}: __typename`).join(' ');
+    assert.deepEqual(await graphql({ query: `{ ${aliased} }` }), { status: 400, codes: ['TOO_MANY_ALIASES'] });
+    const fifty = Array.from({ length: 50 }, (_, i) => `a${i}: __typename`).join(' ');
+    assert.equal((await graphql({ query: `{ ${fifty} }` })).status, 200, 'fifty aliases are fine');
+  });
+
+  test('a lone UTF-16 surrogate is refused with 400 INVALID_UNICODE, not stored as U+FFFD', async () => {
+    const raw = `{"query":"mutation ($i: CreateCustomerInput!) { createCustomer(input: $i) { result { rowId } } }","variables":{"i":{"externalId":"half\\ud800","email":"s@example.com","idempotencyKey":"${idempotencyKey()}"}}}`;
+    assert.deepEqual(await graphql(undefined, { raw }), { status: 400, codes: ['INVALID_UNICODE'] });
+    const pair = await graphql({
+      query: 'query ($e: String!) { customers(filter: { email: { equalTo: $e } }) { nodes { rowId } } }',
+      variables: { e: 'whole-\ud83d\ude00@example.com' },
+    });
+    assert.deepEqual(pair, { status: 200, codes: [] }, 'a surrogate pair (an emoji) is fine');
+  });
+
   test('a page larger than 100: PAGE_SIZE_OUT_OF_RANGE', async () => {
     const answer = await graphql({ query: '{ plans(first: 1000) { nodes { rowId } } }' });
     assert.deepEqual(answer.codes, ['PAGE_SIZE_OUT_OF_RANGE']);
@@ -180,6 +240,12 @@ describe('REST', () => {
     assert.deepEqual((await restAnswer('GET', '/v1/subscriptions?colour=red')).codes, ['INVALID_REQUEST']);
     assert.deepEqual((await restAnswer('GET', '/v1/subscriptions?cursor=bm90LWEtY3Vyc29y')).codes, ['INVALID_CURSOR']);
     assert.deepEqual((await restAnswer('GET', `/v1/customers?email=${encodeURIComponent("' or 1=1 --")}`)).status, 200, 'odd text in a filter is just no match');
+  });
+
+  test('a lone UTF-16 surrogate: 400 INVALID_UNICODE', async () => {
+    const raw = `{"external_id":"half\\udc00","email":"s@example.com"}`;
+    const answer = await restAnswer('POST', '/v1/customers', { raw, headers: { 'idempotency-key': idempotencyKey() } });
+    assert.deepEqual([answer.status, answer.codes], [400, ['INVALID_UNICODE']]);
   });
 
   test('a malformed Idempotency-Key: 400 INVALID_IDEMPOTENCY_KEY', async () => {

@@ -68,6 +68,8 @@ providerContract('stripe', async () => ({
       { name: 'tampered body', request: { rawBody: genuine.rawBody.toString().replace('pi_x', 'pi_y'), headers: genuine.headers }, reason: 'bad_signature' },
       { name: 'foreign secret', request: fake.signEvent(event, { secret: 'whsec_someone_else' }), reason: 'bad_signature' },
       { name: 'replayed an hour later', request: fake.signEvent(event, { timestamp: Math.floor(Date.now() / 1000) - 3600 }), reason: 'stale_timestamp' },
+      // Stripe's own check only looks backwards; a timestamp from the future is refused like the sandbox refuses it.
+      { name: 'dated an hour ahead', request: fake.signEvent(event, { timestamp: Math.floor(Date.now() / 1000) + 3600 }), reason: 'stale_timestamp' },
       { name: 'garbage header', request: { rawBody: genuine.rawBody, headers: { 'stripe-signature': 'nonsense' } }, reason: 'bad_signature' },
     ];
   },
@@ -182,5 +184,20 @@ describe('stripe adapter specifics', () => {
     const verdict = await rotated.verifyWebhook(fake.signEvent(event));
     assert.ok(verdict.ok);
     assert.equal(verdict.events[0]!.kind, 'ignored');
+  });
+
+  test('a signed event whose object lacks its timestamps is malformed (a 400 at intake), not a crash', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const intent = { id: 'pi_nocreated', object: 'payment_intent', status: 'succeeded', amount: 900, currency: 'eur', metadata: {} };
+    for (const event of [
+      { id: 'evt_nocreated', object: 'event', type: 'payment_intent.succeeded', created: now, data: { object: intent } },
+      { id: 'evt_badcreated', object: 'event', type: 'payment_intent.succeeded', created: now, data: { object: { ...intent, created: 'yesterday' } } },
+      { id: 'evt_noeventcreated', object: 'event', type: 'payment_intent.succeeded', data: { object: { ...intent, created: now } } },
+    ]) {
+      const verdict = await adapter().verifyWebhook(fake.signEvent(event));
+      assert.ok(!verdict.ok, event.id);
+      assert.equal(verdict.rejection.reason, 'malformed', event.id);
+      assert.equal(verdict.rejection.retryable, false);
+    }
   });
 });
