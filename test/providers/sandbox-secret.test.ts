@@ -43,9 +43,6 @@ test('every process of one installation reads the same secret', () => {
 
 test('SANDBOX_SECRET, or a database secret, still decides when given', () => {
   const dir = path.join(root, 'given', 'pg');
-  assert.deepEqual(
-    sandboxCredentials(parseConfig({ EMBEDDED_PG_DIR: dir, SANDBOX_SECRET: 's'.repeat(40) })),
-    sandboxCredentials(parseConfig({ SANDBOX_SECRET: 's'.repeat(40) })),
-  );
+  assert.deepEqual(sandboxCredentials(parseConfig({ EMBEDDED_PG_DIR: dir, SANDBOX_SECRET: 's'.repeat(40) })), sandboxCredentials(parseConfig({ SANDBOX_SECRET: 's'.repeat(40) })));
   assert.deepEqual(sandboxCredentials(parseConfig({ DB_ROLE_SECRET: 'r'.repeat(20) })), sandboxCredentials(parseConfig({ DB_ROLE_SECRET: 'r'.repeat(20) })));
 });
