@@ -15,11 +15,21 @@
  *   time as known ones;
  * - failed logins are logged (reason, IP, e-mail if it looks like one; never
  *   the password) and rate limited per e-mail+IP and per IP;
- * - cookies: httpOnly, SameSite=Lax (cross-site POSTs carry no session, which
- *   is what stops CSRF against AdminJS's API), Secure in production, path
- *   limited to the console.
+ * - cookies: httpOnly, SameSite=Lax, Secure in production, path limited to
+ *   the console;
+ * - CSRF (docs/console.md, "Sessions and CSRF"): SameSite stops other sites,
+ *   not other origins of the same site (another port of the host, a sibling
+ *   sub-domain), so every state-changing request must come from the
+ *   console's own origin (Origin, or Sec-Fetch-Site when a browser sends no
+ *   Origin) and, behind the login, carry the session's CSRF token in
+ *   X-XSRF-TOKEN. The token is also in the XSRF-TOKEN cookie, which AdminJS's
+ *   API client (axios) echoes in that header on same-origin requests, so
+ *   AdminJS's own actions and ours (admin/sql-actions.ts) carry it with no
+ *   code of their own. SameSite=Strict was considered and not taken: it adds
+ *   nothing against same-site origins, and would drop the session on links
+ *   into the console from mail or chat.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import connectPgSimple from 'connect-pg-simple';
 import express from 'express';
 import session from 'express-session';
@@ -64,6 +74,28 @@ export interface ConsoleAuth {
 }
 
 export const SESSION_COOKIE = 'abonement.console';
+/** The names axios reads and sends by default (xsrfCookieName, xsrfHeaderName). */
+export const CSRF_COOKIE = 'XSRF-TOKEN';
+const CSRF_HEADER = 'x-xsrf-token';
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+declare module 'express-session' {
+  interface SessionData {
+    /** Per-session CSRF token, made at login. */
+    csrfToken?: string;
+  }
+}
+
+function refused(res: express.Response, code: 'CROSS_ORIGIN_REQUEST' | 'CSRF_TOKEN_INVALID', message: string): void {
+  res.status(403).json({ error: { code, message } });
+}
+
+function sameToken(given: string | undefined, expected: string): boolean {
+  if (!given) return false;
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
 
 type FailureReason = 'unknown_operator' | 'wrong_password' | 'disabled' | 'missing_fields';
 
@@ -163,7 +195,55 @@ export function createConsoleAuth(options: ConsoleAuthOptions): ConsoleAuth {
     res.status(status).type('html').send(html);
   }
 
+  const production = config.NODE_ENV === 'production';
+  const sessionMaxAgeMs = options.sessionMaxAgeMs ?? 12 * 60 * 60 * 1000;
+  const publicOrigin = config.PUBLIC_URL ? new URL(config.PUBLIC_URL).origin : null;
+
+  /**
+   * State-changing requests only from the console's own origin: this
+   * request's scheme and host (as `trust proxy` lets Express see them), or
+   * PUBLIC_URL's. Without Origin, Sec-Fetch-Site decides; a client that sends
+   * neither is not a browser and carries no one else's cookies.
+   */
+  const sameOrigin: express.RequestHandler = (req, res, next) => {
+    if (SAFE_METHODS.has(req.method)) return next();
+    const origin = req.get('origin');
+    const site = req.get('sec-fetch-site');
+    const own = `${req.protocol}://${req.host}`;
+    const allowed = origin !== undefined ? origin === own || origin === publicOrigin : site === undefined || site === 'same-origin' || site === 'none';
+    if (allowed) return next();
+    log.warn(
+      {
+        event: 'console_request_refused',
+        reason: 'cross_origin',
+        method: req.method,
+        path: req.originalUrl.split('?')[0],
+        origin,
+        secFetchSite: site,
+        expected: [own, publicOrigin].filter(Boolean),
+        ip: req.ip,
+      },
+      'console request from another origin refused (behind a proxy: set PUBLIC_URL or trust proxy)',
+    );
+    refused(res, 'CROSS_ORIGIN_REQUEST', "state-changing console requests are accepted only from the console's own pages");
+  };
+
+  function csrfToken(req: express.Request): string {
+    req.session.csrfToken ??= randomBytes(32).toString('base64url');
+    return req.session.csrfToken;
+  }
+
+  /** Scripts of the console read it (not HttpOnly); no other site ever needs it (Strict). Like the session cookie, never over plain HTTP in production. */
+  function sendCsrfCookie(req: express.Request, res: express.Response): void {
+    if (production && !req.secure) return;
+    const token = csrfToken(req);
+    const sent = req.get('cookie')?.match(/(?:^|;\s*)XSRF-TOKEN=([^;]*)/)?.[1];
+    if (sent === token) return;
+    res.cookie(CSRF_COOKIE, token, { path: rootPath, httpOnly: false, sameSite: 'strict', secure: production, maxAge: sessionMaxAgeMs });
+  }
+
   const router = express.Router();
+  router.use(sameOrigin);
   router.use(
     session({
       name: SESSION_COOKIE,
@@ -176,8 +256,8 @@ export function createConsoleAuth(options: ConsoleAuthOptions): ConsoleAuth {
         path: rootPath,
         httpOnly: true,
         sameSite: 'lax',
-        secure: config.NODE_ENV === 'production',
-        maxAge: options.sessionMaxAgeMs ?? 12 * 60 * 60 * 1000,
+        secure: production,
+        maxAge: sessionMaxAgeMs,
       },
     }),
   );
@@ -211,6 +291,8 @@ export function createConsoleAuth(options: ConsoleAuthOptions): ConsoleAuth {
         req.logIn(user, (loginError) => {
           if (loginError) return next(loginError);
           void byEmailAndIp.delete(limitKey(req));
+          // The session was regenerated: a new session, a new token.
+          sendCsrfCookie(req, res);
           log.info({ event: 'console_login', operatorId: user.id, ip: req.ip }, 'operator logged in to the console');
           res.redirect(303, returnTo ?? rootPath);
         });
@@ -231,7 +313,8 @@ export function createConsoleAuth(options: ConsoleAuthOptions): ConsoleAuth {
       // logOut left a fresh, empty session behind; remove it and the cookie too.
       req.session.destroy((destroyError) => {
         if (destroyError) return next(destroyError);
-        res.clearCookie(SESSION_COOKIE, { path: rootPath, httpOnly: true, sameSite: 'lax', secure: config.NODE_ENV === 'production' });
+        res.clearCookie(SESSION_COOKIE, { path: rootPath, httpOnly: true, sameSite: 'lax', secure: production });
+        res.clearCookie(CSRF_COOKIE, { path: rootPath, sameSite: 'strict', secure: production });
         if (operatorId) log.info({ event: 'console_logout', operatorId }, 'operator logged out of the console');
         res.redirect(303, loginPath);
       });
@@ -243,6 +326,16 @@ export function createConsoleAuth(options: ConsoleAuthOptions): ConsoleAuth {
   const requireOperator: express.RequestHandler = (req, res, next) => {
     const operator = req.user as ConsoleOperator | undefined;
     if (operator) {
+      if (SAFE_METHODS.has(req.method)) {
+        // Sessions from before the token existed get one at their next page or API read.
+        sendCsrfCookie(req, res);
+      } else if (!sameToken(req.get(CSRF_HEADER), csrfToken(req))) {
+        log.warn(
+          { event: 'console_request_refused', reason: 'csrf_token', method: req.method, path: req.originalUrl.split('?')[0], operatorId: operator.id, ip: req.ip },
+          'console request without the session CSRF token refused',
+        );
+        return refused(res, 'CSRF_TOKEN_INVALID', "reload the console page and try again (the request lacks this session's CSRF token)");
+      }
       // @adminjs/express reads the current admin from req.session.adminUser. Non-enumerable: it is
       // handed to AdminJS for this request only and never stored in the session row.
       Object.defineProperty(req.session, 'adminUser', { value: operator, enumerable: false, configurable: true, writable: true });

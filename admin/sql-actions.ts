@@ -7,7 +7,8 @@
  *   - shows a form (components/sql-action-form.tsx) on GET and acts only on
  *     POST: AdminJS calls form-less actions with GET, and the session cookie
  *     (SameSite=Lax) rides along on a top-level GET from another site, so a
- *     link must never change anything;
+ *     link must never change anything; the POST has passed the console's
+ *     origin and CSRF-token checks before it gets here (admin/auth.ts);
  *   - needs an idempotency key in the POST, generated once per form by the
  *     browser and passed to the SQL function, so a double submission has one
  *     effect (the second answers with the first's result);

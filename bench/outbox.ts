@@ -138,13 +138,15 @@ try {
       ADMIN_PASSWORD: 'bench-admin-password',
       SESSION_SECRET: randomBytes(24).toString('hex'),
       WORKER_CONCURRENCY: '10',
+      // The receiver listens on 127.0.0.1 (docs/webhooks.md, "Security notes").
+      WEBHOOKS_ALLOW_PRIVATE: 'true',
     });
     const server = await startAbonement(config, logger);
     try {
       const setup = await owner.connect();
       try {
         await setup.query('begin');
-        await setup.query(`select set_config('jwt.claims.tenant_id', $1, true)`, [tenant]);
+        await setup.query(`select set_config('jwt.claims.tenant_id', $1, true), set_config('abonement.webhooks_allow_private', 'on', true)`, [tenant]);
         await setup.query(`select app_public.create_webhook_endpoint($1, '{bench.*}', null, 'bench-endpoint')`, [`http://127.0.0.1:${port}/hook`]);
         await setup.query('commit');
       } finally {

@@ -19,6 +19,8 @@ export interface OutboxSettings {
   webhookTimeoutMs: number;
   /** Seconds to wait after each failed attempt; null: the schedule in SQL. */
   webhookRetrySchedule: number[] | null;
+  /** Deliver to loopback and private addresses (WEBHOOKS_ALLOW_PRIVATE). */
+  webhooksAllowPrivate: boolean;
   mailer: Mailer;
 }
 
@@ -27,6 +29,7 @@ export function outboxSettings(config: Config, logger: Logger): OutboxSettings {
     pollMs: config.OUTBOX_POLL_MS,
     webhookTimeoutMs: config.WEBHOOK_TIMEOUT_MS,
     webhookRetrySchedule: config.WEBHOOK_RETRY_SCHEDULE ?? null,
+    webhooksAllowPrivate: config.WEBHOOKS_ALLOW_PRIVATE,
     mailer: createMailer(config, logger.child({ component: 'mail' })),
   };
 }

@@ -6,7 +6,7 @@
 import '../lib/graphile-env.ts';
 import { loadConfig } from '../lib/config.ts';
 import { createLogger } from '../lib/logger.ts';
-import { createPool, resolveDatabase } from '../lib/database.ts';
+import { createPool, resolveDatabase, sessionSettings } from '../lib/database.ts';
 import { buildProviderRegistry } from '../providers/registry.ts';
 import { handleShutdownSignals } from '../lib/signals.ts';
 import { outboxSettings } from './context.ts';
@@ -24,7 +24,7 @@ if (!config.DATABASE_URL && !config.DATABASE_WORKER_URL) {
 
 try {
   const database = await resolveDatabase(config, logger);
-  const pool = createPool(database.urls.worker, logger, 'worker', config.DB_POOL_SIZE);
+  const pool = createPool(database.urls.worker, logger, 'worker', config.DB_POOL_SIZE, sessionSettings(config));
   const runner = await startWorker({
     pool,
     logger,

@@ -117,6 +117,12 @@ export const configSchema = z.object({
 
   /** How often (ms) each worker checks the outbox for undispatched events; 0: only the every-minute cron. */
   OUTBOX_POLL_MS: z.coerce.number().int().min(0).max(60_000).default(250),
+  /**
+   * Let tenants' webhook endpoints be loopback or private hosts (development,
+   * tests). Off: refused at registration and again after DNS resolution at
+   * delivery; link-local and metadata addresses are refused either way (docs/webhooks.md).
+   */
+  WEBHOOKS_ALLOW_PRIVATE: bool.default(false),
   /** Timeout of one outgoing webhook request (tenants' endpoints); no answer in time is a failed attempt. */
   WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(10_000),
   /**

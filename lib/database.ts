@@ -327,8 +327,20 @@ export async function resolveDatabase(config: Config, logger: Logger): Promise<R
   return { roles, urls: deriveUrls(superuserUrl, roles, secret), superuserUrl, embedded };
 }
 
-export function createPool(connectionString: string, logger: Logger, name: string, max: number): pg.Pool {
-  const pool = new pg.Pool({ connectionString, max, application_name: `abonement:${name}` });
+/**
+ * Settings SQL reads from the session, given to every connection of the
+ * process's pools (createPool): app_hidden.check_webhook_url reads
+ * abonement.webhooks_allow_private.
+ */
+export function sessionSettings(config: Pick<Config, 'WEBHOOKS_ALLOW_PRIVATE'>): Record<string, string> {
+  return { 'abonement.webhooks_allow_private': config.WEBHOOKS_ALLOW_PRIVATE ? 'on' : 'off' };
+}
+
+export function createPool(connectionString: string, logger: Logger, name: string, max: number, settings: Record<string, string> = {}): pg.Pool {
+  const options = Object.entries(settings)
+    .map(([key, value]) => `-c ${key}=${value}`)
+    .join(' ');
+  const pool = new pg.Pool({ connectionString, max, application_name: `abonement:${name}`, ...(options ? { options } : {}) });
   // An idle client losing its connection (database restart) must not crash the process.
   pool.on('error', (error) => logger.warn({ err: error, pool: name }, 'idle database connection lost'));
   pool.on('connect', (client) => {

@@ -21,7 +21,7 @@ import { ensureFirstAdmin, mountConsole, type MountedConsole } from '../admin/in
 import { seedDemo, type DemoTenant } from '../db/demo.ts';
 import { migrateDatabase } from '../db/migrate.ts';
 import { publicUrl, type Config } from '../lib/config.ts';
-import { createPool, resolveDatabase, type ResolvedDatabase } from '../lib/database.ts';
+import { createPool, resolveDatabase, sessionSettings, type ResolvedDatabase } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import { outboxSettings } from '../jobs/context.ts';
 import { startWorker } from '../jobs/worker.ts';
@@ -74,7 +74,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
 
     const pools: pg.Pool[] = [];
     const pool = (url: string, name: string) => {
-      const p = createPool(url, logger, name, config.DB_POOL_SIZE);
+      const p = createPool(url, logger, name, config.DB_POOL_SIZE, sessionSettings(config));
       pools.push(p);
       return p;
     };

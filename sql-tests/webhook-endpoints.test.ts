@@ -25,8 +25,15 @@ after(async () => {
   await db?.drop();
 });
 
-async function create(tenant: string, url: string, events: string[] | null = null, idempotencyKey: string | null = key()): Promise<Row> {
-  const { rows } = await db.asTenant(tenant, (c) => c.query('select * from app_public.create_webhook_endpoint($1, $2, $3, $4)', [url, events, 'test endpoint', idempotencyKey]));
+/**
+ * Test databases allow loopback and private hosts (abonement.webhooks_allow_private, set by
+ * test/support/database.ts as the server does from WEBHOOKS_ALLOW_PRIVATE); `allowPrivate: false` is production's default.
+ */
+async function create(tenant: string, url: string, events: string[] | null = null, idempotencyKey: string | null = key(), { allowPrivate = true } = {}): Promise<Row> {
+  const { rows } = await db.asTenant(tenant, async (c) => {
+    if (!allowPrivate) await c.query(`set local abonement.webhooks_allow_private = 'off'`);
+    return c.query('select * from app_public.create_webhook_endpoint($1, $2, $3, $4)', [url, events, 'test endpoint', idempotencyKey]);
+  });
   return rows[0];
 }
 
@@ -79,6 +86,82 @@ describe('create_webhook_endpoint', () => {
       const error = await errorOf(create(live, url));
       assert.deepEqual([error.code, error.detail], ['AB400', 'INVALID_WEBHOOK_URL'], url);
     }
+  });
+
+  test('no loopback, private, link-local or metadata host in any spelling, unless WEBHOOKS_ALLOW_PRIVATE allows loopback and private ones', async () => {
+    const loopbackOrPrivate = [
+      'https://localhost/hook',
+      'https://api.localhost/hook',
+      'https://localhost:5432/',
+      'https://127.0.0.1/hook',
+      'https://127.0.0.1./hook',
+      'https://127.1/hook',
+      'https://2130706433/hook',
+      'https://0x7f000001/hook',
+      'https://0x7F.0.0.1/hook',
+      'https://0177.0.0.1/hook',
+      'https://0.0.0.0/hook',
+      'https://0x/hook',
+      'https://[::1]/hook',
+      'https://[::]/hook',
+      'https://[::ffff:127.0.0.1]/hook',
+      'https://[::ffff:7f00:1]/hook',
+      'https://[0:0:0:0:0:ffff:7f00:0001]/hook',
+      'https://10.0.0.1/hook',
+      'https://172.16.5.4/hook',
+      'https://192.168.1.1/hook',
+      'https://167772161/hook',
+      'https://100.64.0.1/hook',
+      'https://[fc00::1]/hook',
+      'https://[::ffff:10.0.0.1]/hook',
+      'https://db.internal/hook',
+      'https://printer.local/hook',
+      'https://intranet/hook',
+    ];
+    const never = [
+      'https://169.254.169.254/latest/meta-data/',
+      'https://2852039166/latest/meta-data/',
+      'https://0xa9fea9fe/latest/meta-data/',
+      'https://0251.0376.0251.0376/latest/meta-data/',
+      'https://[::ffff:169.254.169.254]/latest/meta-data/',
+      'https://[::ffff:a9fe:a9fe]/latest/meta-data/',
+      'https://[fe80::1]/hook',
+      'https://[fd00:ec2::254]/latest/meta-data/',
+      'https://metadata.google.internal/computeMetadata/v1/',
+      'https://METADATA.GOOGLE.INTERNAL./computeMetadata/v1/',
+      'https://metadata/computeMetadata/v1/',
+      'https://224.0.0.1/hook',
+      'https://255.255.255.255/hook',
+    ];
+    const invalid = ['https://256.0.0.1/hook', 'https://1.2.3.4.5/hook', 'https://09.0.0.1/hook', 'https://[::ffff:zz]/hook', 'https://4294967296/hook'];
+    // Accepted URLs each get a tenant of their own: a tenant has at most 16 endpoints.
+    for (const tenant of [await createTenant(db), await createTenant(db, { testMode: true })]) {
+      for (const url of [...loopbackOrPrivate, ...never, ...invalid]) {
+        const error = await errorOf(create(tenant, url, null, key(), { allowPrivate: false }));
+        assert.deepEqual([error.code, error.detail], ['AB400', 'INVALID_WEBHOOK_URL'], url);
+      }
+      for (const url of ['https://example.com/hook', 'https://93.184.215.14/hook', 'https://[2606:4700::1111]/hook', 'https://1.1.1.1/hook', 'https://127-0-0-1.example.com/']) {
+        assert.equal((await create(tenant, url, null, key(), { allowPrivate: false })).url, url);
+      }
+    }
+    for (const url of loopbackOrPrivate) assert.equal((await create(await createTenant(db), url)).url, url);
+    for (const url of [...never, ...invalid]) {
+      const error = await errorOf(create(live, url));
+      assert.deepEqual([error.code, error.detail], ['AB400', 'INVALID_WEBHOOK_URL'], url);
+    }
+    const message = (await errorOf(create(live, 'https://127.0.0.1/hook', null, key(), { allowPrivate: false }))).message;
+    assert.match(message ?? '', /loopback/);
+  });
+
+  test('an update to a loopback URL is refused the same way', async () => {
+    const endpoint = await create(live, 'https://example.com/moves', null, key(), { allowPrivate: false });
+    const error = await errorOf(
+      db.asTenant(live, async (c) => {
+        await c.query(`set local abonement.webhooks_allow_private = 'off'`);
+        return c.query('select * from app_public.update_webhook_endpoint($1, $2, null, null, null, null)', [endpoint.id, 'https://[::ffff:127.0.0.1]/hook']);
+      }),
+    );
+    assert.deepEqual([error.code, error.detail], ['AB400', 'INVALID_WEBHOOK_URL']);
   });
 
   test('event types: *, family.* or exact types', async () => {

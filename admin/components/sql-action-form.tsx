@@ -3,8 +3,10 @@
  * (admin/sql-actions.ts): what will happen, the record it acts on, its
  * fields, and one submit button. The form makes one idempotency key when it
  * opens and sends it with every submission, so a double click or a retry
- * after a lost answer has one effect. SQL's refusal ("CODE: message") is
- * shown on the form and as a notice.
+ * after a lost answer has one effect (the key is not a secret: the session's
+ * CSRF token, which ApiClient's axios copies from the XSRF-TOKEN cookie into
+ * X-XSRF-TOKEN, is what admin/auth.ts checks). SQL's refusal ("CODE: message")
+ * is shown on the form and as a notice.
  */
 import React, { useState } from 'react';
 import { Box, Button, FormGroup, Input, Label, MessageBox, Text } from '@adminjs/design-system';

@@ -5,7 +5,9 @@
  *      endpoint URL, its active signing secrets and the exact body (nothing
  *      to do for a succeeded, given-up or deleted delivery: a replayed job is
  *      a no-op);
- *   2. POST the body, signed with every active secret (Abonement-Signature),
+ *   2. check that the URL's host is not (or no longer resolves to) a loopback,
+ *      private, link-local or metadata address (lib/webhook-address.ts), then
+ *      POST the body, signed with every active secret (Abonement-Signature),
  *      with the event id in Abonement-Event-Id, a timeout, no redirects
  *      followed, and at most the first 200 characters of a failed answer kept;
  *   3. app_private.record_webhook_attempt decides: succeeded (2xx), a retry
@@ -15,6 +17,7 @@
  * logged; the URL is logged by host only (its path or query may carry a
  * tenant's token).
  */
+import { webhookHostRefusal } from '../../lib/webhook-address.ts';
 import { signWebhook } from '../../lib/webhook-signature.ts';
 import { assertIdPayload, type BillingTask } from '../context.ts';
 
@@ -86,26 +89,30 @@ const task: BillingTask = async (payload, helpers, context) => {
   let httpStatus: number | null = null;
   let error: string | null = null;
   try {
-    const response = await fetch(attempt.url, {
-      method: 'POST',
-      redirect: 'manual',
-      signal: AbortSignal.timeout(timeoutMs),
-      headers: {
-        'content-type': 'application/json; charset=utf-8',
-        'user-agent': 'abonement-webhooks/1.0',
-        'abonement-signature': signWebhook(body, attempt.secrets),
-        'abonement-event-id': attempt.event_id!,
-        'abonement-delivery-attempt': String(attempt.attempt),
-      },
-      body,
-    });
-    httpStatus = response.status;
-    if (response.ok) {
-      await response.body?.cancel().catch(() => undefined);
-    } else {
-      const text = await snippet(response);
-      const location = response.status >= 300 && response.status < 400 ? response.headers.get('location') : null;
-      error = `HTTP ${response.status}${location ? ' (redirects are not followed)' : ''}${text ? `: ${text}` : ''}`;
+    // Checked now as well as at registration: a name can point elsewhere by now (docs/webhooks.md, "Security notes").
+    error = await webhookHostRefusal(attempt.url, context.outbox.webhooksAllowPrivate);
+    if (!error) {
+      const response = await fetch(attempt.url, {
+        method: 'POST',
+        redirect: 'manual',
+        signal: AbortSignal.timeout(timeoutMs),
+        headers: {
+          'content-type': 'application/json; charset=utf-8',
+          'user-agent': 'abonement-webhooks/1.0',
+          'abonement-signature': signWebhook(body, attempt.secrets),
+          'abonement-event-id': attempt.event_id!,
+          'abonement-delivery-attempt': String(attempt.attempt),
+        },
+        body,
+      });
+      httpStatus = response.status;
+      if (response.ok) {
+        await response.body?.cancel().catch(() => undefined);
+      } else {
+        const text = await snippet(response);
+        const location = response.status >= 300 && response.status < 400 ? response.headers.get('location') : null;
+        error = `HTTP ${response.status}${location ? ' (redirects are not followed)' : ''}${text ? `: ${text}` : ''}`;
+      }
     }
   } catch (failure) {
     error = describeFailure(failure, timeoutMs);

@@ -13,7 +13,7 @@ import { Writable } from 'node:stream';
 import express from 'express';
 import { pino } from 'pino';
 import { ensureFirstAdmin, mountConsole, type MountedConsole } from '../../admin/index.ts';
-import type { LoginLimits } from '../../admin/auth.ts';
+import { CSRF_COOKIE, type LoginLimits } from '../../admin/auth.ts';
 import { parseConfig, type Config } from '../../lib/config.ts';
 import { redactedPaths, type Logger } from '../../lib/logger.ts';
 import { hashPassword } from '../../lib/passwords.ts';
@@ -119,9 +119,18 @@ export class ConsoleClient {
     return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
   }
 
-  async request(method: string, path: string, body?: Record<string, string>): Promise<ClientResponse> {
+  /**
+   * Like the console's own pages: a state-changing request echoes the
+   * XSRF-TOKEN cookie in X-XSRF-TOKEN, as AdminJS's API client (axios) does
+   * on same-origin requests. `csrf: false` leaves it out; `headers` adds or
+   * overrides (Origin, Sec-Fetch-Site …).
+   */
+  async request(method: string, path: string, body?: Record<string, string>, options: { headers?: Record<string, string>; csrf?: boolean } = {}): Promise<ClientResponse> {
     const headers: Record<string, string> = {};
     if (this.cookies.size > 0) headers.cookie = this.cookieHeader();
+    const token = this.cookies.get(CSRF_COOKIE);
+    if (token && method !== 'GET' && options.csrf !== false) headers['x-xsrf-token'] = decodeURIComponent(token);
+    Object.assign(headers, options.headers);
     let payload: string | undefined;
     if (body) {
       headers['content-type'] = 'application/x-www-form-urlencoded';
@@ -144,11 +153,11 @@ export class ConsoleClient {
     return this.request('GET', path);
   }
 
-  post(path: string, body: Record<string, string>): Promise<ClientResponse> {
-    return this.request('POST', path, body);
+  post(path: string, body: Record<string, string>, options?: { headers?: Record<string, string>; csrf?: boolean }): Promise<ClientResponse> {
+    return this.request('POST', path, body, options);
   }
 
-  login(email: string, password: string, path = '/admin/login'): Promise<ClientResponse> {
-    return this.post(path, { email, password });
+  login(email: string, password: string, path = '/admin/login', headers?: Record<string, string>): Promise<ClientResponse> {
+    return this.post(path, { email, password }, { headers });
   }
 }

@@ -98,7 +98,8 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   const superuserUrl = urlFor(superuserRoot, decodeURIComponent(su.username), decodeURIComponent(su.password), name);
   const urls = deriveUrls(superuserUrl, roles, secret);
   const pool = (url: string) => {
-    const p = new pg.Pool({ connectionString: url, max: 6 });
+    // Tests deliver webhooks to loopback receivers (WEBHOOKS_ALLOW_PRIVATE=true for the server: test/support/server.ts).
+    const p = new pg.Pool({ connectionString: url, max: 6, options: '-c abonement.webhooks_allow_private=on' });
     p.on('error', () => undefined);
     return p;
   };

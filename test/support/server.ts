@@ -23,6 +23,8 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}) {
     SESSION_SECRET: 'test-session-secret-test-session-secret',
     // Tests set up the tenants they need; test/api/cli.test.ts covers the demo seed.
     SEED_DEMO: 'false',
+    // Webhook receivers in tests listen on 127.0.0.1; test/outbox/private-addresses.test.ts turns this off.
+    WEBHOOKS_ALLOW_PRIVATE: 'true',
     ...env,
   });
 }

@@ -253,3 +253,138 @@ comment on table app_public.subscriptions is
   E'@name billing_subscriptions\nA customer''s subscription to a price. Status moves only along app_private.state_transitions (docs/data-model.md, "State machines"). For customers: trialing/active read as valid, incomplete/past_due as awaiting payment, canceled/incomplete_expired as ended.';
 comment on function app_private.email_template_for(text) is
   E'The customer e-mail an outbox event sends (docs/data-model.md, "Money rules": notifications), or null for events that send none.';
+
+/*
+ * Webhook endpoints never point at the installation's own network: a tenant
+ * must not make the worker call loopback, private, link-local or cloud
+ * metadata addresses (docs/webhooks.md, "Security notes"). The host is read the way
+ * a WHATWG URL parser (fetch) reads it, so 2130706433, 0x7f.1, 0177.0.0.1 and
+ * [::ffff:127.0.0.1] are all 127.0.0.1. Loopback and private hosts are
+ * allowed only when the session says so (abonement.webhooks_allow_private,
+ * set per connection from WEBHOOKS_ALLOW_PRIVATE; lib/database.ts); names
+ * are checked again after DNS resolution when delivering
+ * (jobs/tasks/webhooks__deliver.ts), since a name can change what it points at.
+ */
+create or replace function app_hidden.webhook_host_kind(host text) returns text
+  language plpgsql immutable parallel safe
+as $$
+declare
+  h text := lower(host);
+  labels text[];
+  part text;
+  parts numeric[] := '{}';
+  value numeric;
+  digit int;
+  n int;
+  v4 numeric := 0;
+  addr inet;
+begin
+  if h ~ '^\[.*\]$' then
+    begin
+      addr := substr(h, 2, length(h) - 2)::inet;
+    exception when others then
+      return 'invalid';
+    end;
+    if family(addr) <> 6 or masklen(addr) <> 128 then return 'invalid'; end if;
+    -- IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) addresses carry an IPv4 address.
+    if addr <<= '::ffff:0:0/96' then
+      addr := '0.0.0.0'::inet + (addr - '::ffff:0:0'::inet);
+    elsif addr <<= '64:ff9b::/96' then
+      addr := '0.0.0.0'::inet + (addr - '64:ff9b::'::inet);
+    elsif addr <<= '::/96' and addr not in ('::', '::1') then
+      addr := '0.0.0.0'::inet + (addr - '::'::inet);
+    end if;
+  else
+    if h = '' or h ~ '\.\.' or h ~ '^\.' then return 'invalid'; end if;
+    h := regexp_replace(h, '\.$', '');
+    labels := string_to_array(h, '.');
+    -- "Ends in a number": the host is an IPv4 address in one of its spellings, or invalid.
+    if labels[cardinality(labels)] ~ '^(0x[0-9a-f]*|[0-9]+)$' then
+      n := cardinality(labels);
+      if n > 4 then return 'invalid'; end if;
+      foreach part in array labels loop
+        if length(part) > 40 then return 'invalid'; end if;
+        value := 0;
+        if part ~ '^0x[0-9a-f]*$' then
+          foreach digit in array array(select strpos('0123456789abcdef', c) - 1 from regexp_split_to_table(substr(part, 3), '') c where c <> '') loop
+            value := value * 16 + digit;
+          end loop;
+        elsif part ~ '^0[0-7]+$' then
+          foreach digit in array array(select c::int from regexp_split_to_table(substr(part, 2), '') c) loop
+            value := value * 8 + digit;
+          end loop;
+        elsif part ~ '^(0|[1-9][0-9]*)$' then
+          value := part::numeric;
+        else
+          return 'invalid';
+        end if;
+        parts := parts || value;
+      end loop;
+      for i in 1 .. n - 1 loop
+        if parts[i] > 255 then return 'invalid'; end if;
+        v4 := v4 + parts[i] * (256::numeric ^ (4 - i));
+      end loop;
+      if parts[n] >= 256::numeric ^ (5 - n) then return 'invalid'; end if;
+      addr := '0.0.0.0'::inet + (v4 + parts[n])::bigint;
+    else
+      if h in ('metadata', 'metadata.google.internal', 'metadata.goog') then return 'metadata'; end if;
+      if h = 'localhost' or h like '%.localhost' then return 'loopback'; end if;
+      -- Names only an internal resolver answers: one label (search domains), .internal, .local (mDNS), .home.arpa.
+      if h !~ '\.' or h ~ '\.(internal|local|lan|intranet|home\.arpa)$' then return 'private'; end if;
+      return 'public';
+    end if;
+  end if;
+  return case
+    when addr <<= '127.0.0.0/8' or addr <<= '0.0.0.0/8' or addr in ('::1', '::') then 'loopback'
+    when addr = '169.254.169.254' or addr = 'fd00:ec2::254' then 'metadata'
+    when addr <<= '169.254.0.0/16' or addr <<= 'fe80::/10' then 'link_local'
+    when addr <<= '10.0.0.0/8' or addr <<= '172.16.0.0/12' or addr <<= '192.168.0.0/16' or addr <<= '100.64.0.0/10' or addr <<= 'fc00::/7' then 'private'
+    when addr <<= '192.0.0.0/24' or addr <<= '192.0.2.0/24' or addr <<= '198.18.0.0/15' or addr <<= '198.51.100.0/24' or addr <<= '203.0.113.0/24'
+      or addr <<= '224.0.0.0/3' or addr <<= 'ff00::/8' or addr <<= '2001:db8::/32' or addr <<= '2001::/32' or addr <<= '2002::/16' or addr <<= '100::/64'
+      or addr <<= '::/96' or addr <<= '64:ff9b::/96' or addr <<= '::ffff:0:0/96' then 'reserved'
+    else 'public'
+  end;
+end;
+$$;
+comment on function app_hidden.webhook_host_kind(text) is
+  E'What a URL host (name, IPv4 in any WHATWG spelling, or [IPv6]) is: public, loopback, private, link_local, metadata, reserved or invalid. Names are judged by their form only; their addresses are checked at delivery.';
+grant execute on function app_hidden.webhook_host_kind(text) to :ROLE_TENANT, :ROLE_WORKER, :ROLE_OPERATOR;
+
+create or replace function app_hidden.check_webhook_url(url text, test_mode boolean) returns text
+  language plpgsql stable
+as $$
+declare
+  parts text[];
+  host text;
+  kind text;
+  allow_private boolean := coalesce(current_setting('abonement.webhooks_allow_private', true), '') in ('on', 'true');
+begin
+  if url is null or length(url) > 2048 or url ~ '[[:space:][:cntrl:]]' then
+    perform app_hidden.raise_error('INVALID_WEBHOOK_URL', 'url must be an absolute http(s) URL of at most 2048 characters without spaces', 'AB400');
+  end if;
+  parts := regexp_match(url, '^(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?([/?][^#]*)?$');
+  if parts is null then
+    perform app_hidden.raise_error('INVALID_WEBHOOK_URL',
+      'url must look like https://host[:port][/path] (no user name or password, no #fragment)', 'AB400');
+  end if;
+  host := lower(parts[2]);
+  if parts[3] is not null and substr(parts[3], 2)::int not between 1 and 65535 then
+    perform app_hidden.raise_error('INVALID_WEBHOOK_URL', 'the port must be between 1 and 65535', 'AB400');
+  end if;
+  kind := app_hidden.webhook_host_kind(host);
+  if kind = 'invalid' then
+    perform app_hidden.raise_error('INVALID_WEBHOOK_URL', 'the host is neither a valid name nor a valid IP address', 'AB400');
+  end if;
+  if kind in ('metadata', 'link_local', 'reserved') or (kind in ('loopback', 'private') and not allow_private) then
+    perform app_hidden.raise_error('INVALID_WEBHOOK_URL',
+      format('webhooks are not sent to %s addresses (%s); loopback, private, link-local and metadata hosts are refused', replace(kind, '_', '-'), host), 'AB400');
+  end if;
+  if parts[1] = 'http' and not test_mode and kind <> 'loopback' then
+    perform app_hidden.raise_error('INVALID_WEBHOOK_URL',
+      'live endpoints must use https (http is accepted for loopback hosts and test-mode tenants)', 'AB400');
+  end if;
+  return url;
+end;
+$$;
+comment on function app_hidden.check_webhook_url(text, boolean) is
+  E'Returns url if it may receive webhooks (https, or http for loopback hosts and test mode; no loopback or private host unless abonement.webhooks_allow_private is on; never link-local, metadata or reserved ones), else raises INVALID_WEBHOOK_URL.';
