@@ -5887,11 +5887,11 @@ create function app_public.customer_entitlements_claim(customer_id uuid DEFAULT 
   language sql stable
   set search_path to pg_catalog, public, pg_temp
 as $$
-  select coalesce(jsonb_agg(jsonb_build_array(e.plan_code, extract(epoch from e.period_end)::bigint)
+  select coalesce(jsonb_agg(jsonb_build_array(e.plan_code, floor(extract(epoch from e.period_end))::bigint)
                             order by e.period_end desc, e.subscription_id), '[]'::jsonb)
   from app_public.customer_entitlements(customer_id) e;
 $$;
-comment on function app_public.customer_entitlements_claim(customer_id uuid) is 'customer_entitlements as the compact JSON an access token carries: [["pro", 1767225600], …] (plan code, period end in Unix seconds).';
+comment on function app_public.customer_entitlements_claim(customer_id uuid) is 'customer_entitlements as the compact JSON an access token carries: [["pro", 1767225600], …] (plan code, period end in Unix seconds, truncated so access never outlasts the period). The one definition of the claim: GraphQL and REST both read it.';
 grant execute on function app_public.customer_entitlements_claim(customer_id uuid) to :ROLE_CUSTOMER, :ROLE_TENANT;
 
 create function app_public.delete_webhook_endpoint(endpoint_id uuid, idempotency_key text DEFAULT NULL::text)

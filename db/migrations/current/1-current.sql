@@ -390,3 +390,22 @@ end;
 $$;
 comment on function app_public.refund_subscription(uuid, text, bigint, text, text) is
   E'Refunds the current period by the refund rule (see refund_quote) and ends the subscription, once: ALREADY_REFUNDED while an earlier refund of it is pending or succeeded. amount_minor overrides the rule (finance/admin operators only, never above the remainder). destination: original_payment (card, via the worker) or balance.';
+
+/*
+ * The entitlement claim truncates (docs/api.md, "Entitlements"): a period
+ * end in Unix seconds is the last whole second of the paid period, never the
+ * next one. `extract(epoch …)::bigint` rounded …39.61 up to …40, so a token
+ * built from GraphQL granted access past the period while REST (which
+ * floored in TypeScript) did not; REST now reads this function too, so the
+ * claim has one definition.
+ */
+create or replace function app_public.customer_entitlements_claim(customer_id uuid default null) returns jsonb
+  language sql stable
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select coalesce(jsonb_agg(jsonb_build_array(e.plan_code, floor(extract(epoch from e.period_end))::bigint)
+                            order by e.period_end desc, e.subscription_id), '[]'::jsonb)
+  from app_public.customer_entitlements(customer_id) e;
+$$;
+comment on function app_public.customer_entitlements_claim(uuid) is
+  E'customer_entitlements as the compact JSON an access token carries: [["pro", 1767225600], …] (plan code, period end in Unix seconds, truncated so access never outlasts the period). The one definition of the claim: GraphQL and REST both read it.';
