@@ -1471,16 +1471,17 @@ create table app_private.api_keys (
   replaced_by uuid,
   constraint api_keys_pkey PRIMARY KEY (id),
   constraint api_keys_public_id_key UNIQUE (public_id),
+  constraint api_keys_tenant_id_id_key UNIQUE (tenant_id, id),
   constraint api_keys_mode_check CHECK (mode = ANY (ARRAY['live'::text, 'test'::text])),
   constraint api_keys_name_check CHECK (length(name) <= 200),
   constraint api_keys_public_id_check CHECK (public_id ~ '^[A-Za-z0-9]{12}$'::text),
   constraint api_keys_secret_hash_check CHECK (length(secret_hash) = 32),
-  constraint api_keys_replaced_by_fkey FOREIGN KEY (replaced_by) REFERENCES app_private.api_keys(id) ON DELETE SET NULL,
-  constraint api_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE
+  constraint api_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE,
+  constraint api_keys_tenant_replaced_by_fkey FOREIGN KEY (tenant_id, replaced_by) REFERENCES app_private.api_keys(tenant_id, id) ON DELETE SET NULL (replaced_by)
 );
 comment on table app_private.api_keys is 'Tenant API keys. Only SHA-256 of the token is stored (secret_hash, readable by the owner alone); public_id finds the key.';
-CREATE INDEX api_keys_replaced_by_idx ON app_private.api_keys USING btree (replaced_by) WHERE (replaced_by IS NOT NULL);
 CREATE INDEX api_keys_tenant_idx ON app_private.api_keys USING btree (tenant_id, created_at DESC);
+CREATE INDEX api_keys_tenant_replaced_by_idx ON app_private.api_keys USING btree (tenant_id, replaced_by) WHERE (replaced_by IS NOT NULL);
 alter table app_private.api_keys enable row level security;
 alter table app_private.api_keys force row level security;
 create policy all_owner on app_private.api_keys for all to :DATABASE_OWNER

@@ -409,3 +409,18 @@ as $$
 $$;
 comment on function app_public.customer_entitlements_claim(uuid) is
   E'customer_entitlements as the compact JSON an access token carries: [["pro", 1767225600], …] (plan code, period end in Unix seconds, truncated so access never outlasts the period). The one definition of the claim: GraphQL and REST both read it.';
+
+/*
+ * api_keys.replaced_by carries tenant_id like every other tenant reference
+ * (docs/data-model.md, invariant 4): a key can only be replaced by a key of
+ * its own tenant, even when the owner writes. On delete of the replacement
+ * only replaced_by is cleared (tenant_id stays). The index follows the key.
+ */
+alter table app_private.api_keys drop constraint if exists api_keys_replaced_by_fkey;
+alter table app_private.api_keys drop constraint if exists api_keys_tenant_replaced_by_fkey;
+alter table app_private.api_keys drop constraint if exists api_keys_tenant_id_id_key;
+alter table app_private.api_keys add constraint api_keys_tenant_id_id_key unique (tenant_id, id);
+alter table app_private.api_keys add constraint api_keys_tenant_replaced_by_fkey
+  foreign key (tenant_id, replaced_by) references app_private.api_keys (tenant_id, id) on delete set null (replaced_by);
+drop index if exists app_private.api_keys_replaced_by_idx;
+create index if not exists api_keys_tenant_replaced_by_idx on app_private.api_keys (tenant_id, replaced_by) where replaced_by is not null;
