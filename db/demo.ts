@@ -11,7 +11,7 @@
  *
  * Its cards are the sandbox's well-known saved test cards (seeded with the
  * sandbox ledger in SQL, 050-sandbox-gateway; sandboxTestTokens in
- * sandbox/cards.ts; docs/operations.md, SEED_DEMO), so the worker charges
+ * sandbox/cards.ts; docs/operations.md, "Demo cards"), so the worker charges
  * them like any tenant's and the states stay true: the past-due customer's
  * card keeps failing softly (dunning goes on), the incomplete one needs 3-D
  * Secure (it waits for the customer), everyone else's card pays.
