@@ -128,6 +128,21 @@ function validate(fields: readonly FormField[], payload: Record<string, unknown>
   return { input };
 }
 
+/**
+ * The legal status moves of one state machine, read from
+ * app_private.state_transitions (docs/data-model.md, "State machines"), so an
+ * action that moves a status is offered only where SQL would allow the move.
+ * Read once when the console starts: the table changes only with a migration.
+ */
+export async function legalMoves(pool: pg.Pool, machine: string): Promise<(from: unknown, to: string) => boolean> {
+  const { rows } = await pool.query<{ from_status: string; to_status: string }>(
+    'select from_status, to_status from app_private.state_transitions where machine = $1 and from_status is not null',
+    [machine],
+  );
+  const moves = new Set(rows.map((r) => `${r.from_status}>${r.to_status}`));
+  return (from, to) => moves.has(`${String(from)}>${to}`);
+}
+
 export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlActionSpec): Partial<Action<ActionResponse>> {
   const allowed = allowRoles(spec.roles);
   const form: SqlActionForm = {

@@ -9,6 +9,13 @@
  * last five weeks and put back before commit, so no other transaction ever
  * sees it and the demo tenant runs on real time afterwards.
  *
+ * Its cards are the sandbox's well-known saved test cards (seeded with the
+ * sandbox ledger in SQL, 050-sandbox-gateway; sandboxTestTokens in
+ * sandbox/cards.ts; docs/operations.md, "Demo cards"), so the worker charges
+ * them like any tenant's and the states stay true: the past-due customer's
+ * card keeps failing softly (dunning goes on), the incomplete one needs 3-D
+ * Secure (it waits for the customer), everyone else's card pays.
+ *
  * `npm start` seeds it on a database without tenants (unless
  * SEED_DEMO=false); `npm run abonement -- seed-demo` seeds it on demand.
  */
@@ -26,6 +33,14 @@ export interface DemoTenant {
 }
 
 const DAY = 86_400_000;
+
+/** Well-known sandbox tokens (db/ may not import sandbox/: the test checks them against sandboxTestTokens). */
+const CARDS = {
+  pays: 'pm_sbx_visa',
+  failsSoftly: 'pm_sbx_insufficientFunds',
+  needsAuthentication: 'pm_sbx_authenticationRequired',
+} as const;
+type DemoCard = (typeof CARDS)[keyof typeof CARDS];
 
 export async function seedDemo(client: pg.ClientBase, logger: Logger, options: { onlyIfEmpty: boolean }): Promise<DemoTenant | null> {
   await client.query('begin');
@@ -93,17 +108,21 @@ async function build(client: pg.ClientBase): Promise<DemoTenant> {
   };
   for (const id of [basic, premium, family]) await q(`select app_public.set_plan_status($1, 'active')`, [id]);
 
-  const customer = async (slug: string, person: string, country: string, locale: string) => {
+  const customer = async (slug: string, person: string, country: string, locale: string, token: DemoCard = CARDS.pays) => {
     const [c] = await q<{ id: string }>(
       `select id from app_public.create_customer(external_id => $1, email => $2, idempotency_key => $3, name => $4, country => $5, locale => $6,
          metadata => '{"source": "demo"}')`,
       [`demo-${slug}`, `${slug}@demo.example`, key(), person, country, locale],
     );
+    // Brand, last4 and expiry as the sandbox ledger has them; no row there means the seeds drifted apart.
     const [pm] = await q<{ id: string }>(
       `insert into app_public.payment_methods (tenant_id, customer_id, provider, provider_token, brand, last4, exp_month, exp_year, is_default)
-       values ($1, $2, 'sandbox', $3, 'visa', '4242', 12, 2030, true) returning id`,
-      [tenantId, c!.id, `pm_demo_${randomBytes(8).toString('hex')}`],
+       select $1, $2, 'sandbox', g.token, g.brand, g.last4, g.exp_month, g.exp_year, true
+       from sandbox_gateway.payment_methods g where g.token = $3
+       returning id`,
+      [tenantId, c!.id, token],
     );
+    if (!pm) throw new Error(`the sandbox ledger has no test card ${token}`);
     return { id: c!.id, card: pm!.id };
   };
   const subscribe = async (c: { id: string; card: string }, priceId: string) => {
@@ -139,8 +158,8 @@ async function build(client: pg.ClientBase): Promise<DemoTenant> {
   const chloe = await customer('chloe', 'Chloé Martin', 'FR', 'fr');
   const dmitri = await customer('dmitri', 'Dmitri Ivanov', 'US', 'en');
   const emma = await customer('emma', 'Emma Schmidt', 'AT', 'de');
-  const farid = await customer('farid', 'Farid Haddad', 'US', 'en');
-  const grace = await customer('grace', 'Grace Hopper', 'US', 'en');
+  const farid = await customer('farid', 'Farid Haddad', 'US', 'en', CARDS.failsSoftly);
+  const grace = await customer('grace', 'Grace Hopper', 'US', 'en', CARDS.needsAuthentication);
 
   // Five weeks ago: three sign-ups; Emma never pays.
   const active = await subscribe(ada, prices.basicUsd);

@@ -367,11 +367,19 @@ begin
     q.rule := 'no_payment';
     return q;
   end if;
+  q.payment_id := pay.id;
+  q.refundable_minor := app_hidden.payment_refundable_minor(pay);
+  if exists (
+    select 1 from app_public.refunds r
+    where r.tenant_id = s.tenant_id and r.subscription_id = s.id and r.payment_id = pay.id and r.status in ('pending', 'succeeded')
+  ) then
+    q.amount_minor := 0;
+    q.rule := 'already_refunded';
+    return q;
+  end if;
   select * into tenant from app_public.tenants t where t.id = s.tenant_id;
   select pl.* into plan from app_public.plans pl join app_public.prices pr on pr.tenant_id = pl.tenant_id and pr.plan_id = pl.id
   where pr.tenant_id = inv.tenant_id and pr.id = inv.price_id;
-  q.payment_id := pay.id;
-  q.refundable_minor := app_hidden.payment_refundable_minor(pay);
   full_until := app_hidden.add_calendar(inv.period_start, 'day', plan.full_refund_days, tenant.time_zone);
   if at < full_until then
     q.rule := 'full_window';
@@ -389,7 +397,7 @@ begin
   return q;
 end;
 $$;
-comment on function app_hidden.compute_refund_quote(s app_public.subscriptions, at timestamp with time zone) is 'The refund rule for the current period at `at`: full within the plan''s full_refund_days, then prorated by unused time (or nothing under refund_policy full_window_only), capped at payment_refundable_minor. rule no_payment when the period has no succeeded payment.';
+comment on function app_hidden.compute_refund_quote(s app_public.subscriptions, at timestamp with time zone) is 'The refund rule for the current period at `at`: full within the plan''s full_refund_days, then prorated by unused time (or nothing under refund_policy full_window_only), capped at payment_refundable_minor. rule no_payment when the period has no succeeded payment; already_refunded (0) once refund_subscription has a pending or succeeded refund of it.';
 
 create function app_hidden.create_period_invoice(s app_public.subscriptions, price app_public.prices, period_start timestamp with time zone, period_end timestamp with time zone, reason text)
   returns app_public.invoices
@@ -1558,16 +1566,17 @@ create table app_private.api_keys (
   replaced_by uuid,
   constraint api_keys_pkey PRIMARY KEY (id),
   constraint api_keys_public_id_key UNIQUE (public_id),
+  constraint api_keys_tenant_id_id_key UNIQUE (tenant_id, id),
   constraint api_keys_mode_check CHECK (mode = ANY (ARRAY['live'::text, 'test'::text])),
   constraint api_keys_name_check CHECK (length(name) <= 200),
   constraint api_keys_public_id_check CHECK (public_id ~ '^[A-Za-z0-9]{12}$'::text),
   constraint api_keys_secret_hash_check CHECK (length(secret_hash) = 32),
-  constraint api_keys_replaced_by_fkey FOREIGN KEY (replaced_by) REFERENCES app_private.api_keys(id) ON DELETE SET NULL,
-  constraint api_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE
+  constraint api_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE,
+  constraint api_keys_tenant_replaced_by_fkey FOREIGN KEY (tenant_id, replaced_by) REFERENCES app_private.api_keys(tenant_id, id) ON DELETE SET NULL (replaced_by)
 );
 comment on table app_private.api_keys is 'Tenant API keys. Only SHA-256 of the token is stored (secret_hash, readable by the owner alone); public_id finds the key.';
-CREATE INDEX api_keys_replaced_by_idx ON app_private.api_keys USING btree (replaced_by) WHERE (replaced_by IS NOT NULL);
 CREATE INDEX api_keys_tenant_idx ON app_private.api_keys USING btree (tenant_id, created_at DESC);
+CREATE INDEX api_keys_tenant_replaced_by_idx ON app_private.api_keys USING btree (tenant_id, replaced_by) WHERE (replaced_by IS NOT NULL);
 alter table app_private.api_keys enable row level security;
 alter table app_private.api_keys force row level security;
 create policy all_owner on app_private.api_keys for all to :DATABASE_OWNER
@@ -5375,7 +5384,7 @@ create type app_public.refund_quote_result as (
   period_end timestamp with time zone,
   quoted_at timestamp with time zone
 );
-comment on type app_public.refund_quote_result is 'A refund quote: amount_minor by rule (full_window, prorated, window_passed, no_payment), capped at refundable_minor.';
+comment on type app_public.refund_quote_result is 'A refund quote: amount_minor by rule (full_window, prorated, window_passed, no_payment, already_refunded), capped at refundable_minor.';
 grant usage on type app_public.refund_quote_result to public;
 
 -- app_public: functions ----------------------------------------------------
@@ -5974,11 +5983,11 @@ create function app_public.customer_entitlements_claim(customer_id uuid DEFAULT 
   language sql stable
   set search_path to pg_catalog, public, pg_temp
 as $$
-  select coalesce(jsonb_agg(jsonb_build_array(e.plan_code, extract(epoch from e.period_end)::bigint)
+  select coalesce(jsonb_agg(jsonb_build_array(e.plan_code, floor(extract(epoch from e.period_end))::bigint)
                             order by e.period_end desc, e.subscription_id), '[]'::jsonb)
   from app_public.customer_entitlements(customer_id) e;
 $$;
-comment on function app_public.customer_entitlements_claim(customer_id uuid) is 'customer_entitlements as the compact JSON an access token carries: [["pro", 1767225600], …] (plan code, period end in Unix seconds).';
+comment on function app_public.customer_entitlements_claim(customer_id uuid) is 'customer_entitlements as the compact JSON an access token carries: [["pro", 1767225600], …] (plan code, period end in Unix seconds, truncated so access never outlasts the period). The one definition of the claim: GraphQL and REST both read it.';
 grant execute on function app_public.customer_entitlements_claim(customer_id uuid) to :ROLE_CUSTOMER, :ROLE_TENANT;
 
 create function app_public.delete_webhook_endpoint(endpoint_id uuid, idempotency_key text DEFAULT NULL::text)
@@ -6107,7 +6116,7 @@ begin
   return app_hidden.compute_refund_quote(s, app_hidden.now(s.tenant_id));
 end;
 $$;
-comment on function app_public.refund_quote(subscription_id uuid) is 'What refund_subscription would refund now, and by which rule (full_window, prorated, window_passed, no_payment).';
+comment on function app_public.refund_quote(subscription_id uuid) is 'What refund_subscription would refund now, and by which rule (full_window, prorated, window_passed, no_payment, already_refunded).';
 grant execute on function app_public.refund_quote(subscription_id uuid) to :ROLE_CUSTOMER, :ROLE_OPERATOR, :ROLE_TENANT;
 
 create function app_public.refund_subscription(subscription_id uuid, idempotency_key text, amount_minor bigint DEFAULT NULL::bigint, reason text DEFAULT 'requested_by_customer'::text, destination text DEFAULT 'original_payment'::text)
@@ -6139,6 +6148,10 @@ begin
   -- Lock the payment, then quote again so the remainder is current (create_refund re-checks it under the lock too).
   perform 1 from app_public.payments p where p.id = q.payment_id for update;
   q := app_hidden.compute_refund_quote(s, app_hidden.now(s.tenant_id));
+  if q.rule = 'already_refunded' then
+    perform app_hidden.raise_error('ALREADY_REFUNDED',
+      format('subscription %s has already been refunded; refund_payment refunds more of payment %s', s.id, q.payment_id), 'AB409');
+  end if;
   if refund_subscription.amount_minor is not null and refund_subscription.amount_minor > q.refundable_minor then
     perform app_hidden.raise_error('REFUND_EXCEEDS_REMAINDER',
       format('refund of %s exceeds the refundable remainder %s', refund_subscription.amount_minor, q.refundable_minor), 'AB422');
@@ -6158,7 +6171,7 @@ begin
   return result;
 end;
 $$;
-comment on function app_public.refund_subscription(subscription_id uuid, idempotency_key text, amount_minor bigint, reason text, destination text) is 'Refunds the current period by the refund rule (see refund_quote) and ends the subscription. amount_minor overrides the rule (finance/admin operators only, never above the remainder). destination: original_payment (card, via the worker) or balance.';
+comment on function app_public.refund_subscription(subscription_id uuid, idempotency_key text, amount_minor bigint, reason text, destination text) is 'Refunds the current period by the refund rule (see refund_quote) and ends the subscription, once: ALREADY_REFUNDED while an earlier refund of it is pending or succeeded. amount_minor overrides the rule (finance/admin operators only, never above the remainder). destination: original_payment (card, via the worker) or balance.';
 grant execute on function app_public.refund_subscription(subscription_id uuid, idempotency_key text, amount_minor bigint, reason text, destination text) to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create function app_public.resume_subscription(subscription_id uuid, idempotency_key text)

@@ -79,7 +79,10 @@ export function isExpired(expiry: { month: number; year: number }, now: Date): b
   return expiry.year < year || (expiry.year === year && expiry.month < month);
 }
 
-/** Saved tokens that exist in every sandbox ledger (seeded by the 050-sandbox-gateway.sql section of db/migrations/committed/000001.sql), one per behaviour. */
+/**
+ * Saved tokens that exist in every sandbox ledger (seeded by the 050-sandbox-gateway.sql section of db/migrations/committed/000001.sql), one per behaviour.
+ * The demo tenant's cards are three of them (db/demo.ts; test/payments/demo.test.ts checks it uses no other).
+ */
 export const sandboxTestTokens: Record<SandboxBehaviour, string> = {
   succeed: 'pm_sbx_visa',
   decline_generic: 'pm_sbx_chargeDeclined',

@@ -7,7 +7,7 @@
  * and internal columns are hidden by name, and test/api/schema.test.ts checks
  * that none of them (nor any app_private object) reaches the schema.
  */
-import { SafeError, lambda, type Step } from 'postgraphile/grafast';
+import { SafeError, flagError, lambda, object, type ObjectStep, type Step } from 'postgraphile/grafast';
 import type { PgClass, PgConstraint } from 'postgraphile/graphile-build-pg/pg-introspection';
 import { extendSchema, gql, pgSmartTags, type PgSmartTagRule } from 'postgraphile/utils';
 import { signCustomerSession, type CustomerSessionRow } from './sessions.ts';
@@ -233,6 +233,39 @@ export const NewestFirstPlugin: GraphileConfig.Plugin = {
         const OrderBy = build.getTypeByName(build.inflection.orderByType(build.inflection.tableType(pgFieldResource.codec)));
         const newest = OrderBy && build.graphql.isEnumType(OrderBy) ? OrderBy.getValues().find((v) => v.name === 'CREATED_AT_DESC') : undefined;
         return newest ? { ...arg, defaultValue: [newest.value] } : arg;
+      },
+    },
+  },
+};
+
+/**
+ * An update by key or node id that matched no row the caller may change (it
+ * does not exist, or row-level security hides it) fails like a delete does:
+ * PostGraphile's pgUpdateSingle answers a bare `null` there, pgDeleteSingle an
+ * error that makeMaskError turns into NOT_FOUND (docs/api.md, "Errors"). The
+ * payload gains a hidden check of the update's result that flags the same
+ * error as the delete's, so both answer alike.
+ */
+export const UpdateNotFoundPlugin: GraphileConfig.Plugin = {
+  name: 'AbonementUpdateNotFoundPlugin',
+  version: '1.0.0',
+  after: ['PgMutationUpdateDeletePlugin'],
+  schema: {
+    hooks: {
+      GraphQLObjectType_fields_field(field, _build, context) {
+        const { isPgUpdateMutation, pgFieldResource } = context.scope as { isPgUpdateMutation?: boolean; pgFieldResource?: { name: string } };
+        const plan = field.plan;
+        if (!isPgUpdateMutation || !plan) return field;
+        const message = `No values were updated in collection '${pgFieldResource?.name}' because no values you can update were found matching these criteria.`;
+        return {
+          ...field,
+          plan(...planArgs: Parameters<typeof plan>) {
+            const $payload = plan(...planArgs) as ObjectStep<{ result: Step }>;
+            const $result = $payload.getStepForKey('result');
+            const $found = lambda($result, (row: unknown) => (row == null ? flagError(new Error(message)) : row));
+            return object({ result: $result, found: $found });
+          },
+        } as typeof field;
       },
     },
   },

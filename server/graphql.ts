@@ -26,6 +26,7 @@ import {
   StrictBigIntPlugin,
   SubscriptionNamesPlugin,
   customerSessionTokenPlugin,
+  UpdateNotFoundPlugin,
 } from './graphql-shape.ts';
 import { CheckoutLinkMutationPlugin, type CheckoutGraphqlContext } from './graphql-checkout.ts';
 import type { CheckoutDeps } from './checkout.ts';
@@ -164,6 +165,7 @@ export function schemaPreset(sessionKey: Uint8Array): GraphileConfig.Preset {
       StrictBigIntPlugin,
       customerSessionTokenPlugin(sessionKey),
       CheckoutLinkMutationPlugin,
+      UpdateNotFoundPlugin,
     ],
     schema: {
       // Filtering (postgraphile-plugin-connection-filter): indexed columns only (Amber's index behaviours),

@@ -30,6 +30,14 @@ describe('customer_entitlements', () => {
     assert.deepEqual(claim.rows[0].c, [['pro', end]]);
   });
 
+  test('the claim truncates the period end to whole seconds: access never outlasts the paid period', async () => {
+    const world = await createWorld(db);
+    const active = await activeSubscription(db, world);
+    await db.asOwner((c) => c.query(`update app_public.subscriptions set current_period_end = to_timestamp(1798976559.61) where id = $1`, [active.id]));
+    const claim = await db.asTenant(world.tenantId, (c) => c.query('select app_public.customer_entitlements_claim($1) as c', [world.customerId]));
+    assert.deepEqual(claim.rows[0].c, [[(await getRow(db, 'app_public.plans', world.planId)).id, 1798976559]]);
+  });
+
   test('a customer session sees its own entitlements only; another tenant sees none', async () => {
     const world = await createWorld(db);
     const other = await createWorld(db);

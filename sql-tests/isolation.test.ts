@@ -557,6 +557,33 @@ describe('composite foreign keys, even as owner', () => {
     assert.equal(payment.code, '23503');
   });
 
+  test('every foreign key between two tenant-owned tables carries tenant_id (invariant 4), from the catalog', async () => {
+    // A reference from one table with tenant_id to another must pair tenant_id with tenant_id, or a row could point across tenants.
+    const { rows } = await db.asOwner((c) =>
+      c.query(`
+        select con.conrelid::regclass::text as table_name, con.conname
+        from pg_constraint con
+        join pg_attribute src on src.attrelid = con.conrelid and src.attname = 'tenant_id'
+        join pg_attribute dst on dst.attrelid = con.confrelid and dst.attname = 'tenant_id'
+        where con.contype = 'f'
+          and con.connamespace in ('app_public'::regnamespace, 'app_private'::regnamespace, 'app_hidden'::regnamespace)
+          and not exists (
+            select 1 from unnest(con.conkey, con.confkey) as k(src_col, dst_col)
+            where k.src_col = src.attnum and k.dst_col = dst.attnum)
+        order by 1, 2`),
+    );
+    assert.deepEqual(rows, []);
+  });
+
+  test("an API key of tenant A cannot be replaced by tenant B's key, even as owner", async () => {
+    const [keyA, keyB] = await db.asOwner(async (c) => [
+      (await c.query(`select id from app_private.issue_api_key($1, 'a')`, [a.tenantId])).rows[0].id,
+      (await c.query(`select id from app_private.issue_api_key($1, 'b')`, [b.tenantId])).rows[0].id,
+    ]);
+    const error = await errorOf(db.asOwner((c) => c.query('update app_private.api_keys set replaced_by = $2 where id = $1', [keyA, keyB]), { rollback: true }));
+    assert.equal(error.code, '23503');
+  });
+
   test('currency of payment = invoice = price (invariant 6), by foreign key', async () => {
     const { rows } = await db.asOwner((c) => c.query(`select id from app_public.invoices where tenant_id = $1 limit 1`, [a.tenantId]));
     const error = await errorOf(

@@ -140,6 +140,32 @@ describe('refund_subscription', () => {
     assert.deepEqual(audit, [{ action: 'refund_subscription', operator_id: finance.operator_id }]);
   });
 
+  test('the rule refunds a subscription once: a second call with a fresh key is ALREADY_REFUNDED, the quote says so; a failed refund may be retried', async () => {
+    // Setup: past the full-refund window, 15 of 30 days unused.
+    const world = await createWorld(db, { amount: 1000 });
+    await setClock(db, '2026-04-01T00:00:00Z');
+    const sub = await activeSubscription(db, world);
+    await setClock(db, '2026-04-16T00:00:00Z');
+    const { rows } = await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.refund_subscription($1, $2)', [sub.id, key()]));
+    assert.deepEqual([rows[0].amount_minor, rows[0].rule], ['500', 'prorated']);
+    // Action: a client that lost the answer retries with a fresh key.
+    const again = await errorOf(db.asTenant(world.tenantId, (c) => c.query('select * from app_public.refund_subscription($1, $2)', [sub.id, key()])));
+    // Assertions
+    assert.deepEqual([again.code, again.detail], ['AB409', 'ALREADY_REFUNDED']);
+    const q = await quote(world, sub.id);
+    assert.deepEqual([q.amount_minor, q.rule, q.refundable_minor], ['0', 'already_refunded', '500']);
+    const finance = await operator('finance');
+    const override = await errorOf(db.asOperator((c) => c.query('select * from app_public.refund_subscription($1, $2, 100)', [sub.id, key()]), finance));
+    assert.deepEqual([override.code, override.detail], ['AB409', 'ALREADY_REFUNDED']);
+    const { rows: sum } = await db.asOwner((c) => c.query(`select sum(amount_minor)::text as s from app_public.refunds where payment_id = $1`, [rows[0].payment_id]));
+    assert.equal(sum[0].s, '500');
+    // A refund the provider declined refunded nothing: the rule may refund again.
+    await db.asWorker((c) => c.query(`select app_private.record_refund_result($1, 'failed', null, 'declined', 'no')`, [rows[0].id]));
+    assert.deepEqual([(await quote(world, sub.id)).rule, (await quote(world, sub.id)).amount_minor], ['prorated', '500']);
+    const { rows: retried } = await db.asTenant(world.tenantId, (c) => c.query('select * from app_public.refund_subscription($1, $2)', [sub.id, key()]));
+    assert.deepEqual([retried[0].amount_minor, retried[0].rule], ['500', 'prorated']);
+  });
+
   test('refund to balance: succeeded at once, credited to the customer balance', async () => {
     const world = await createWorld(db, { amount: 3000 });
     await setClock(db, '2026-04-01T00:00:00Z');

@@ -1,9 +1,11 @@
 /**
  * Subscriptions, with what support does to them: cancel (now or at period
- * end), pause and resume. Each action calls the billing core's own function
- * (app_public.cancel_subscription, pause_subscription, resume_subscription),
- * which checks the operator's role (support or admin) and the state machine,
- * takes the form's idempotency key and writes the audit log.
+ * end), pause and resume, each offered only where the state machine allows
+ * its move (read from app_private.state_transitions, docs/console.md). Each
+ * action calls the billing core's own function (app_public.cancel_subscription,
+ * pause_subscription, resume_subscription), which checks the operator's role
+ * (support or admin) and the state machine, takes the form's idempotency key
+ * and writes the audit log.
  *
  * A big table: newest first on subscriptions_created_at_idx, status on
  * subscriptions_status_created_at_idx, a customer or price filter narrowed to
@@ -12,13 +14,12 @@
 import type { ResourceWithOptions } from 'adminjs';
 import { SUBSCRIPTION_STATUSES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
-import { sqlRecordAction } from '../sql-actions.ts';
+import { legalMoves, sqlRecordAction } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
 import { Navigation } from './navigation.ts';
 
 const SUPPORT = ['admin', 'support'] as const;
-const ENDED = new Set(['canceled', 'incomplete_expired']);
 
 export async function subscriptionsResource(context: ResourceContext): Promise<ResourceWithOptions> {
   const { knex, pool } = context;
@@ -32,6 +33,8 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
     sortable: ['created_at'],
     tenantScopedFilters: { customer_id: ['app_public.customers'], price_id: ['app_public.prices'] },
   });
+  // Each action is offered only where its move is a row of app_private.state_transitions (no paused → canceled).
+  const legal = await legalMoves(pool, 'subscription');
   const summary = [
     { label: 'Status', param: 'status' },
     { label: 'Current period ends', param: 'current_period_end' },
@@ -46,7 +49,7 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
         : 'The subscription ends now. Its unpaid invoices are voided (except one whose payment is in flight). Nothing is refunded: refund the payment separately.',
       submitLabel: atPeriodEnd ? 'Cancel at period end' : 'Cancel now',
       summary,
-      offeredFor: (params) => !ENDED.has(String(params.status)) && (!atPeriodEnd || (['active', 'trialing'].includes(String(params.status)) && params.cancel_at_period_end !== true)),
+      offeredFor: (params) => legal(params.status, 'canceled') && (!atPeriodEnd || (['active', 'trialing'].includes(String(params.status)) && params.cancel_at_period_end !== true)),
       run: async (client, id, _input, key) => {
         const { rows } = await client.query<{ status: string }>('select status from app_public.cancel_subscription($1, $2, $3)', [id, atPeriodEnd, key]);
         return { message: atPeriodEnd ? 'The subscription ends at the end of its period.' : `The subscription is ${rows[0]?.status}.` };
@@ -68,7 +71,7 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
           description: 'Pauses the subscription now: no renewals while paused; an unpaid renewal invoice is voided. The paid period is kept.',
           submitLabel: 'Pause',
           summary,
-          offeredFor: (params) => params.status === 'active',
+          offeredFor: (params) => legal(params.status, 'paused'),
           run: async (client, id, _input, key) => {
             await client.query('select 1 from app_public.pause_subscription($1, $2)', [id, key]);
             return { message: 'The subscription is paused.' };
@@ -80,7 +83,7 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
           description: 'Resumes the subscription. Inside its paid period it simply continues; after it, a new period starts now with a new invoice.',
           submitLabel: 'Resume',
           summary,
-          offeredFor: (params) => params.status === 'paused',
+          offeredFor: (params) => params.status === 'paused' && legal('paused', 'active'),
           run: async (client, id, _input, key) => {
             await client.query('select 1 from app_public.resume_subscription($1, $2)', [id, key]);
             return { message: 'The subscription is active again.' };

@@ -258,14 +258,18 @@ export const routes: RouteSpec[] = [
     query: s.NoQuery,
     response: s.Entitlements,
     run: async ({ client }, { params }) => {
-      const { rows } = await client.query(`select plan_code, plan_id as plan, subscription_id as subscription, status, period_end from app_public.customer_entitlements($1)`, [
-        params.id,
-      ]);
+      // One statement, so the list and the claim (its one definition in SQL, docs/api.md "Entitlements") read the same snapshot.
+      const { rows } = await client.query(
+        `select e.plan_code, e.plan_id as plan, e.subscription_id as subscription, e.status, e.period_end, c.claim
+         from (select app_public.customer_entitlements_claim($1) as claim) c
+         left join app_public.customer_entitlements($1) e on true`,
+        [params.id],
+      );
       return {
         object: 'entitlements',
         customer: params.id,
-        data: rows,
-        claim: rows.map((r: { plan_code: string; period_end: Date }) => [r.plan_code, Math.floor(r.period_end.getTime() / 1000)]),
+        data: rows.filter((r) => r.subscription !== null).map(({ claim: _claim, ...entitlement }) => entitlement),
+        claim: rows[0].claim,
       };
     },
   },

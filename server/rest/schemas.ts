@@ -220,7 +220,7 @@ export const RefundQuote = component(
     object: z.literal('refund_quote'),
     amount_minor: money,
     currency,
-    rule: z.enum(['full_window', 'prorated', 'window_passed', 'no_payment']),
+    rule: z.enum(['full_window', 'prorated', 'window_passed', 'no_payment', 'already_refunded']),
     payment: nullable(id),
     refundable_minor: money,
     period_start: nullable(timestamp),

@@ -313,6 +313,25 @@ describe('tenant B against tenant A', () => {
     assert.deepEqual(entitlements.data, { customerEntitlements: [], customerEntitlementsClaim: [] });
   });
 
+  test("updates and deletes of A's rows by row id or node id are NOT_FOUND, alike (docs/api.md, Errors)", async () => {
+    const client = gqlClient(server, b.token);
+    const cases: Array<[string, string, Record<string, unknown>]> = [
+      ['updatePlan', `mutation ($id: UUID!) { updatePlan(input: { rowId: $id, patch: { name: "pwned" } }) { plan { rowId } } }`, { id: catalogueA.pro.planId }],
+      ['updatePrice', `mutation ($id: UUID!) { updatePrice(input: { rowId: $id, patch: { active: false } }) { price { rowId } } }`, { id: catalogueA.pro.monthUsd }],
+      ['updateCustomer', `mutation ($id: UUID!) { updateCustomer(input: { rowId: $id, patch: { email: "pwned@example.com" } }) { customer { rowId } } }`, { id: A.customer1 }],
+      ['updatePaymentMethod', `mutation ($id: UUID!) { updatePaymentMethod(input: { rowId: $id, patch: { isDefault: false } }) { paymentMethod { rowId } } }`, { id: A.card1 }],
+      ['updateTenant', `mutation ($id: UUID!) { updateTenant(input: { rowId: $id, patch: { name: "pwned" } }) { tenant { rowId } } }`, { id: a.tenantId }],
+      ['deletePlan', `mutation ($id: UUID!) { deletePlan(input: { rowId: $id }) { plan { rowId } } }`, { id: catalogueA.pro.planId }],
+      ['deletePaymentMethod', `mutation ($id: UUID!) { deletePaymentMethod(input: { rowId: $id }) { paymentMethod { rowId } } }`, { id: A.card1 }],
+    ];
+    const planNodeId = (await gqlClient(server, a.token).request<{ plan: { id: string } }>(`query ($id: UUID!) { plan(rowId: $id) { id } }`, { id: catalogueA.pro.planId })).plan.id;
+    cases.push(['updatePlanById', `mutation ($id: ID!) { updatePlanById(input: { id: $id, patch: { name: "pwned" } }) { plan { rowId } } }`, { id: planNodeId }]);
+    for (const [name, query, variables] of cases) {
+      const result = await attempt(client, query, variables);
+      assert.deepEqual(result.codes, ['NOT_FOUND'], `${name}: ${JSON.stringify(result)}`);
+    }
+  });
+
   test("every REST route with A's ids is a 404 or empty, never A's data", async () => {
     for (const route of routes) {
       const bodies: Record<string, unknown> = {

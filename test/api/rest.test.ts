@@ -205,6 +205,11 @@ describe('a tenant works through REST', () => {
     assert.deepEqual([refund.body.amount_minor, refund.body.status, refund.body.rule], [1000, 'pending', 'full_window']);
     assert.equal((await call('getSubscription', { path: { id: subscriptionId } })).body.status, 'canceled');
     assert.equal((await call('getRefund', { path: { id: refund.body.id } })).body.payment, paymentId);
+    // A retry with a fresh key (the answer was lost) refunds nothing more.
+    const again = await call('refundSubscription', { path: { id: subscriptionId }, body: { reason: 'requested_by_customer' }, key: idempotencyKey() });
+    assert.deepEqual([again.status, again.body.error.code], [409, 'ALREADY_REFUNDED']);
+    const after = await call('quoteSubscriptionRefund', { path: { id: subscriptionId } });
+    assert.deepEqual([after.body.rule, after.body.amount_minor], ['already_refunded', 0]);
 
     const second = await call('createSubscription', { body: { customer: customerId, price: catalogue.pro.monthUsd }, key: idempotencyKey() });
     const { paymentId: secondPayment } = await payOpenInvoice(db, second.body.id);

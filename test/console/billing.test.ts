@@ -365,6 +365,40 @@ describe('subscriptions: cancel, pause, resume (support and admin)', () => {
     assert.match(json(again.text).notice?.message ?? '', /^ILLEGAL_TRANSITION: subscription .* has already ended/);
   });
 
+  test('the console offers only the moves app_private.state_transitions allows (no "Cancel now" on a paused subscription)', async () => {
+    // Setup: a subscription in each state the console can reach without a clock.
+    const trialWorld = await createWorld(running.db, { trialDays: 14 });
+    const paused = await activeSubscription(running.db, world);
+    await running.db.asTenant(world.tenantId, (c) => c.query('select app_public.pause_subscription($1, $2)', [paused.id, key()]));
+    const canceled = await activeSubscription(running.db, world);
+    await running.db.asTenant(world.tenantId, (c) => c.query('select app_public.cancel_subscription($1, false, $2)', [canceled.id, key()]));
+    const subs = [await activeSubscription(running.db, world), paused, canceled, await subscribe(running.db, world), await subscribe(running.db, trialWorld)];
+    const { rows } = await running.db.asOwner((c) =>
+      c.query(`select from_status || '>' || to_status as move from app_private.state_transitions where machine = 'subscription' and from_status is not null`),
+    );
+    const legal = new Set(rows.map((r) => r.move as string));
+    // What each action moves to (resume is the way out of paused).
+    const moves: Record<string, (from: string) => boolean> = {
+      cancelNow: (from) => legal.has(`${from}>canceled`),
+      pause: (from) => legal.has(`${from}>paused`),
+      resume: (from) => from === 'paused' && legal.has('paused>active'),
+    };
+    const seen = new Set<string>();
+    for (const sub of subs) {
+      // Action
+      const show = json((await as.admin.get(`/admin/api/resources/subscriptions/records/${sub.id}/show`)).text);
+      const status = String(show.record?.params.status);
+      seen.add(status);
+      const offered = new Set(show.record?.recordActions?.map((a) => a.name));
+      // Assertions
+      for (const [action, allowed] of Object.entries(moves)) {
+        assert.equal(offered.has(action), allowed(status), `${action} offered for ${status}`);
+      }
+      if (offered.has('cancelAtPeriodEnd')) assert.ok(legal.has(`${status}>canceled`), `cancelAtPeriodEnd offered for ${status}`);
+    }
+    assert.deepEqual([...seen].sort(), ['active', 'canceled', 'incomplete', 'paused', 'trialing']);
+  });
+
   test('finance and viewers are refused on the server, and nothing changes', async () => {
     const sub = await activeSubscription(running.db, world);
     for (const role of ['finance', 'viewer'] as const) {

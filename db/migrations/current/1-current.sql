@@ -2,7 +2,7 @@
  * One definition of a payment's refundable remainder (docs/data-model.md,
  * invariant 2: pending + succeeded refunds never exceed the payment).
  *
- * The quote (compute_refund_quote), the refund itself (create_refund, under
+ * The quote (compute_refund_quote, redefined below with the once-only rule), the refund itself (create_refund, under
  * the payment's row lock) and the console's refund form
  * (console_refundable_minor) each summed the refunds themselves; they now all
  * call app_hidden.payment_refundable_minor, so the amount offered, quoted and
@@ -25,57 +25,6 @@ comment on function app_hidden.payment_refundable_minor(app_public.payments) is
 -- console_refundable_minor runs with the operator's own rights.
 grant execute on function app_hidden.payment_refundable_minor(app_public.payments) to :ROLE_OPERATOR;
 
-create or replace function app_hidden.compute_refund_quote(s app_public.subscriptions, at timestamptz) returns app_public.refund_quote_result
-  language plpgsql stable
-as $$
-declare
-  q app_public.refund_quote_result;
-  inv app_public.invoices;
-  pay app_public.payments;
-  plan app_public.plans;
-  tenant app_public.tenants;
-  full_until timestamptz;
-  by_rule bigint;
-begin
-  q.currency := s.currency;
-  q.quoted_at := at;
-  q.period_start := s.current_period_start;
-  q.period_end := s.current_period_end;
-  select * into inv from app_public.invoices i
-  where i.tenant_id = s.tenant_id and i.subscription_id = s.id and i.is_period and i.status = 'paid'
-    and i.period_start = s.current_period_start;
-  if found then
-    select * into pay from app_public.payments p
-    where p.tenant_id = inv.tenant_id and p.invoice_id = inv.id and p.status = 'succeeded';
-  end if;
-  if pay.id is null then
-    q.amount_minor := 0;
-    q.refundable_minor := 0;
-    q.rule := 'no_payment';
-    return q;
-  end if;
-  select * into tenant from app_public.tenants t where t.id = s.tenant_id;
-  select pl.* into plan from app_public.plans pl join app_public.prices pr on pr.tenant_id = pl.tenant_id and pr.plan_id = pl.id
-  where pr.tenant_id = inv.tenant_id and pr.id = inv.price_id;
-  q.payment_id := pay.id;
-  q.refundable_minor := app_hidden.payment_refundable_minor(pay);
-  full_until := app_hidden.add_calendar(inv.period_start, 'day', plan.full_refund_days, tenant.time_zone);
-  if at < full_until then
-    q.rule := 'full_window';
-    by_rule := pay.amount_minor;
-  elsif tenant.refund_policy = 'full_window_only' then
-    q.rule := 'window_passed';
-    by_rule := 0;
-  else
-    q.rule := 'prorated';
-    by_rule := floor(pay.amount_minor::numeric
-      * greatest(0, extract(epoch from (inv.period_end - at)))
-      / extract(epoch from (inv.period_end - inv.period_start)))::bigint;
-  end if;
-  q.amount_minor := least(by_rule, q.refundable_minor);
-  return q;
-end;
-$$;
 
 create or replace function app_hidden.create_refund(
   payment uuid, amount bigint, reason text, rule text, subscription uuid, destination text
@@ -208,8 +157,6 @@ comment on function app_hidden.after_payment_failure(uuid, text) is
   E'After a failed payment of an open invoice: a gateway error retries with backoff (5 min × 2^n, 5 times); a first payment gets no dunning; a hard decline or an exhausted dunning schedule makes the invoice uncollectible and cancels its subscription; otherwise the next attempt is scheduled by the tenant''s dunning_schedule_days and the subscription becomes past_due.';
 comment on function app_hidden.cancel_now(app_public.subscriptions, text, timestamptz) is
   E'Cancels a subscription at once (ended at `ended`, default now) with a cancellation reason, and voids its unpaid invoices.';
-comment on function app_hidden.compute_refund_quote(app_public.subscriptions, timestamptz) is
-  E'The refund rule for the current period at `at`: full within the plan''s full_refund_days, then prorated by unused time (or nothing under refund_policy full_window_only), capped at payment_refundable_minor. rule no_payment when the period has no succeeded payment.';
 comment on function app_hidden.create_refund(uuid, bigint, text, text, uuid, text) is
   E'Creates a refund of a succeeded payment under the payment''s row lock (invariant 2): REFUND_EXCEEDS_REMAINDER past payment_refundable_minor. To the original payment it is queued for the worker (refunds__execute); to the balance it succeeds at once and credits the customer.';
 comment on function app_hidden.current_actor() is
@@ -388,3 +335,174 @@ end;
 $$;
 comment on function app_hidden.check_webhook_url(text, boolean) is
   E'Returns url if it may receive webhooks (https, or http for loopback hosts and test mode; no loopback or private host unless abonement.webhooks_allow_private is on; never link-local, metadata or reserved ones), else raises INVALID_WEBHOOK_URL.';
+
+/*
+ * The rule refunds a subscription once (docs/data-model.md, "Money rules":
+ * refund policy). refund_subscription ends the subscription, but the quote
+ * went on prorating the same period against the remainder, so a second call
+ * with a fresh idempotency key (a client retrying after a lost answer)
+ * refunded the rest too. A subscription whose current period's payment has a
+ * pending or succeeded refund from refund_subscription (the only refunds that
+ * carry a subscription_id) now quotes 0 under rule already_refunded, and
+ * refund_subscription refuses with ALREADY_REFUNDED (AB409), the operator's
+ * amount included: more money back is refund_payment's, a deliberate choice
+ * of amount. A failed refund returned nothing and does not count. The check
+ * runs after the subscription's row lock, so two concurrent calls queue and
+ * the second sees the first's refund.
+ */
+create or replace function app_hidden.compute_refund_quote(s app_public.subscriptions, at timestamptz) returns app_public.refund_quote_result
+  language plpgsql stable
+as $$
+declare
+  q app_public.refund_quote_result;
+  inv app_public.invoices;
+  pay app_public.payments;
+  plan app_public.plans;
+  tenant app_public.tenants;
+  full_until timestamptz;
+  by_rule bigint;
+begin
+  q.currency := s.currency;
+  q.quoted_at := at;
+  q.period_start := s.current_period_start;
+  q.period_end := s.current_period_end;
+  select * into inv from app_public.invoices i
+  where i.tenant_id = s.tenant_id and i.subscription_id = s.id and i.is_period and i.status = 'paid'
+    and i.period_start = s.current_period_start;
+  if found then
+    select * into pay from app_public.payments p
+    where p.tenant_id = inv.tenant_id and p.invoice_id = inv.id and p.status = 'succeeded';
+  end if;
+  if pay.id is null then
+    q.amount_minor := 0;
+    q.refundable_minor := 0;
+    q.rule := 'no_payment';
+    return q;
+  end if;
+  q.payment_id := pay.id;
+  q.refundable_minor := app_hidden.payment_refundable_minor(pay);
+  if exists (
+    select 1 from app_public.refunds r
+    where r.tenant_id = s.tenant_id and r.subscription_id = s.id and r.payment_id = pay.id and r.status in ('pending', 'succeeded')
+  ) then
+    q.amount_minor := 0;
+    q.rule := 'already_refunded';
+    return q;
+  end if;
+  select * into tenant from app_public.tenants t where t.id = s.tenant_id;
+  select pl.* into plan from app_public.plans pl join app_public.prices pr on pr.tenant_id = pl.tenant_id and pr.plan_id = pl.id
+  where pr.tenant_id = inv.tenant_id and pr.id = inv.price_id;
+  full_until := app_hidden.add_calendar(inv.period_start, 'day', plan.full_refund_days, tenant.time_zone);
+  if at < full_until then
+    q.rule := 'full_window';
+    by_rule := pay.amount_minor;
+  elsif tenant.refund_policy = 'full_window_only' then
+    q.rule := 'window_passed';
+    by_rule := 0;
+  else
+    q.rule := 'prorated';
+    by_rule := floor(pay.amount_minor::numeric
+      * greatest(0, extract(epoch from (inv.period_end - at)))
+      / extract(epoch from (inv.period_end - inv.period_start)))::bigint;
+  end if;
+  q.amount_minor := least(by_rule, q.refundable_minor);
+  return q;
+end;
+$$;
+comment on function app_hidden.compute_refund_quote(app_public.subscriptions, timestamptz) is
+  E'The refund rule for the current period at `at`: full within the plan''s full_refund_days, then prorated by unused time (or nothing under refund_policy full_window_only), capped at payment_refundable_minor. rule no_payment when the period has no succeeded payment; already_refunded (0) once refund_subscription has a pending or succeeded refund of it.';
+comment on type app_public.refund_quote_result is
+  E'A refund quote: amount_minor by rule (full_window, prorated, window_passed, no_payment, already_refunded), capped at refundable_minor.';
+comment on function app_public.refund_quote(uuid) is
+  E'What refund_subscription would refund now, and by which rule (full_window, prorated, window_passed, no_payment, already_refunded).';
+
+create or replace function app_public.refund_subscription(
+  subscription_id uuid, idempotency_key text, amount_minor bigint default null,
+  reason text default 'requested_by_customer', destination text default 'original_payment'
+) returns app_public.refunds
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  s app_public.subscriptions;
+  stored jsonb;
+  q app_public.refund_quote_result;
+  result app_public.refunds;
+begin
+  perform app_hidden.require_operator_role('admin', 'finance');
+  s := app_hidden.subscription_for_update(refund_subscription.subscription_id);
+  if refund_subscription.amount_minor is not null and coalesce(app_hidden.current_operator_role(), '') not in ('admin', 'finance') then
+    perform app_hidden.raise_error('REFUND_OVERRIDE_FORBIDDEN', 'only finance or admin operators may choose a refund amount', 'AB403');
+  end if;
+  stored := app_hidden.idempotency_begin(s.tenant_id, idempotency_key, 'refund_subscription', jsonb_build_object(
+    'subscription_id', refund_subscription.subscription_id, 'amount_minor', refund_subscription.amount_minor,
+    'reason', refund_subscription.reason, 'destination', refund_subscription.destination));
+  if stored is not null then
+    return jsonb_populate_record(null::app_public.refunds, stored);
+  end if;
+  q := app_hidden.compute_refund_quote(s, app_hidden.now(s.tenant_id));
+  if q.payment_id is null then
+    perform app_hidden.raise_error('NOTHING_TO_REFUND', 'the current period has no payment to refund', 'AB422');
+  end if;
+  -- Lock the payment, then quote again so the remainder is current (create_refund re-checks it under the lock too).
+  perform 1 from app_public.payments p where p.id = q.payment_id for update;
+  q := app_hidden.compute_refund_quote(s, app_hidden.now(s.tenant_id));
+  if q.rule = 'already_refunded' then
+    perform app_hidden.raise_error('ALREADY_REFUNDED',
+      format('subscription %s has already been refunded; refund_payment refunds more of payment %s', s.id, q.payment_id), 'AB409');
+  end if;
+  if refund_subscription.amount_minor is not null and refund_subscription.amount_minor > q.refundable_minor then
+    perform app_hidden.raise_error('REFUND_EXCEEDS_REMAINDER',
+      format('refund of %s exceeds the refundable remainder %s', refund_subscription.amount_minor, q.refundable_minor), 'AB422');
+  end if;
+  if coalesce(refund_subscription.amount_minor, q.amount_minor) <= 0 then
+    perform app_hidden.raise_error('NOTHING_TO_REFUND', format('nothing to refund (rule %s)', q.rule), 'AB422');
+  end if;
+  result := app_hidden.create_refund(q.payment_id, coalesce(refund_subscription.amount_minor, q.amount_minor),
+    coalesce(refund_subscription.reason, 'requested_by_customer'),
+    case when refund_subscription.amount_minor is not null then 'operator_override' else q.rule end,
+    s.id, refund_subscription.destination);
+  if s.status not in ('canceled', 'incomplete_expired') then
+    perform app_hidden.cancel_now(s, 'refunded');
+  end if;
+  perform app_hidden.audit('refund_subscription', s.tenant_id, 'app_public.refunds', result.id, to_jsonb(q), to_jsonb(result));
+  perform app_hidden.idempotency_finish(s.tenant_id, idempotency_key, to_jsonb(result));
+  return result;
+end;
+$$;
+comment on function app_public.refund_subscription(uuid, text, bigint, text, text) is
+  E'Refunds the current period by the refund rule (see refund_quote) and ends the subscription, once: ALREADY_REFUNDED while an earlier refund of it is pending or succeeded. amount_minor overrides the rule (finance/admin operators only, never above the remainder). destination: original_payment (card, via the worker) or balance.';
+
+/*
+ * The entitlement claim truncates (docs/api.md, "Entitlements"): a period
+ * end in Unix seconds is the last whole second of the paid period, never the
+ * next one. `extract(epoch …)::bigint` rounded …39.61 up to …40, so a token
+ * built from GraphQL granted access past the period while REST (which
+ * floored in TypeScript) did not; REST now reads this function too, so the
+ * claim has one definition.
+ */
+create or replace function app_public.customer_entitlements_claim(customer_id uuid default null) returns jsonb
+  language sql stable
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select coalesce(jsonb_agg(jsonb_build_array(e.plan_code, floor(extract(epoch from e.period_end))::bigint)
+                            order by e.period_end desc, e.subscription_id), '[]'::jsonb)
+  from app_public.customer_entitlements(customer_id) e;
+$$;
+comment on function app_public.customer_entitlements_claim(uuid) is
+  E'customer_entitlements as the compact JSON an access token carries: [["pro", 1767225600], …] (plan code, period end in Unix seconds, truncated so access never outlasts the period). The one definition of the claim: GraphQL and REST both read it.';
+
+/*
+ * api_keys.replaced_by carries tenant_id like every other tenant reference
+ * (docs/data-model.md, invariant 4): a key can only be replaced by a key of
+ * its own tenant, even when the owner writes. On delete of the replacement
+ * only replaced_by is cleared (tenant_id stays). The index follows the key.
+ */
+alter table app_private.api_keys drop constraint if exists api_keys_replaced_by_fkey;
+alter table app_private.api_keys drop constraint if exists api_keys_tenant_replaced_by_fkey;
+alter table app_private.api_keys drop constraint if exists api_keys_tenant_id_id_key;
+alter table app_private.api_keys add constraint api_keys_tenant_id_id_key unique (tenant_id, id);
+alter table app_private.api_keys add constraint api_keys_tenant_replaced_by_fkey
+  foreign key (tenant_id, replaced_by) references app_private.api_keys (tenant_id, id) on delete set null (replaced_by);
+drop index if exists app_private.api_keys_replaced_by_idx;
+create index if not exists api_keys_tenant_replaced_by_idx on app_private.api_keys (tenant_id, replaced_by) where replaced_by is not null;
