@@ -3850,6 +3850,31 @@ $$;
 comment on function app_private.refund_for_provider(provider text, idempotency_key text, provider_refund_id text) is 'Worker: our refund a provider message refers to (by our key or the provider''s refund id), or null.';
 grant execute on function app_private.refund_for_provider(provider text, idempotency_key text, provider_refund_id text) to :ROLE_WORKER;
 
+create function app_private.release_dead_worker_locks(stale_seconds integer DEFAULT 60)
+  returns text[]
+  language plpgsql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  dead text[];
+begin
+  select coalesce(array_agg(distinct l.locked_by), '{}') into dead
+  from (
+    select j.locked_by, j.locked_at from graphile_worker._private_jobs j where j.locked_by is not null
+    union all
+    select q.locked_by, q.locked_at from graphile_worker._private_job_queues q where q.locked_by is not null
+  ) l
+  left join app_private.worker_heartbeats h on h.worker_id = l.locked_by
+  where coalesce(h.beat_at, l.locked_at) < clock_timestamp() - make_interval(secs => stale_seconds);
+  if cardinality(dead) > 0 then
+    perform graphile_worker.force_unlock_workers(dead);
+  end if;
+  return dead;
+end;
+$$;
+comment on function app_private.release_dead_worker_locks(stale_seconds integer) is 'Worker: unlocks the jobs and queues of worker pools whose heartbeat (or, without one, whose lock) is older than stale_seconds; returns their ids.';
+grant execute on function app_private.release_dead_worker_locks(stale_seconds integer) to :ROLE_WORKER;
+
 create function app_private.renew_due(batch_size integer DEFAULT 100)
   returns SETOF app_public.invoices
   language plpgsql volatile security definer

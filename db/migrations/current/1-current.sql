@@ -253,3 +253,36 @@ comment on table app_public.subscriptions is
   E'@name billing_subscriptions\nA customer''s subscription to a price. Status moves only along app_private.state_transitions (docs/data-model.md, "State machines"). For customers: trialing/active read as valid, incomplete/past_due as awaiting payment, canceled/incomplete_expired as ended.';
 comment on function app_private.email_template_for(text) is
   E'The customer e-mail an outbox event sends (docs/data-model.md, "Money rules": notifications), or null for events that send none.';
+
+/*
+ * Jobs locked by a worker process that died (SIGKILL, a lost machine) stay
+ * locked until Graphile Worker's own 4-hour timeout. Each worker process
+ * beats for its pool id (the jobs' locked_by) every few seconds
+ * (jobs/worker.ts); on start and at each beat it releases the locks of pools
+ * whose beat is older than stale_seconds, and of pools that never beat once
+ * their lock is that old (docs/operations.md, "Processes").
+ */
+create or replace function app_private.release_dead_worker_locks(stale_seconds int default 60) returns text[]
+  language plpgsql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  dead text[];
+begin
+  select coalesce(array_agg(distinct l.locked_by), '{}') into dead
+  from (
+    select j.locked_by, j.locked_at from graphile_worker._private_jobs j where j.locked_by is not null
+    union all
+    select q.locked_by, q.locked_at from graphile_worker._private_job_queues q where q.locked_by is not null
+  ) l
+  left join app_private.worker_heartbeats h on h.worker_id = l.locked_by
+  where coalesce(h.beat_at, l.locked_at) < clock_timestamp() - make_interval(secs => stale_seconds);
+  if cardinality(dead) > 0 then
+    perform graphile_worker.force_unlock_workers(dead);
+  end if;
+  return dead;
+end;
+$$;
+comment on function app_private.release_dead_worker_locks(int) is
+  E'Worker: unlocks the jobs and queues of worker pools whose heartbeat (or, without one, whose lock) is older than stale_seconds; returns their ids.';
+grant execute on function app_private.release_dead_worker_locks(int) to :ROLE_WORKER;
