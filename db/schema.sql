@@ -3078,6 +3078,18 @@ end;
 $$;
 comment on function app_private.email_context(m app_private.sent_emails) is 'What the template of one e-mail shows: names, plan, amount (minor units, currency, exponent), period, invoice number, the checkout link of a failed payment.';
 
+create function app_private.email_send_lease_ends_at(email_id uuid, lease_seconds integer DEFAULT 120)
+  returns timestamp with time zone
+  language sql stable security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select m.sending_since + make_interval(secs => lease_seconds)
+  from app_private.sent_emails m
+  where m.id = email_send_lease_ends_at.email_id and m.status = 'queued' and m.sending_since is not null;
+$$;
+comment on function app_private.email_send_lease_ends_at(email_id uuid, lease_seconds integer) is 'Worker (emails__send): when the lease of a queued e-mail being sent ends (null when none is held), so a job that meets EMAIL_SEND_IN_PROGRESS runs again then.';
+grant execute on function app_private.email_send_lease_ends_at(email_id uuid, lease_seconds integer) to :ROLE_WORKER;
+
 create function app_private.email_template_for(event_type text)
   returns text
   language sql immutable parallel safe

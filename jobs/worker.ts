@@ -59,14 +59,7 @@ export async function loadTasks(context: JobContext): Promise<TaskList> {
 
 const startedAt = new Date();
 
-export async function startWorker({
-  pool,
-  logger,
-  concurrency,
-  context,
-  localQueueSize = 0,
-  liveness = { beatMs: 10_000, staleSeconds: 60 },
-}: WorkerOptions): Promise<Runner> {
+export async function startWorker({ pool, logger, concurrency, context, localQueueSize = 0, liveness = { beatMs: 10_000, staleSeconds: 60 } }: WorkerOptions): Promise<Runner> {
   const jobsLogger = logger.child({ component: 'jobs' });
   const livenessLogger = logger.child({ component: 'worker-liveness' });
   const charges = new ChargeBatcher({ pool, providers: context.providers, logger: jobsLogger });

@@ -286,3 +286,22 @@ $$;
 comment on function app_private.release_dead_worker_locks(int) is
   E'Worker: unlocks the jobs and queues of worker pools whose heartbeat (or, without one, whose lock) is older than stale_seconds; returns their ids.';
 grant execute on function app_private.release_dead_worker_locks(int) to :ROLE_WORKER;
+
+/*
+ * A worker killed while sending an e-mail leaves its lease (sending_since) on
+ * the row; the job that runs it again must not fail and log errors until the
+ * lease ends, but wait for it: emails__send asks when the lease ends and
+ * schedules itself then (docs/operations.md, "Processes"). The lease length
+ * is begin_email_send's default.
+ */
+create or replace function app_private.email_send_lease_ends_at(email_id uuid, lease_seconds int default 120) returns timestamptz
+  language sql stable security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select m.sending_since + make_interval(secs => lease_seconds)
+  from app_private.sent_emails m
+  where m.id = email_send_lease_ends_at.email_id and m.status = 'queued' and m.sending_since is not null;
+$$;
+comment on function app_private.email_send_lease_ends_at(uuid, int) is
+  E'Worker (emails__send): when the lease of a queued e-mail being sent ends (null when none is held), so a job that meets EMAIL_SEND_IN_PROGRESS runs again then.';
+grant execute on function app_private.email_send_lease_ends_at(uuid, int) to :ROLE_WORKER;
