@@ -57,8 +57,6 @@ export async function loadTasks(context: JobContext): Promise<TaskList> {
   return tasks;
 }
 
-const startedAt = new Date();
-
 export async function startWorker({ pool, logger, concurrency, context, localQueueSize = 0, liveness = { beatMs: 10_000, staleSeconds: 60 } }: WorkerOptions): Promise<Runner> {
   const jobsLogger = logger.child({ component: 'jobs' });
   const livenessLogger = logger.child({ component: 'worker-liveness' });
@@ -72,7 +70,7 @@ export async function startWorker({ pool, logger, concurrency, context, localQue
   await releaseDead();
   let poolId: string | undefined;
   const beat = async () => {
-    if (poolId) await pool.query('select app_private.record_heartbeat($1, $2)', [poolId, startedAt]);
+    if (poolId) await pool.query('select app_private.record_worker_pool_beat($1)', [poolId]);
     await releaseDead();
   };
   const beatInBackground = () => {

@@ -29,10 +29,7 @@ describe('worker liveness', () => {
         await c.query(`update graphile_worker._private_jobs set locked_by = $2, locked_at = now() - $3::interval where id = $1`, [rows[0]!.id, worker, lockedAgo]);
         return rows[0]!.id;
       };
-      await c.query(
-        `insert into app_private.worker_heartbeats (worker_id, beat_at, started_at)
-         values ('pool-dead', now() - interval '5 minutes', now() - interval '1 hour'), ('pool-live', now(), now() - interval '1 hour')`,
-      );
+      await c.query(`insert into app_private.worker_pool_beats (pool_id, beat_at) values ('pool-dead', now() - interval '5 minutes'), ('pool-live', now())`);
       return { dead: await add('pool-dead', '30 seconds'), live: await add('pool-live', '3 minutes'), never: await add('pool-never-beat', '2 minutes') };
     });
 
@@ -74,9 +71,7 @@ describe('worker liveness', () => {
       assert.equal(after[ids.live], 'pool-live', 'a live worker keeps its job');
       // The new worker beats for its own pool id, so the next one to start sees it alive.
       const beats = await waitFor('the new worker pool’s beat', async () => {
-        const { rows } = await db.asSuperuser((c) =>
-          c.query(`select worker_id from app_private.worker_heartbeats where worker_id like 'pool-%' and worker_id not in ('pool-dead', 'pool-live')`),
-        );
+        const { rows } = await db.asSuperuser((c) => c.query(`select pool_id from app_private.worker_pool_beats where pool_id not in ('pool-dead', 'pool-live')`));
         return rows.length > 0 ? rows : null;
       });
       assert.equal(beats.length, 1, 'one beat for the new worker pool');

@@ -260,8 +260,30 @@ comment on function app_private.email_template_for(text) is
  * beats for its pool id (the jobs' locked_by) every few seconds
  * (jobs/worker.ts); on start and at each beat it releases the locks of pools
  * whose beat is older than stale_seconds, and of pools that never beat once
- * their lock is that old (docs/operations.md, "Processes").
+ * their lock is that old (docs/operations.md, "Processes"). The beats are
+ * per pool, apart from worker_heartbeats (one per process, for /readyz).
  */
+create table if not exists app_private.worker_pool_beats (
+  pool_id text primary key,
+  beat_at timestamptz not null
+);
+comment on table app_private.worker_pool_beats is
+  E'Worker: the last beat of each Graphile Worker pool (its id is the locked_by of its jobs); a pool silent for a minute counts as dead.';
+grant select, insert, update, delete on app_private.worker_pool_beats to :ROLE_WORKER;
+
+create or replace function app_private.record_worker_pool_beat(pool_id text) returns void
+  language sql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  insert into app_private.worker_pool_beats (pool_id, beat_at) values (record_worker_pool_beat.pool_id, clock_timestamp())
+  on conflict on constraint worker_pool_beats_pkey do update set beat_at = excluded.beat_at;
+  -- Keep the table small: forget pools silent for a day.
+  delete from app_private.worker_pool_beats b where b.beat_at < clock_timestamp() - interval '1 day';
+$$;
+comment on function app_private.record_worker_pool_beat(text) is
+  E'Worker: records that a Graphile Worker pool is alive (real time), and forgets pools silent for a day.';
+grant execute on function app_private.record_worker_pool_beat(text) to :ROLE_WORKER;
+
 create or replace function app_private.release_dead_worker_locks(stale_seconds int default 60) returns text[]
   language plpgsql volatile
   set search_path to pg_catalog, public, pg_temp
@@ -275,7 +297,7 @@ begin
     union all
     select q.locked_by, q.locked_at from graphile_worker._private_job_queues q where q.locked_by is not null
   ) l
-  left join app_private.worker_heartbeats h on h.worker_id = l.locked_by
+  left join app_private.worker_pool_beats h on h.pool_id = l.locked_by
   where coalesce(h.beat_at, l.locked_at) < clock_timestamp() - make_interval(secs => stale_seconds);
   if cardinality(dead) > 0 then
     perform graphile_worker.force_unlock_workers(dead);
