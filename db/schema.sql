@@ -1955,6 +1955,14 @@ create table app_private.worker_heartbeats (
 );
 grant select, insert, update, delete on table app_private.worker_heartbeats to :ROLE_WORKER;
 
+create table app_private.worker_pool_beats (
+  pool_id text not null,
+  beat_at timestamp with time zone not null,
+  constraint worker_pool_beats_pkey PRIMARY KEY (pool_id)
+);
+comment on table app_private.worker_pool_beats is 'Worker: the last beat of each Graphile Worker pool (its id is the locked_by of its jobs); a pool silent for a minute counts as dead.';
+grant select, insert, update, delete on table app_private.worker_pool_beats to :ROLE_WORKER;
+
 -- app_private: types -------------------------------------------------------
 
 create type app_private.applied_payment_result as (
@@ -3182,6 +3190,18 @@ end;
 $$;
 comment on function app_private.email_context(m app_private.sent_emails) is 'What the template of one e-mail shows: names, plan, amount (minor units, currency, exponent), period, invoice number, the checkout link of a failed payment.';
 
+create function app_private.email_send_lease_ends_at(email_id uuid, lease_seconds integer DEFAULT 120)
+  returns timestamp with time zone
+  language sql stable security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select m.sending_since + make_interval(secs => lease_seconds)
+  from app_private.sent_emails m
+  where m.id = email_send_lease_ends_at.email_id and m.status = 'queued' and m.sending_since is not null;
+$$;
+comment on function app_private.email_send_lease_ends_at(email_id uuid, lease_seconds integer) is 'Worker (emails__send): when the lease of a queued e-mail being sent ends (null when none is held), so a job that meets EMAIL_SEND_IN_PROGRESS runs again then.';
+grant execute on function app_private.email_send_lease_ends_at(email_id uuid, lease_seconds integer) to :ROLE_WORKER;
+
 create function app_private.email_template_for(event_type text)
   returns text
   language sql immutable parallel safe
@@ -3938,6 +3958,19 @@ $$;
 comment on function app_private.record_webhook_attempt(delivery_id uuid, attempt integer, http_status integer, error text, response_ms integer, retry_schedule integer[]) is 'Worker (webhooks__deliver): applies the answer of an attempt. 2xx: succeeded. 410: gave_up and the endpoint is disabled (gone). Otherwise (or no answer, http_status null): failed with the next attempt queued after the schedule''s delay, or gave_up when the schedule is exhausted. Ignores a stale answer.';
 grant execute on function app_private.record_webhook_attempt(delivery_id uuid, attempt integer, http_status integer, error text, response_ms integer, retry_schedule integer[]) to :ROLE_WORKER;
 
+create function app_private.record_worker_pool_beat(pool_id text)
+  returns void
+  language sql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  insert into app_private.worker_pool_beats (pool_id, beat_at) values (record_worker_pool_beat.pool_id, clock_timestamp())
+  on conflict on constraint worker_pool_beats_pkey do update set beat_at = excluded.beat_at;
+  -- Keep the table small: forget pools silent for a day.
+  delete from app_private.worker_pool_beats b where b.beat_at < clock_timestamp() - interval '1 day';
+$$;
+comment on function app_private.record_worker_pool_beat(pool_id text) is 'Worker: records that a Graphile Worker pool is alive (real time), and forgets pools silent for a day.';
+grant execute on function app_private.record_worker_pool_beat(pool_id text) to :ROLE_WORKER;
+
 create function app_private.refund_for_provider(provider text, idempotency_key text, provider_refund_id text)
   returns uuid
   language sql stable security definer
@@ -3953,6 +3986,31 @@ as $$
 $$;
 comment on function app_private.refund_for_provider(provider text, idempotency_key text, provider_refund_id text) is 'Worker: our refund a provider message refers to (by our key or the provider''s refund id), or null.';
 grant execute on function app_private.refund_for_provider(provider text, idempotency_key text, provider_refund_id text) to :ROLE_WORKER;
+
+create function app_private.release_dead_worker_locks(stale_seconds integer DEFAULT 60)
+  returns text[]
+  language plpgsql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  dead text[];
+begin
+  select coalesce(array_agg(distinct l.locked_by), '{}') into dead
+  from (
+    select j.locked_by, j.locked_at from graphile_worker._private_jobs j where j.locked_by is not null
+    union all
+    select q.locked_by, q.locked_at from graphile_worker._private_job_queues q where q.locked_by is not null
+  ) l
+  left join app_private.worker_pool_beats h on h.pool_id = l.locked_by
+  where coalesce(h.beat_at, l.locked_at) < clock_timestamp() - make_interval(secs => stale_seconds);
+  if cardinality(dead) > 0 then
+    perform graphile_worker.force_unlock_workers(dead);
+  end if;
+  return dead;
+end;
+$$;
+comment on function app_private.release_dead_worker_locks(stale_seconds integer) is 'Worker: unlocks the jobs and queues of worker pools whose heartbeat (or, without one, whose lock) is older than stale_seconds; returns their ids.';
+grant execute on function app_private.release_dead_worker_locks(stale_seconds integer) to :ROLE_WORKER;
 
 create function app_private.renew_due(batch_size integer DEFAULT 100)
   returns SETOF app_public.invoices

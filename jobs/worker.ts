@@ -8,10 +8,11 @@
  * each receives this process's JobContext — the provider adapters, built once
  * per process — as a third argument.
  */
+import { EventEmitter } from 'node:events';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { run, type Runner, type Task, type TaskList } from 'graphile-worker';
+import { run, type Runner, type Task, type TaskList, type WorkerEvents } from 'graphile-worker';
 import type pg from 'pg';
 import { graphileLogger } from '../db/migrate.ts';
 import type { Logger } from '../lib/logger.ts';
@@ -33,6 +34,12 @@ export interface WorkerOptions {
    * completions written together.
    */
   localQueueSize?: number;
+  /**
+   * This process's beat (for its Graphile Worker pool id, the jobs' locked_by)
+   * and how old a beat may be before that pool counts as dead and its locks
+   * are released (app_private.release_dead_worker_locks).
+   */
+  liveness?: { beatMs: number; staleSeconds: number };
 }
 
 /** Every task of jobs/tasks/, bound to the context. */
@@ -50,11 +57,34 @@ export async function loadTasks(context: JobContext): Promise<TaskList> {
   return tasks;
 }
 
-export async function startWorker({ pool, logger, concurrency, context, localQueueSize = 0 }: WorkerOptions): Promise<Runner> {
+export async function startWorker({ pool, logger, concurrency, context, localQueueSize = 0, liveness = { beatMs: 10_000, staleSeconds: 60 } }: WorkerOptions): Promise<Runner> {
   const jobsLogger = logger.child({ component: 'jobs' });
+  const livenessLogger = logger.child({ component: 'worker-liveness' });
   const charges = new ChargeBatcher({ pool, providers: context.providers, logger: jobsLogger });
+  // Jobs a killed worker held are released before this one starts taking jobs (docs/operations.md, "Processes").
+  const releaseDead = async () => {
+    const { rows } = await pool.query<{ dead: string[] }>('select app_private.release_dead_worker_locks($1) as dead', [liveness.staleSeconds]);
+    const dead = rows[0]?.dead ?? [];
+    if (dead.length > 0) livenessLogger.warn({ workers: dead }, 'released the jobs locked by workers that stopped beating');
+  };
+  await releaseDead();
+  let poolId: string | undefined;
+  const beat = async () => {
+    if (poolId) await pool.query('select app_private.record_worker_pool_beat($1)', [poolId]);
+    await releaseDead();
+  };
+  const beatInBackground = () => {
+    beat().catch((error: Error) => livenessLogger.warn({ err: error }, 'worker beat failed'));
+  };
+  const events = new EventEmitter() as WorkerEvents;
+  // The pool (and its id, the locked_by of its jobs) is created once run() is under way.
+  events.on('pool:create', ({ workerPool }) => {
+    poolId = workerPool.id;
+    beatInBackground();
+  });
   const runner = await run({
     pgPool: pool,
+    events,
     concurrency,
     noHandleSignals: true,
     pollInterval: 2000,
@@ -69,10 +99,13 @@ export async function startWorker({ pool, logger, concurrency, context, localQue
     crontabFile: fromRoot('jobs', 'crontab'),
     logger: graphileLogger(logger.child({ component: 'worker' })) as never,
   });
+  const beats = setInterval(beatInBackground, liveness.beatMs);
+  beats.unref();
   // Beat at once rather than at the next minute, so /readyz is green right after start.
   try {
     await runner.addJob('heartbeat', {}, { jobKey: 'heartbeat', maxAttempts: 1 });
   } catch (error) {
+    clearInterval(beats);
     await runner.stop();
     throw error;
   }
@@ -87,6 +120,7 @@ export async function startWorker({ pool, logger, concurrency, context, localQue
   });
   const stopRunner = runner.stop.bind(runner);
   runner.stop = async () => {
+    clearInterval(beats);
     await poller.stop();
     await stopRunner();
   };

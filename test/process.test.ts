@@ -78,6 +78,13 @@ function childPids(pid: number): number[] {
   return children ? children.split(/\s+/).map(Number) : [];
 }
 
+/** Every process below pid, deepest last (read from /proc while they run). */
+function descendants(pid: number): number[] {
+  const found: number[] = [];
+  for (const child of childPids(pid)) found.push(child, ...descendants(child));
+  return found;
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -161,6 +168,43 @@ describe('npm start on an embedded PostgreSQL', () => {
       assert.equal(alive(pgPid), false);
     } finally {
       second.child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('npm scripts stopped by a supervisor', () => {
+  // A supervisor (systemd, Docker, a CI runner) signals only the process it started: here npm itself.
+  test('SIGTERM to the `npm start` process stops the server, its children and the embedded PostgreSQL', async () => {
+    const dataDir = path.join(dataRoot, 'npm-pg');
+    const npm = process.env.npm_execpath;
+    const command = npm && /\.(c|m)?js$/.test(npm) ? [process.execPath, npm] : ['npm'];
+    const env = baseEnv({ EMBEDDED_PG_DIR: dataDir, EMBEDDED_PG_PORT: String(await freePort()), PORT: '0' });
+    env.PATH = `${path.dirname(process.execPath)}${path.delimiter}${env.PATH ?? ''}`;
+    const child = spawn(command[0]!, [...command.slice(1), 'start', '--silent'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    let tree: number[] = [];
+    try {
+      await waitFor('the start banner', async () => /GraphQL API\s+http:\/\/\S+\/graphql/.test(output), 60_000);
+      tree = descendants(child.pid!);
+      const pgPid = postmasterPid(dataDir);
+      assert.ok(tree.includes(pgPid), `PostgreSQL runs below npm: ${tree.join(' ')}`);
+      child.kill('SIGTERM');
+      const exit = await exited;
+      assert.ok(exit.code === 0 || exit.signal === 'SIGTERM', `npm ended: ${JSON.stringify(exit)}; ${output}`);
+      const left = await waitFor('every child to end', async () => (tree.some(alive) ? null : 'none'), 30_000).catch(() =>
+        tree.filter(alive).map((pid) => `${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')}`),
+      );
+      assert.equal(left, 'none', 'no process outlives npm');
+    } finally {
+      for (const pid of tree.filter(alive)) process.kill(pid, 'SIGKILL');
+      child.kill('SIGKILL');
     }
   });
 });

@@ -11,6 +11,9 @@
  *      skipped when no SMTP server is configured; on an error the row stays
  *      queued and this job fails, so Graphile Worker retries it with backoff
  *      (failed after 8 attempts).
+ * An e-mail leased by another attempt (EMAIL_SEND_IN_PROGRESS, e.g. by a
+ * worker that was killed) is not a failure: the job schedules itself for
+ * when the lease ends.
  * The recipient's address is not logged.
  */
 import { renderEmail, type EmailContext } from '../../billing/email-templates.ts';
@@ -20,8 +23,20 @@ const task: BillingTask = async (payload, helpers, context) => {
   assertIdPayload(payload, 'email_id');
   const { mailer } = context.outbox;
   const log = context.logger.child({ jobId: helpers.job.id, emailId: payload.email_id });
-  const { rows } = await helpers.query<{ context: (EmailContext & { attempt: number }) | null }>('select app_private.begin_email_send($1) as context', [payload.email_id]);
-  const mail = rows[0]?.context;
+  let mail: (EmailContext & { attempt: number }) | null | undefined;
+  try {
+    const { rows } = await helpers.query<{ context: (EmailContext & { attempt: number }) | null }>('select app_private.begin_email_send($1) as context', [payload.email_id]);
+    mail = rows[0]?.context;
+  } catch (error) {
+    const { code, detail } = error as { code?: string; detail?: string };
+    if (code !== 'AB409' || detail !== 'EMAIL_SEND_IN_PROGRESS') throw error;
+    // Another attempt holds the lease (or held it when its worker was killed): run again when it ends, without failing.
+    const { rows } = await helpers.query<{ ends_at: Date | null }>('select app_private.email_send_lease_ends_at($1) as ends_at', [payload.email_id]);
+    const runAt = rows[0]?.ends_at ?? new Date();
+    await helpers.addJob('emails__send', { email_id: payload.email_id }, { runAt, jobKey: `emails__send:${payload.email_id}`, maxAttempts: 10 });
+    log.info({ runAt }, 'e-mail leased by another attempt: sent after its lease ends');
+    return;
+  }
   if (!mail) {
     log.debug('nothing to send');
     return;

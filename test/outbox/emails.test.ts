@@ -132,6 +132,35 @@ describe('notification e-mails over SMTP', () => {
     await setClock(db, null);
   });
 
+  test('an e-mail leased by a killed worker: the job waits for the lease to end instead of failing and logging errors', async () => {
+    const shop = await createShop(db, { currency: 'EUR', amount: 1490 });
+    const { subscriptionId } = await subscribeWithCard(db, shop, 'pm_sbx_visa');
+    const sent = await sentRow('subscription.activated', subscriptionId);
+    // Setup: the row as a worker killed mid-send leaves it — queued, leased a moment ago.
+    const leasedAt = await db.asSuperuser(async (c) => {
+      const { rows } = await c.query(`update app_private.sent_emails set status = 'queued', sending_since = now() where id = $1 returning sending_since`, [sent.id]);
+      return rows[0]!.sending_since as Date;
+    });
+    const logsBefore = logs.lines.length;
+    // Action: its job runs again (released by the next worker).
+    await db.asWorker((c) => c.query(`select graphile_worker.add_job('emails__send', json_build_object('email_id', $1::uuid))`, [sent.id]));
+    await jobsDone(db, 'emails__send');
+    // Assertions: one job left, due when the lease ends, with no error; nothing above info was logged about it.
+    const { rows: jobs } = await db.asSuperuser((c) =>
+      c.query(
+        `select j.run_at, j.attempts, j.last_error from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+         where t.identifier = 'emails__send' and j.payload->>'email_id' = $1`,
+        [sent.id],
+      ),
+    );
+    assert.equal(jobs.length, 1, JSON.stringify(jobs));
+    assert.equal(jobs[0].last_error, null);
+    assert.equal(jobs[0].attempts, 0);
+    assert.equal(new Date(jobs[0].run_at).getTime(), leasedAt.getTime() + 120_000, 'due when the 120 s lease ends');
+    const noisy = logs.lines.slice(logsBefore).filter((l) => Number(l.level) >= 40 && JSON.stringify(l).includes(sent.id));
+    assert.deepEqual(noisy, []);
+  });
+
   test('the SMTP password never reaches the logs, and recipients are not logged', async () => {
     assert.ok(logs.lines.some((l) => l.msg === 'e-mail sent'));
     const text = JSON.stringify(logs.lines);

@@ -4,9 +4,10 @@
  * a free port, in a throw-away data directory.
  */
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
-import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../../lib/database.ts';
+import { folderClosedToPostgres, startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../../lib/database.ts';
 import type { Logger } from '../../lib/logger.ts';
 
 export interface TestCluster {
@@ -28,12 +29,32 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startTestCluster(logger: Logger): Promise<TestCluster> {
-  const external = process.env.TEST_DATABASE_URL;
+export interface TestClusterOptions {
+  /** Superuser URL of an existing server (default: TEST_DATABASE_URL). */
+  externalUrl?: string | undefined;
+  /** Where throw-away data directories go (default: .test-data in the checkout). */
+  root?: string;
+}
+
+/**
+ * Where the run's data directory goes: the checkout's .test-data, unless root
+ * runs the tests in a folder the `postgres` user cannot enter (a 0700 home
+ * directory); then the system's temporary folder, said on stderr. The data is
+ * thrown away after the run, so it may live anywhere.
+ */
+function testDataRoot(preferred: string): string {
+  if (!folderClosedToPostgres(path.join(preferred, 'run', 'pg'))) return preferred;
+  const fallback = path.join(os.tmpdir(), 'abonement-test-data');
+  process.stderr.write(`abonement tests: the postgres user cannot reach ${preferred}; the embedded PostgreSQL's throw-away data goes to ${fallback}\n`);
+  return fallback;
+}
+
+export async function startTestCluster(logger: Logger, options: TestClusterOptions = {}): Promise<TestCluster> {
+  const external = 'externalUrl' in options ? options.externalUrl : process.env.TEST_DATABASE_URL;
   if (external) {
     return { superuserUrl: external, kind: 'external', stop: async () => {} };
   }
-  const root = path.resolve('.test-data');
+  const root = testDataRoot(options.root ?? path.resolve('.test-data'));
   mkdirSync(root, { recursive: true, mode: 0o755 });
   const dir = mkdtempSync(path.join(root, 'run-'));
   let handle: EmbeddedPostgresHandle;

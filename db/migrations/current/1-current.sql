@@ -506,3 +506,77 @@ alter table app_private.api_keys add constraint api_keys_tenant_replaced_by_fkey
   foreign key (tenant_id, replaced_by) references app_private.api_keys (tenant_id, id) on delete set null (replaced_by);
 drop index if exists app_private.api_keys_replaced_by_idx;
 create index if not exists api_keys_tenant_replaced_by_idx on app_private.api_keys (tenant_id, replaced_by) where replaced_by is not null;
+
+/*
+ * Jobs locked by a worker process that died (SIGKILL, a lost machine) stay
+ * locked until Graphile Worker's own 4-hour timeout. Each worker process
+ * beats for its pool id (the jobs' locked_by) every few seconds
+ * (jobs/worker.ts); on start and at each beat it releases the locks of pools
+ * whose beat is older than stale_seconds, and of pools that never beat once
+ * their lock is that old (docs/operations.md, "Processes"). The beats are
+ * per pool, apart from worker_heartbeats (one per process, for /readyz).
+ */
+create table if not exists app_private.worker_pool_beats (
+  pool_id text primary key,
+  beat_at timestamptz not null
+);
+comment on table app_private.worker_pool_beats is
+  E'Worker: the last beat of each Graphile Worker pool (its id is the locked_by of its jobs); a pool silent for a minute counts as dead.';
+grant select, insert, update, delete on app_private.worker_pool_beats to :ROLE_WORKER;
+
+create or replace function app_private.record_worker_pool_beat(pool_id text) returns void
+  language sql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  insert into app_private.worker_pool_beats (pool_id, beat_at) values (record_worker_pool_beat.pool_id, clock_timestamp())
+  on conflict on constraint worker_pool_beats_pkey do update set beat_at = excluded.beat_at;
+  -- Keep the table small: forget pools silent for a day.
+  delete from app_private.worker_pool_beats b where b.beat_at < clock_timestamp() - interval '1 day';
+$$;
+comment on function app_private.record_worker_pool_beat(text) is
+  E'Worker: records that a Graphile Worker pool is alive (real time), and forgets pools silent for a day.';
+grant execute on function app_private.record_worker_pool_beat(text) to :ROLE_WORKER;
+
+create or replace function app_private.release_dead_worker_locks(stale_seconds int default 60) returns text[]
+  language plpgsql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  dead text[];
+begin
+  select coalesce(array_agg(distinct l.locked_by), '{}') into dead
+  from (
+    select j.locked_by, j.locked_at from graphile_worker._private_jobs j where j.locked_by is not null
+    union all
+    select q.locked_by, q.locked_at from graphile_worker._private_job_queues q where q.locked_by is not null
+  ) l
+  left join app_private.worker_pool_beats h on h.pool_id = l.locked_by
+  where coalesce(h.beat_at, l.locked_at) < clock_timestamp() - make_interval(secs => stale_seconds);
+  if cardinality(dead) > 0 then
+    perform graphile_worker.force_unlock_workers(dead);
+  end if;
+  return dead;
+end;
+$$;
+comment on function app_private.release_dead_worker_locks(int) is
+  E'Worker: unlocks the jobs and queues of worker pools whose heartbeat (or, without one, whose lock) is older than stale_seconds; returns their ids.';
+grant execute on function app_private.release_dead_worker_locks(int) to :ROLE_WORKER;
+
+/*
+ * A worker killed while sending an e-mail leaves its lease (sending_since) on
+ * the row; the job that runs it again must not fail and log errors until the
+ * lease ends, but wait for it: emails__send asks when the lease ends and
+ * schedules itself then (docs/operations.md, "Processes"). The lease length
+ * is begin_email_send's default.
+ */
+create or replace function app_private.email_send_lease_ends_at(email_id uuid, lease_seconds int default 120) returns timestamptz
+  language sql stable security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select m.sending_since + make_interval(secs => lease_seconds)
+  from app_private.sent_emails m
+  where m.id = email_send_lease_ends_at.email_id and m.status = 'queued' and m.sending_since is not null;
+$$;
+comment on function app_private.email_send_lease_ends_at(uuid, int) is
+  E'Worker (emails__send): when the lease of a queued e-mail being sent ends (null when none is held), so a job that meets EMAIL_SEND_IN_PROGRESS runs again then.';
+grant execute on function app_private.email_send_lease_ends_at(uuid, int) to :ROLE_WORKER;
