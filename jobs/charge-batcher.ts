@@ -9,7 +9,10 @@
  *                                 payments' advisory locks taken on this
  *                                 batch's connection
  *   adapter.chargeSaved × n       concurrently (bounded), each with its key
- *   apply_payment_results(json)   one statement, one commit
+ *   apply_payment_results(json)   one statement, one commit, per wave of answers:
+ *                                 those within waveMs of the first together; a
+ *                                 few slow ones later, alone, while the batch no
+ *                                 longer holds back the batches behind it
  *   unlock_payments(ids)          then the connection goes back to the pool
  *
  * Every rule stays in SQL, per invoice (the 300-renewals-batches.sql section
@@ -76,6 +79,46 @@ export interface ChargeBatcherOptions {
   maxInFlight?: number;
   /** Provider requests on the wire at once, across batches. */
   maxRequests?: number;
+  /**
+   * Answers that arrive within this many ms of a batch's first one are applied
+   * together; the rest (a provider slow to answer a few requests) are applied
+   * as they come, and the batch stops counting against maxInFlight, so that a
+   * few slow requests hold only their own invoices (docs/operations.md, "Processes").
+   */
+  waveMs?: number;
+  /** Batches left waiting only for such slow answers (each keeps its connection and its payments' locks). */
+  maxDraining?: number;
+}
+
+type Answer = { row: BeginRow; answer: ProviderCall<PaymentResult> | null; thrown?: unknown };
+
+/** The values of `calls` in waves: what arrives within `waveMs` of a wave's first value (or all, once all are in). */
+async function* inWaves<T>(calls: Promise<T>[], waveMs: number): AsyncGenerator<T[]> {
+  const arrived: T[] = [];
+  let remaining = calls.length;
+  let signal: () => void = () => {};
+  for (const call of calls) {
+    void call.then((value) => {
+      arrived.push(value);
+      remaining--;
+      signal();
+    });
+  }
+  while (remaining > 0 || arrived.length > 0) {
+    if (arrived.length === 0) await new Promise<void>((resolve) => (signal = resolve));
+    if (remaining > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, waveMs);
+        signal = () => {
+          if (remaining > 0) return;
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    signal = () => {};
+    yield arrived.splice(0);
+  }
 }
 
 class InvoiceError extends Error {
@@ -88,17 +131,22 @@ class InvoiceError extends Error {
 export class ChargeBatcher {
   private queue: Waiting[] = [];
   private inFlight = 0;
+  private draining = 0;
   private scheduled = false;
   private requests = 0;
   private waitingForRequest: Array<() => void> = [];
   private readonly maxBatch: number;
   private readonly maxInFlight: number;
   private readonly maxRequests: number;
+  private readonly waveMs: number;
+  private readonly maxDraining: number;
 
   constructor(private readonly options: ChargeBatcherOptions) {
     this.maxBatch = options.maxBatch ?? 200;
     this.maxInFlight = options.maxInFlight ?? 4;
     this.maxRequests = options.maxRequests ?? 64;
+    this.waveMs = options.waveMs ?? 200;
+    this.maxDraining = options.maxDraining ?? 4;
   }
 
   /** Charges the invoice's open amount (as invoices__collect always did); resolves when its outcome is recorded. */
@@ -117,11 +165,21 @@ export class ChargeBatcher {
   }
 
   private pump(): void {
-    while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
+    // Draining batches beyond maxDraining count as running ones: connections stay bounded.
+    while (this.inFlight + Math.max(0, this.draining - this.maxDraining) < this.maxInFlight && this.queue.length > 0) {
       const batch = this.queue.splice(0, this.maxBatch);
       this.inFlight++;
-      void this.run(batch).finally(() => {
+      let draining = false;
+      const drain = () => {
+        if (draining) return;
+        draining = true;
         this.inFlight--;
+        this.draining++;
+        this.pump();
+      };
+      void this.run(batch, drain).finally(() => {
+        if (draining) this.draining--;
+        else this.inFlight--;
         this.pump();
       });
     }
@@ -138,7 +196,8 @@ export class ChargeBatcher {
     }
   }
 
-  private async run(batch: Waiting[]): Promise<void> {
+  /** One batch; `drain()` once only slow answers are outstanding. */
+  private async run(batch: Waiting[], drain: () => void): Promise<void> {
     const pending = new Map<string, Waiting[]>();
     for (const waiting of batch) pending.set(waiting.invoiceId, [...(pending.get(waiting.invoiceId) ?? []), waiting]);
     const settle = (invoiceId: string, error?: unknown) => {
@@ -175,79 +234,33 @@ export class ChargeBatcher {
         }
       }
 
-      // The provider calls, each with its attempt's key.
-      const answers = await Promise.all(
-        toCharge.map(async (row): Promise<{ row: BeginRow; answer: ProviderCall<PaymentResult> | null; thrown?: unknown }> => {
-          const adapter = this.options.providers.get(row.provider!);
-          if (!adapter) return { row, answer: null, thrown: new Error(`provider ${row.provider} of payment ${row.payment_id} is not configured in this process`) };
-          if (!row.provider_token) return { row, answer: null };
-          try {
-            const answer = await this.slot(() =>
-              adapter.chargeSaved({
-                idempotencyKey: row.idempotency_key!,
-                amount: { amountMinor: BigInt(row.amount_minor!), currency: row.currency! },
-                paymentMethodToken: row.provider_token!,
-                description: row.description!,
-                customerReference: row.customer_id!,
-                metadata: { invoice_number: row.invoice_number! },
-              }),
-            );
-            return { row, answer };
-          } catch (thrown) {
-            return { row, answer: null, thrown };
-          }
-        }),
-      );
-
-      // Answers in one statement; the rest (no answer, misuse) one by one as before.
-      const elements: Array<Partial<PaymentResultRecord>> = [];
-      const byPayment = new Map<string, BeginRow>();
-      const unanswered: Array<{ row: BeginRow; answer: Extract<ProviderCall<PaymentResult>, { ok: false }> }> = [];
-      for (const { row, answer, thrown } of answers) {
-        if (thrown !== undefined) {
-          settle(row.invoice_id, thrown);
-        } else if (answer === null) {
-          // The saved method was deleted: it can never be charged again; ask the customer for a new card.
-          elements.push({
-            payment_id: row.payment_id!,
-            outcome: 'failed',
-            failure_category: 'hard_decline',
-            failure_code: 'payment_method_missing',
-            failure_message: 'the payment method was removed',
-          });
-          byPayment.set(row.payment_id!, row);
-        } else if (answer.ok) {
-          elements.push(paymentResultRecord(row.payment_id!, answer.value));
-          byPayment.set(row.payment_id!, row);
-        } else {
-          unanswered.push({ row, answer });
-        }
-      }
-      if (elements.length > 0) {
-        const { rows: applied } = await client.query<AppliedRow>('select * from app_private.apply_payment_results($1::jsonb)', [JSON.stringify(elements)]);
-        let succeeded = 0;
-        let failed = 0;
-        for (const result of applied) {
-          const row = byPayment.get(result.payment_id)!;
-          if (result.outcome === 'error') {
-            settle(row.invoice_id, new InvoiceError(row.invoice_id, result.error_code, result.error_message));
-            continue;
-          }
-          if (result.status === 'succeeded') succeeded++;
-          if (result.status === 'failed') failed++;
-          pending.get(row.invoice_id)?.[0]?.log.debug({ paymentId: row.payment_id, provider: row.provider, status: result.status }, 'charge answered');
-          settle(row.invoice_id);
-        }
-        this.options.logger.info({ charges: applied.length, succeeded, failed, batch: batch.length }, 'charges answered');
-      }
-      for (const { row, answer } of unanswered) {
+      // The provider calls, each with its attempt's key; their answers applied in waves.
+      const calls = toCharge.map(async (row): Promise<Answer> => {
+        const adapter = this.options.providers.get(row.provider!);
+        if (!adapter) return { row, answer: null, thrown: new Error(`provider ${row.provider} of payment ${row.payment_id} is not configured in this process`) };
+        if (!row.provider_token) return { row, answer: null };
         try {
-          await this.unanswered(client, row, answer.failure, pending.get(row.invoice_id)?.[0]?.log ?? this.options.logger);
-          settle(row.invoice_id);
-        } catch (error) {
-          settle(row.invoice_id, error);
+          const answer = await this.slot(() =>
+            adapter.chargeSaved({
+              idempotencyKey: row.idempotency_key!,
+              amount: { amountMinor: BigInt(row.amount_minor!), currency: row.currency! },
+              paymentMethodToken: row.provider_token!,
+              description: row.description!,
+              customerReference: row.customer_id!,
+              metadata: { invoice_number: row.invoice_number! },
+            }),
+          );
+          return { row, answer };
+        } catch (thrown) {
+          return { row, answer: null, thrown };
         }
+      });
+
+      for await (const wave of inWaves(calls, this.waveMs)) {
+        await this.applyAnswers(client, wave, pending, settle, batch.length);
+        if (wave.length < toCharge.length) drain();
       }
+
       // Every invoice has its row; one that had none would otherwise wait for ever.
       for (const invoiceId of [...pending.keys()]) settle(invoiceId, new InvoiceError(invoiceId, 'NO_OUTCOME', 'begin_payments returned no row for it'));
     } catch (error) {
@@ -261,6 +274,64 @@ export class ChargeBatcher {
         }
         // A connection that could not release its locks is closed: they die with it.
         client.release(lockError instanceof Error ? lockError : undefined);
+      }
+    }
+  }
+
+  /** Applies provider answers: the answers in one statement, the rest (no answer, misuse) one by one as before. */
+  private async applyAnswers(
+    client: pg.PoolClient,
+    answers: Answer[],
+    pending: Map<string, Waiting[]>,
+    settle: (invoiceId: string, error?: unknown) => void,
+    batchSize: number,
+  ): Promise<void> {
+    const elements: Array<Partial<PaymentResultRecord>> = [];
+    const byPayment = new Map<string, BeginRow>();
+    const unanswered: Array<{ row: BeginRow; answer: Extract<ProviderCall<PaymentResult>, { ok: false }> }> = [];
+    for (const { row, answer, thrown } of answers) {
+      if (thrown !== undefined) {
+        settle(row.invoice_id, thrown);
+      } else if (answer === null) {
+        // The saved method was deleted: it can never be charged again; ask the customer for a new card.
+        elements.push({
+          payment_id: row.payment_id!,
+          outcome: 'failed',
+          failure_category: 'hard_decline',
+          failure_code: 'payment_method_missing',
+          failure_message: 'the payment method was removed',
+        });
+        byPayment.set(row.payment_id!, row);
+      } else if (answer.ok) {
+        elements.push(paymentResultRecord(row.payment_id!, answer.value));
+        byPayment.set(row.payment_id!, row);
+      } else {
+        unanswered.push({ row, answer });
+      }
+    }
+    if (elements.length > 0) {
+      const { rows: applied } = await client.query<AppliedRow>('select * from app_private.apply_payment_results($1::jsonb)', [JSON.stringify(elements)]);
+      let succeeded = 0;
+      let failed = 0;
+      for (const result of applied) {
+        const row = byPayment.get(result.payment_id)!;
+        if (result.outcome === 'error') {
+          settle(row.invoice_id, new InvoiceError(row.invoice_id, result.error_code, result.error_message));
+          continue;
+        }
+        if (result.status === 'succeeded') succeeded++;
+        if (result.status === 'failed') failed++;
+        pending.get(row.invoice_id)?.[0]?.log.debug({ paymentId: row.payment_id, provider: row.provider, status: result.status }, 'charge answered');
+        settle(row.invoice_id);
+      }
+      this.options.logger.info({ charges: applied.length, succeeded, failed, batch: batchSize }, 'charges answered');
+    }
+    for (const { row, answer } of unanswered) {
+      try {
+        await this.unanswered(client, row, answer.failure, pending.get(row.invoice_id)?.[0]?.log ?? this.options.logger);
+        settle(row.invoice_id);
+      } catch (error) {
+        settle(row.invoice_id, error);
       }
     }
   }

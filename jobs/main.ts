@@ -4,13 +4,14 @@
  * PostgreSQL belongs to the API process.
  */
 import '../lib/graphile-env.ts';
+import type pg from 'pg';
 import { loadConfig } from '../lib/config.ts';
 import { createLogger } from '../lib/logger.ts';
 import { createPool, resolveDatabase, sessionSettings } from '../lib/database.ts';
 import { buildProviderRegistry } from '../providers/registry.ts';
 import { handleShutdownSignals } from '../lib/signals.ts';
 import { outboxSettings } from './context.ts';
-import { startWorker } from './worker.ts';
+import { startWorker, workerConcurrency } from './worker.ts';
 
 const config = loadConfig();
 const logger = createLogger(config);
@@ -24,11 +25,15 @@ if (!config.DATABASE_URL && !config.DATABASE_WORKER_URL) {
 
 try {
   const database = await resolveDatabase(config, logger);
-  const pool = createPool(database.urls.worker, logger, 'worker', config.DB_POOL_SIZE, sessionSettings(config));
+  const pools: pg.Pool[] = [];
   const runner = await startWorker({
-    pool,
+    pool: (lane) => {
+      const created = createPool(database.urls.worker, logger, `worker-${lane}`, config.DB_POOL_SIZE, sessionSettings(config));
+      pools.push(created);
+      return created;
+    },
     logger,
-    concurrency: config.WORKER_CONCURRENCY,
+    concurrency: workerConcurrency(config),
     localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
     context: {
       providers: buildProviderRegistry(config, logger),
@@ -37,12 +42,12 @@ try {
       outbox: outboxSettings(config, logger),
     },
   });
-  logger.info({ concurrency: config.WORKER_CONCURRENCY, localQueue: config.WORKER_LOCAL_QUEUE_SIZE, poolSize: config.DB_POOL_SIZE }, 'worker started');
+  logger.info({ concurrency: workerConcurrency(config), localQueue: config.WORKER_LOCAL_QUEUE_SIZE, poolSize: config.DB_POOL_SIZE }, 'worker started');
   handleShutdownSignals(
     logger,
     async () => {
       await runner.stop();
-      await pool.end();
+      await Promise.all(pools.map((p) => p.end()));
       logger.info('worker stopped');
     },
     config.SHUTDOWN_TIMEOUT_MS,

@@ -44,6 +44,10 @@ export const configSchema = z.object({
   WORKER: z.enum(['on', 'off']).default('on'),
   /** Jobs run at once by one worker process. Charges wait on the provider, not the CPU: many in flight let them share batches. */
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(50),
+  /** Jobs run at once in the worker's payments lane (charges, refunds, reconciliation, provider events: docs/operations.md, "Processes"). */
+  WORKER_PAYMENTS_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(50),
+  /** Jobs run at once in the worker's outbound lane (tenant webhooks, e-mails). */
+  WORKER_OUTBOUND_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(20),
   /** Jobs fetched (and locked) per query into the worker's local queue; 0 or 1: one query per job. */
   WORKER_LOCAL_QUEUE_SIZE: z.coerce.number().int().min(0).max(5000).default(50),
 

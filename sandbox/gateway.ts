@@ -58,7 +58,12 @@ export interface SandboxGateway {
   router: express.Router;
   webhooks: SandboxWebhookDispatcher;
   /** Fault injection for the next API requests (not pages): a 500 before processing, or processing then no answer. */
-  faults: { next(fault: SandboxFault, count?: number): void; clear(): void };
+  faults: {
+    next(fault: SandboxFault, count?: number): void;
+    clear(): void;
+    /** Drops the connections of the requests held unanswered so far (their callers see a dropped connection). */
+    dropHeld(): void;
+  };
   ledger: SandboxLedger;
   close(): Promise<void>;
 }
@@ -98,7 +103,7 @@ export function createSandboxGateway(options: SandboxGatewayOptions): SandboxGat
   return {
     router,
     webhooks,
-    faults: { next: faults.next, clear: faults.clear },
+    faults: { next: faults.next, clear: faults.clear, dropHeld: faults.close },
     ledger: ledgerOf(options.pool),
     async close() {
       faults.close();

@@ -16,7 +16,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
-import type { Runner } from 'graphile-worker';
 import { ensureFirstAdmin, mountConsole, type MountedConsole } from '../admin/index.ts';
 import { seedDemo, type DemoTenant } from '../db/demo.ts';
 import { migrateDatabase } from '../db/migrate.ts';
@@ -24,7 +23,7 @@ import { publicUrl, type Config } from '../lib/config.ts';
 import { createPool, resolveDatabase, sessionSettings, type ResolvedDatabase } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import { outboxSettings } from '../jobs/context.ts';
-import { startWorker } from '../jobs/worker.ts';
+import { startWorker, type Worker, workerConcurrency } from '../jobs/worker.ts';
 import { SANDBOX_MOUNT_PATH } from '../lib/sandbox-settings.ts';
 import { buildProviderRegistry, type ProviderRegistry } from '../providers/registry.ts';
 import { createConfiguredSandboxGateway, type SandboxGateway } from '../sandbox/gateway.ts';
@@ -186,7 +185,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
         resolve();
       });
     });
-    let runner: Runner | undefined;
+    let runner: Worker | undefined;
     // Stop accepting requests and jobs at once; both drain in parallel before pools close.
     cleanups.push(async () => {
       await Promise.all([closeServer(server, config.SHUTDOWN_TIMEOUT_MS, logger), runner?.stop()]);
@@ -203,9 +202,9 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
 
     if (config.WORKER === 'on') {
       runner = await startWorker({
-        pool: pool(database.urls.worker, 'worker'),
+        pool: (lane) => pool(database.urls.worker, `worker-${lane}`),
         logger,
-        concurrency: config.WORKER_CONCURRENCY,
+        concurrency: workerConcurrency(config),
         localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
         context: {
           providers,

@@ -5,11 +5,10 @@
  * never beat once their lock is that old. A live pool's locks are kept.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { TEST_ENV } from '../support/env.ts';
 import { waitFor } from '../support/server.ts';
+import { startWorkerProcess, stopWorkerProcess } from '../support/worker-process.ts';
 
 let db: TestDatabase;
 before(async () => {
@@ -33,25 +32,7 @@ describe('worker liveness', () => {
       return { dead: await add('pool-dead', '30 seconds'), live: await add('pool-live', '3 minutes'), never: await add('pool-never-beat', '2 minutes') };
     });
 
-    const env: NodeJS.ProcessEnv = { ...process.env };
-    for (const name of ['DATABASE_OWNER_URL', 'DATABASE_AUTHENTICATOR_URL', 'DATABASE_WORKER_URL', 'DATABASE_OPERATOR_URL']) delete env[name];
-    const child = spawn(process.execPath, ['--import', 'tsx', 'jobs/main.ts'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: {
-        ...env,
-        NODE_ENV: 'test',
-        LOG_LEVEL: 'warn',
-        LOG_PRETTY: 'false',
-        DATABASE_URL: db.superuserUrl,
-        DB_ROLE_PREFIX: process.env[TEST_ENV.rolePrefix],
-        DB_ROLE_SECRET: process.env[TEST_ENV.roleSecret],
-        MIGRATE_ON_START: 'false',
-      },
-    });
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const exited = new Promise((resolve) => child.on('exit', resolve));
+    const worker = startWorkerProcess(db);
     try {
       const locks = async () =>
         db.asSuperuser(async (c) => {
@@ -67,18 +48,18 @@ describe('worker liveness', () => {
           return now[ids.dead] === null && now[ids.never] === null ? now : null;
         },
         30_000,
-      ).catch((error: Error) => assert.fail(`${error.message}; worker output: ${output}`));
+      ).catch((error: Error) => assert.fail(`${error.message}; worker output: ${worker.output()}`));
       assert.equal(after[ids.live], 'pool-live', 'a live worker keeps its job');
       // The new worker beats for its own pool id, so the next one to start sees it alive.
-      const beats = await waitFor('the new worker pool’s beat', async () => {
+      const beats = await waitFor('the new worker pools’ beats', async () => {
         const { rows } = await db.asSuperuser((c) => c.query(`select pool_id from app_private.worker_pool_beats where pool_id not in ('pool-dead', 'pool-live')`));
-        return rows.length > 0 ? rows : null;
+        return rows.length >= 3 ? rows : null;
       });
-      assert.equal(beats.length, 1, 'one beat for the new worker pool');
-      assert.match(output, /released the jobs locked by workers that stopped beating/);
+      // One Graphile Worker pool per lane (jobs/worker.ts, WORKER_LANES), each beating for itself.
+      assert.equal(beats.length, 3, 'a beat for each of the new worker’s pools');
+      assert.match(worker.output(), /released the jobs locked by workers that stopped beating/);
     } finally {
-      child.kill('SIGTERM');
-      await exited;
+      await stopWorkerProcess(worker, 'SIGTERM');
     }
   });
 });

@@ -12,13 +12,12 @@
  * settle the payments; released afterwards, they change nothing.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { RunningAbonement } from '../../server/index.ts';
 import { setClock } from '../../sql-tests/support/billing.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { TEST_ENV } from '../support/env.ts';
 import { waitFor } from '../support/server.ts';
+import { startWorkerProcess, stopWorkerProcess, type WorkerProcess } from '../support/worker-process.ts';
 import { createShop, inboxSettled, rows, SANDBOX_SECRET, startPaymentsServer, subscribeWithCard, until } from './support.ts';
 
 let db: TestDatabase;
@@ -35,46 +34,16 @@ after(async () => {
   await db?.drop();
 });
 
-interface WorkerProcess {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
 /** `npm run worker` against the test database, charging through this test's sandbox gateway. */
-function startWorkerProcess(): WorkerProcess {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of ['DATABASE_OWNER_URL', 'DATABASE_AUTHENTICATOR_URL', 'DATABASE_WORKER_URL', 'DATABASE_OPERATOR_URL']) delete env[name];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'jobs/main.ts'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      ...env,
-      NODE_ENV: 'test',
-      LOG_LEVEL: 'warn',
-      LOG_PRETTY: 'false',
-      DATABASE_URL: db.superuserUrl,
-      DB_ROLE_PREFIX: process.env[TEST_ENV.rolePrefix],
-      DB_ROLE_SECRET: process.env[TEST_ENV.roleSecret],
-      MIGRATE_ON_START: 'false',
-      PUBLIC_URL: server.url,
-      SANDBOX_GATEWAY: 'on',
-      SANDBOX_SECRET,
-      WORKER_CONCURRENCY: '50',
-      WORKER_LOCAL_QUEUE_SIZE: '50',
-      PROVIDER_TIMEOUT_MS: '60000',
-    },
+function startWorker(): WorkerProcess {
+  return startWorkerProcess(db, {
+    PUBLIC_URL: server.url,
+    SANDBOX_GATEWAY: 'on',
+    SANDBOX_SECRET,
+    WORKER_CONCURRENCY: '50',
+    WORKER_LOCAL_QUEUE_SIZE: '50',
+    PROVIDER_TIMEOUT_MS: '60000',
   });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  return { child, output: () => output, exited };
-}
-
-async function stop(worker: WorkerProcess | null, signal: NodeJS.Signals): Promise<void> {
-  if (!worker || worker.child.exitCode !== null || worker.child.signalCode !== null) return;
-  worker.child.kill(signal);
-  await worker.exited;
 }
 
 describe('charge batches', () => {
@@ -94,7 +63,7 @@ describe('charge batches', () => {
     let second: WorkerProcess | null = null;
     try {
       // Action: the first worker charges; it dies while its batch waits for the unanswered requests.
-      first = startWorkerProcess();
+      first = startWorker();
       const keys = await waitFor(
         'every card charged at the gateway',
         async () => {
@@ -106,14 +75,14 @@ describe('charge batches', () => {
         30_000,
       );
       const pendingAtKill = (await rows(db, `select id from app_public.payments where invoice_id = any($1) and status = 'pending'`, [invoiceIds])).length;
-      await stop(first, 'SIGKILL');
+      await stopWorkerProcess(first, 'SIGKILL');
       assert.ok(pendingAtKill >= 3, `the unanswered charges were not recorded when the worker died (${pendingAtKill} pending)`);
 
       // Action: its jobs are released and another worker process takes them.
       await db.asSuperuser((c) =>
         c.query(`select graphile_worker.force_unlock_workers(array(select distinct locked_by from graphile_worker._private_jobs where locked_by is not null))`),
       );
-      second = startWorkerProcess();
+      second = startWorker();
       await until(db, 'every invoice paid', `select count(*)::int as n from app_public.invoices where id = any($1) and status = 'paid'`, [invoiceIds], (r) => r.n === 6, 30_000);
 
       // Assertions: each invoice paid by its first attempt (re-sent with its key), one real charge each.
@@ -145,8 +114,8 @@ describe('charge batches', () => {
     } finally {
       sandbox.faults.clear();
       sandbox.webhooks.resume();
-      await stop(first, 'SIGKILL');
-      await stop(second, 'SIGTERM');
+      await stopWorkerProcess(first, 'SIGKILL');
+      await stopWorkerProcess(second, 'SIGTERM');
     }
   });
 });
