@@ -13,7 +13,7 @@
  */
 import '../lib/graphile-env.ts';
 import * as graphileMigrate from 'graphile-migrate';
-import { loadConfig } from '../lib/config.ts';
+import { exitOnConfigError, loadConfig } from '../lib/config.ts';
 import { resolveDatabase, scratchRoles, type RoleNames } from '../lib/database.ts';
 import { createLogger } from '../lib/logger.ts';
 import { migrateDatabase, migrateSettings } from './migrate.ts';
@@ -67,6 +67,7 @@ try {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   }
 } catch (error) {
+  exitOnConfigError(error);
   logger.error({ err: error }, `db ${command} failed`);
   process.stderr.write(`db ${command} failed: ${(error as Error).message}\n`);
   exitCode = 1;

@@ -32,7 +32,8 @@ export const configSchema = z.object({
   DB_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
 
   /** Embedded PostgreSQL, used when no database URL is given. */
-  EMBEDDED_PG_DIR: z.string().min(1).default('.data/pg'),
+  /** The embedded PostgreSQL's data directory; unset: .data/pg in the checkout (lib/embedded-dir.ts). */
+  EMBEDDED_PG_DIR: z.string().min(1).optional(),
   EMBEDDED_PG_PORT: z.coerce.number().int().min(1).max(65535).default(54329),
 
   /** Apply migrations at start (committed ones; in development also db/migrations/current/). */
@@ -214,11 +215,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   try {
     return parseConfig(env);
   } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`abonement: ${error.message}\n`);
-      process.exit(78);
-    }
+    exitOnConfigError(error);
     throw error;
+  }
+}
+
+/** For an entry point's last catch: a ConfigError (also one found after parsing, e.g. an unreachable EMBEDDED_PG_DIR) is one line and status 78. */
+export function exitOnConfigError(error: unknown): void {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`abonement: ${error.message}\n`);
+    process.exit(78);
   }
 }
 

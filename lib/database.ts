@@ -13,11 +13,14 @@
  * (DB_ROLE_PREFIX) so two installations can live on one server.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import type { Config } from './config.ts';
+import { closedFolderMessage, embeddedDataDir, folderClosedToPostgres } from './embedded-dir.ts';
 import type { Logger } from './logger.ts';
+
+export { folderClosedToPostgres } from './embedded-dir.ts';
 
 // bigint (int8) columns carry money in minor units: keep them exact as strings
 // in JavaScript rather than silently losing precision as numbers.
@@ -188,6 +191,8 @@ export async function ensureDatabase(superuserUrl: string, name: string): Promis
 
 export interface EmbeddedPostgresHandle {
   url: string;
+  /** Absolute path of its data directory. */
+  dataDir: string;
   stop(): Promise<void>;
 }
 
@@ -235,36 +240,6 @@ async function stopStalePostmaster(dataDir: string, logger: Logger): Promise<voi
 }
 
 /**
- * As root, the embedded server runs as OS user `postgres`, which needs to
- * enter every folder above its data directory. Returns the first folder that
- * shuts it out (no execute bit for others, e.g. a 0700 home directory such as
- * /root), or undefined when the way is open or we are not root (then the
- * server runs as us). See docs/operations.md, "Databases".
- */
-export function folderClosedToPostgres(dataDir: string, isRoot = process.getuid?.() === 0): { folder: string; mode: string } | undefined {
-  if (!isRoot) return undefined;
-  // The data directory's own parent is opened by startEmbeddedPostgres; everything above must be passable already.
-  let folder = path.dirname(path.dirname(path.resolve(dataDir)));
-  for (;;) {
-    if (existsSync(folder)) {
-      const mode = statSync(folder).mode & 0o777;
-      if ((mode & 0o001) === 0) return { folder, mode: mode.toString(8).padStart(4, '0') };
-    }
-    const up = path.dirname(folder);
-    if (up === folder) return undefined;
-    folder = up;
-  }
-}
-
-/** The one line that says why the embedded server cannot use dataDir and what to do instead. */
-export function closedFolderMessage(dataDir: string, closed: { folder: string; mode: string }): string {
-  return (
-    `the embedded PostgreSQL runs as OS user "postgres" when started by root, and that user cannot enter ${closed.folder} (mode ${closed.mode}) to reach ${path.resolve(dataDir)}: ` +
-    'set EMBEDDED_PG_DIR to a folder it can reach (e.g. EMBEDDED_PG_DIR=/var/lib/abonement/pg), or run as a non-root user, or set DATABASE_URL to your own PostgreSQL'
-  );
-}
-
-/**
  * Starts the embedded PostgreSQL (initialising it on first run) and returns a
  * superuser URL for database `database`.
  */
@@ -275,8 +250,13 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
   // Refuse before anything is created: initdb would fail later with only "Permission denied".
   const closed = folderClosedToPostgres(dataDir);
   if (closed) throw new Error(closedFolderMessage(dataDir, closed));
-  mkdirSync(parent, { recursive: true });
-  // As root, Postgres runs as OS user `postgres`, which must be able to reach the data dir.
+  // As root, Postgres runs as OS user `postgres`, which must be able to reach the data dir: the folders made
+  // here are opened to it whatever the umask.
+  const firstMade = mkdirSync(parent, { recursive: true });
+  for (let folder = parent; firstMade; folder = path.dirname(folder)) {
+    chmodSync(folder, 0o755);
+    if (folder === firstMade || folder === path.dirname(folder)) break;
+  }
   chmodSync(parent, 0o755);
   const secretFile = `${dataDir}.superuser-password`;
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(24).toString('base64url'), { mode: 0o600 });
@@ -312,6 +292,7 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
   logger.info({ port: options.port, dataDir }, 'embedded PostgreSQL started');
   return {
     url: urlFor(rootUrl, 'postgres', password, options.database),
+    dataDir,
     stop: async () => {
       await server.stop();
       logger.info('embedded PostgreSQL stopped');
@@ -347,7 +328,9 @@ export async function resolveDatabase(config: Config, logger: Logger): Promise<R
   let embedded: EmbeddedPostgresHandle | undefined;
   let superuserUrl = config.DATABASE_URL;
   if (!superuserUrl) {
-    embedded = await startEmbeddedPostgres({ dataDir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT, database: 'abonement' }, logger);
+    const location = embeddedDataDir(config);
+    if (location.moved) logger.warn({ dataDir: location.dir }, location.moved);
+    embedded = await startEmbeddedPostgres({ dataDir: location.dir, port: config.EMBEDDED_PG_PORT, database: 'abonement' }, logger);
     superuserUrl = embedded.url;
   }
   const secret = config.DB_ROLE_SECRET ?? superuserUrl;

@@ -7,6 +7,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config.ts';
+import { embeddedDataDir } from './embedded-dir.ts';
 
 export const SANDBOX_MOUNT_PATH = '/sandbox';
 
@@ -16,7 +17,8 @@ export function sandboxEnabled(config: Pick<Config, 'SANDBOX_GATEWAY' | 'NODE_EN
 
 /** The installation's own sandbox secret: beside the embedded data directory, like its superuser password (lib/database.ts). */
 export function sandboxSecretFile(config: Pick<Config, 'EMBEDDED_PG_DIR'>): string {
-  return `${path.resolve(config.EMBEDDED_PG_DIR)}.sandbox-secret`;
+  // A chosen directory as it is (whether the postgres user can reach it is the database's concern), else where the default went.
+  return `${config.EMBEDDED_PG_DIR ? path.resolve(config.EMBEDDED_PG_DIR) : embeddedDataDir(config).dir}.sandbox-secret`;
 }
 
 /**

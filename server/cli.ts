@@ -16,8 +16,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import pg from 'pg';
 import { seedDemo } from '../db/demo.ts';
 import { migrateDatabase } from '../db/migrate.ts';
-import { loadConfig, type Config } from '../lib/config.ts';
+import { exitOnConfigError, loadConfig, type Config } from '../lib/config.ts';
 import { resolveDatabase, type ResolvedDatabase } from '../lib/database.ts';
+import { embeddedDataDir } from '../lib/embedded-dir.ts';
 import { createLogger, type Logger } from '../lib/logger.ts';
 import { generatePassword, hashPassword } from '../lib/passwords.ts';
 import { OPERATOR_ROLES } from '../lib/statuses.ts';
@@ -161,7 +162,7 @@ function mainUsage(): string {
  */
 function runningEmbeddedUrl(config: Config): string | undefined {
   if (config.DATABASE_URL || config.DATABASE_OWNER_URL) return undefined;
-  const dataDir = path.resolve(config.EMBEDDED_PG_DIR);
+  const dataDir = embeddedDataDir(config).dir;
   const pidFile = path.join(dataDir, 'postmaster.pid');
   if (!existsSync(pidFile)) return undefined;
   const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
@@ -198,11 +199,12 @@ export async function runCli(argv: string[], out: (line: string) => void, err: (
   }
   const config = loadConfig();
   const logger = createLogger({ ...config, LOG_LEVEL: process.env.LOG_LEVEL ? config.LOG_LEVEL : 'warn' });
-  const reuse = runningEmbeddedUrl(config);
   let database: ResolvedDatabase;
   try {
+    const reuse = runningEmbeddedUrl(config);
     database = await resolveDatabase(reuse ? { ...config, DATABASE_URL: reuse } : config, logger);
   } catch (error) {
+    exitOnConfigError(error);
     err(`cannot reach the database: ${(error as Error).message}`);
     return EX_UNAVAILABLE;
   }

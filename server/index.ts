@@ -19,7 +19,7 @@ import type pg from 'pg';
 import { ensureFirstAdmin, mountConsole, type MountedConsole } from '../admin/index.ts';
 import { seedDemo, type DemoTenant } from '../db/demo.ts';
 import { migrateDatabase } from '../db/migrate.ts';
-import { publicUrl, type Config } from '../lib/config.ts';
+import { ConfigError, publicUrl, type Config } from '../lib/config.ts';
 import { createPool, resolveDatabase, sessionSettings, type ResolvedDatabase } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import { outboxSettings } from '../jobs/context.ts';
@@ -238,7 +238,8 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
       },
     };
   } catch (error) {
-    logger.error({ err: error }, 'start failed; undoing what was started');
+    // A ConfigError is the operator's to fix, said in one line by the entry point (lib/config.ts, exitOnConfigError).
+    if (!(error instanceof ConfigError)) logger.error({ err: error }, 'start failed; undoing what was started');
     await cleanup();
     throw error;
   }

@@ -4,7 +4,7 @@
  * SIGINT/SIGTERM, when it drains and exits.
  */
 import '../lib/graphile-env.ts';
-import { loadConfig } from '../lib/config.ts';
+import { exitOnConfigError, loadConfig } from '../lib/config.ts';
 import { createLogger } from '../lib/logger.ts';
 import { startAbonement } from './index.ts';
 import { handleShutdownSignals } from '../lib/signals.ts';
@@ -24,7 +24,7 @@ try {
     `  Metrics          ${running.urls.metrics}`,
     `  Health           ${running.urls.health}  (readiness: ${running.url}/readyz)`,
     `  Worker           ${config.WORKER === 'on' ? 'in this process' : 'off here (run `npm run worker`)'}`,
-    `  Database         ${running.database.embedded ? `embedded PostgreSQL in ${config.EMBEDDED_PG_DIR}` : 'external PostgreSQL'}`,
+    `  Database         ${running.database.embedded ? `embedded PostgreSQL in ${running.database.embedded.dataDir}` : 'external PostgreSQL'}`,
   ];
   if (running.firstAdmin?.generatedPassword) {
     lines.push(
@@ -49,6 +49,7 @@ try {
   logger.info({ urls: running.urls }, 'abonement started');
   handleShutdownSignals(logger, (reason) => running.stop(reason), config.SHUTDOWN_TIMEOUT_MS);
 } catch (error) {
+  exitOnConfigError(error);
   logger.fatal({ err: error }, 'abonement could not start');
   process.stderr.write(`abonement could not start: ${(error as Error).message}\n`);
   process.exit(1);
