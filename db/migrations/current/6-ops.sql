@@ -29,17 +29,19 @@ as $$
   cross join lateral (values ('renewed', r.renewals), ('paid_first_attempt', r.paid_first_attempt), ('dunned', r.dunned), ('recovered', r.recovered)) o(outcome, n)
   group by o.outcome
   union all
-  -- Payments in flight, and how long the oldest has been.
-  select 'abonement_payments_in_flight', jsonb_build_object('status', s.status), count(p.id)::float8
+  -- Payments in flight, and how long the oldest has been (the predicate is payments_in_flight_idx's).
+  select 'abonement_payments_in_flight', jsonb_build_object('status', s.status), coalesce(f.n, 0)::float8
   from (values ('pending'), ('requires_action'), ('processing')) s(status)
-  left join app_public.payments p on p.status = s.status and p.status in ('pending', 'requires_action', 'processing')
-  group by s.status
+  left join (
+    select p.status, count(*) as n from app_public.payments p where p.status in ('pending', 'requires_action', 'processing') group by p.status
+  ) f on f.status = s.status
   union all
   select 'abonement_payments_in_flight_oldest_age_seconds', jsonb_build_object('status', s.status),
-    coalesce(extract(epoch from (select clock.now from clock) - min(p.created_at)), 0)::float8
+    coalesce(extract(epoch from (select clock.now from clock) - f.oldest), 0)::float8
   from (values ('pending'), ('requires_action'), ('processing')) s(status)
-  left join app_public.payments p on p.status = s.status and p.status in ('pending', 'requires_action', 'processing')
-  group by s.status
+  left join (
+    select p.status, min(p.created_at) as oldest from app_public.payments p where p.status in ('pending', 'requires_action', 'processing') group by p.status
+  ) f on f.status = s.status
   union all
   -- Reconciliation of payments whose outcome is unknown, by the last answer.
   select 'abonement_reconciliations', jsonb_build_object('last_result', coalesce(r.last_result, 'not_checked')), count(*)::float8
@@ -62,10 +64,11 @@ as $$
   from app_private.provider_events e where e.processed_at is null
   union all
   -- Outgoing webhook deliveries: the backlog (pending, failed and retrying), and the results of the last hour.
-  select 'abonement_webhook_deliveries_backlog', jsonb_build_object('status', s.status), count(d.id)::float8
+  select 'abonement_webhook_deliveries_backlog', jsonb_build_object('status', s.status), coalesce(b.n, 0)::float8
   from (values ('pending'), ('failed')) s(status)
-  left join app_public.webhook_deliveries d on d.status = s.status and d.status in ('pending', 'failed')
-  group by s.status
+  left join (
+    select d.status, count(*) as n from app_public.webhook_deliveries d where d.status in ('pending', 'failed') group by d.status
+  ) b on b.status = s.status
   union all
   select 'abonement_webhook_deliveries_last_hour', jsonb_build_object('result', 'succeeded'), count(*)::float8
   from app_public.webhook_deliveries d, clock
@@ -76,23 +79,27 @@ as $$
   where d.status = 'gave_up' and d.updated_at >= clock.now - interval '1 hour'
   union all
   -- E-mails of the last hour by status (queued, sent, skipped, failed).
-  select 'abonement_emails_last_hour', jsonb_build_object('status', s.status), count(m.id)::float8
-  from clock
-  cross join (values ('queued'), ('sent'), ('skipped'), ('failed')) s(status)
-  left join app_private.sent_emails m on m.status = s.status and m.created_at >= clock.now - interval '1 hour'
-  group by s.status
+  select 'abonement_emails_last_hour', jsonb_build_object('status', s.status), coalesce(m.n, 0)::float8
+  from (values ('queued'), ('sent'), ('skipped'), ('failed')) s(status)
+  left join (
+    select m.status, count(*) as n from app_private.sent_emails m, clock where m.created_at >= clock.now - interval '1 hour' group by m.status
+  ) m on m.status = s.status
   union all
   -- Graphile Worker's queue, in real time (it schedules by the database's clock, not the billing clock):
   -- due and waiting, running, failing (will retry), failed for good; and the oldest due job's wait.
-  select 'abonement_jobs', jsonb_build_object('state', s.state), count(j.id)::float8
+  select 'abonement_jobs', jsonb_build_object('state', s.state), coalesce(j.n, 0)::float8
   from (values ('due'), ('running'), ('retrying'), ('failed')) s(state)
-  left join graphile_worker._private_jobs j on s.state = case
-    when j.attempts >= j.max_attempts then 'failed'
-    when j.locked_at is not null then 'running'
-    when j.run_at <= clock_timestamp() then 'due'
-    when j.attempts > 0 then 'retrying'
-  end
-  group by s.state
+  left join (
+    select case
+        when j.attempts >= j.max_attempts then 'failed'
+        when j.locked_at is not null then 'running'
+        when j.run_at <= clock_timestamp() then 'due'
+        when j.attempts > 0 then 'retrying'
+      end as state,
+      count(*) as n
+    from graphile_worker._private_jobs j
+    group by 1
+  ) j on j.state = s.state
   union all
   select 'abonement_jobs_oldest_due_age_seconds', '{}'::jsonb, coalesce(extract(epoch from clock_timestamp() - min(j.run_at)), 0)::float8
   from graphile_worker._private_jobs j
