@@ -76,7 +76,9 @@ test('the API and the worker serve the billing gauges, and they follow the datab
   assert.equal(sampleValue(page, 'abonement_jobs_failed_by_task', { task: 'metrics_probe_failing_task' }), 1);
   assert.ok(sampleValue(page, 'abonement_jobs_oldest_due_age_seconds')! >= 600);
   for (const name of Object.keys(BILLING_GAUGES)) assert.ok(exposedNames(page).has(name), `worker /metrics has ${name}`);
-  assert.equal(sampleValue(page, 'abonement_jobs', { state: 'failed' }), 1);
+  // The running worker's own jobs may fail meanwhile (the exact count is asserted above, before it started).
+  const failedLines = page.split('\n').filter((l) => l.startsWith('abonement_jobs_failed_by_task'));
+  assert.ok(sampleValue(page, 'abonement_jobs', { state: 'failed' })! >= 1, failedLines.join('\n'));
   assert.equal(sampleValue(page, 'abonement_billing_metrics_up', { component: 'worker' }), 1);
   assert.ok(exposedNames(page).has('process_resident_memory_bytes'));
 });
