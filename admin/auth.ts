@@ -41,6 +41,7 @@ import type { Config } from '../lib/config.ts';
 import type { Logger } from '../lib/logger.ts';
 import { timingDummyHash, verifyPassword } from '../lib/passwords.ts';
 import { OPERATOR_ROLES } from '../lib/statuses.ts';
+import { consoleLogins } from '../lib/billing-metrics.ts';
 import type { ConsoleOperator, OperatorRole } from './features/role-access.ts';
 
 export interface LoginLimits {
@@ -153,12 +154,20 @@ export function createConsoleAuth(options: ConsoleAuthOptions): ConsoleAuth {
         const found = rows[0];
         if (!found) {
           await verifyPassword(password, await timingDummyHash());
+          consoleLogins.inc({ result: 'unknown_operator' });
           return done(null, false, { message: 'unknown_operator' });
         }
-        if (!(await verifyPassword(password, found.password_hash))) return done(null, false, { message: 'wrong_password' });
+        if (!(await verifyPassword(password, found.password_hash))) {
+          consoleLogins.inc({ result: 'wrong_password' });
+          return done(null, false, { message: 'wrong_password' });
+        }
         // Checked after the password, so only someone who knows it learns the account is disabled.
-        if (found.disabled) return done(null, false, { message: 'disabled' });
+        if (found.disabled) {
+          consoleLogins.inc({ result: 'disabled' });
+          return done(null, false, { message: 'disabled' });
+        }
         await pool.query('select app_private.record_operator_login($1)', [found.id]);
+        consoleLogins.inc({ result: 'success' });
         return done(null, { id: found.id });
       })().catch((error: unknown) => done(error));
     }),

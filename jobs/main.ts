@@ -11,6 +11,7 @@ import { createPool, resolveDatabase, sessionSettings } from '../lib/database.ts
 import { buildProviderRegistry } from '../providers/registry.ts';
 import { handleShutdownSignals } from '../lib/signals.ts';
 import { outboxSettings } from './context.ts';
+import { startWorkerMetricsServer, type WorkerMetricsServer } from './metrics-server.ts';
 import { startWorker, workerConcurrency } from './worker.ts';
 
 const config = loadConfig();
@@ -43,10 +44,18 @@ try {
     },
   });
   logger.info({ concurrency: workerConcurrency(config), localQueue: config.WORKER_LOCAL_QUEUE_SIZE, poolSize: config.DB_POOL_SIZE }, 'worker started');
+  let metricsServer: WorkerMetricsServer | undefined;
+  if (config.WORKER_METRICS_PORT !== undefined) {
+    const metricsPool = createPool(database.urls.worker, logger, 'worker-metrics', 2, sessionSettings(config));
+    pools.push(metricsPool);
+    metricsServer = await startWorkerMetricsServer({ host: config.HOST, port: config.WORKER_METRICS_PORT, pool: metricsPool, logger });
+    // A plain line whatever LOG_LEVEL says: scrapers (and tests with port 0) need to know where.
+    process.stdout.write(`abonement worker metrics at ${metricsServer.url}/metrics\n`);
+  }
   handleShutdownSignals(
     logger,
     async () => {
-      await runner.stop();
+      await Promise.all([runner.stop(), metricsServer?.close()]);
       await Promise.all(pools.map((p) => p.end()));
       logger.info('worker stopped');
     },

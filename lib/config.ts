@@ -51,6 +51,11 @@ export const configSchema = z.object({
   WORKER_OUTBOUND_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(20),
   /** Jobs fetched (and locked) per query into the worker's local queue; 0 or 1: one query per job. */
   WORKER_LOCAL_QUEUE_SIZE: z.coerce.number().int().min(0).max(5000).default(50),
+  /**
+   * Port of the separate worker process's /metrics (docs/operations.md, "Health, readiness, metrics"); unset: none,
+   * 0: any free port. A worker inside the API process (WORKER=on) has no port of its own: the API's /metrics covers it.
+   */
+  WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
 
   ADMIN_EMAIL: z.email().default('admin@example.com'),
   ADMIN_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),

@@ -17,6 +17,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import { ensureFirstAdmin, mountConsole, type MountedConsole } from '../admin/index.ts';
+import { registerBillingMetrics } from '../lib/billing-metrics.ts';
 import { seedDemo, type DemoTenant } from '../db/demo.ts';
 import { migrateDatabase } from '../db/migrate.ts';
 import { ConfigError, publicUrl, type Config } from '../lib/config.ts';
@@ -105,6 +106,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     healthRoutes(app, { pool: operatorPool, heartbeatMaxAgeSeconds: config.READY_HEARTBEAT_MAX_AGE_S });
     // Payments: worker-role pool (inbox, checkout functions, the sandbox's ledger); adapters bound after listen.
     const paymentsPool = pool(database.urls.worker, 'payments');
+    registerBillingMetrics(metrics.registry, paymentsPool, { onError: (error) => logger.warn({ err: error }, 'billing metrics query failed') });
     let providers: ProviderRegistry | null = null;
     let sandbox: SandboxGateway | null = null;
     let checkoutDeps: CheckoutDeps | null = null;

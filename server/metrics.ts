@@ -5,6 +5,7 @@
  */
 import type express from 'express';
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { consoleLogins } from '../lib/billing-metrics.ts';
 
 export interface Metrics {
   registry: Registry;
@@ -22,6 +23,7 @@ export function createMetrics(): Metrics {
     buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
   });
+  registry.registerMetric(consoleLogins);
   return { registry, httpDuration };
 }
 

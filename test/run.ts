@@ -7,6 +7,7 @@
  *   npm test                       all tests, embedded PostgreSQL
  *   TEST_DATABASE_URL=… npm test   against that server (a superuser URL)
  *   npm test -- sql-tests/foo      only files whose path contains a filter
+ *   tsx test/run.ts --file=x.ts    that file alone (for .ci/run's tests outside npm test)
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -20,8 +21,13 @@ import { startTestCluster } from './support/cluster.ts';
 import { TEST_ENV } from './support/env.ts';
 
 const logger = createLogger({ LOG_LEVEL: (process.env.TEST_LOG_LEVEL as 'warn') ?? 'warn', LOG_PRETTY: false, NODE_ENV: 'test' });
-const filters = process.argv.slice(2);
-const files = globSync(['test/**/*.test.ts', 'sql-tests/**/*.test.ts'])
+// `--file=path` runs that file alone (the tests `.ci/run` runs after installing what they need, e.g. test/ops/prometheus.ci.ts).
+const explicit = process.argv
+  .slice(2)
+  .filter((a) => a.startsWith('--file='))
+  .map((a) => a.slice('--file='.length));
+const filters = process.argv.slice(2).filter((a) => !a.startsWith('--file='));
+const files = (explicit.length > 0 ? explicit : globSync(['test/**/*.test.ts', 'sql-tests/**/*.test.ts']))
   .filter((file) => filters.length === 0 || filters.some((f) => file.includes(f)))
   .sort();
 if (files.length === 0) {

@@ -16,6 +16,7 @@ import { CheckoutError, type CheckoutDeps } from '../checkout.ts';
 import { databaseApiError, internalErrorMessage } from '../errors.ts';
 import { idempotencyHeader } from '../idempotency.ts';
 import { corsFor, type ProtectionOptions } from '../protection.ts';
+import { docsRoutes } from './docs.ts';
 import { openApiDocument } from './openapi.ts';
 import { InvalidCursorError, routes, type RouteSpec } from './routes.ts';
 
@@ -138,6 +139,7 @@ export function restRouter(options: RestOptions): express.Router {
   router.get('/openapi.json', (_req, res) => {
     res.json(document);
   });
+  docsRoutes(router);
   router.use(
     options.authenticator.middleware(authError),
     options.rateLimiter,
