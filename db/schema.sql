@@ -711,6 +711,16 @@ as $$
 $$;
 comment on function app_hidden.idempotency_finish(tenant uuid, key text, response jsonb) is 'Stores the result of the call that claimed the key.';
 
+create function app_hidden.is_payment_provider(name text)
+  returns boolean
+  language sql immutable parallel safe
+  set search_path to pg_catalog, pg_temp
+as $$
+  select name in ('sandbox', 'stripe', 'yookassa', 'cloudpayments', 'paypal')
+$$;
+comment on function app_hidden.is_payment_provider(name text) is 'The payment providers abonement has adapters for (lib/statuses.ts PROVIDER_NAMES is the same list).';
+grant execute on function app_hidden.is_payment_provider(name text) to :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
+
 create function app_hidden.is_secret_name(name text)
   returns boolean
   language sql immutable parallel safe
@@ -5000,7 +5010,7 @@ create table app_public.payment_routing_rules (
   constraint payment_routing_rules_tenant_id_id_key UNIQUE (tenant_id, id),
   constraint payment_routing_rules_country_check CHECK (country ~ '^[A-Z]{2}$'::text),
   constraint payment_routing_rules_priority_check CHECK (priority >= 0 AND priority <= 1000000),
-  constraint payment_routing_rules_provider_check CHECK (provider = ANY (ARRAY['sandbox'::text, 'stripe'::text, 'yookassa'::text])),
+  constraint payment_routing_rules_provider_check CHECK (app_hidden.is_payment_provider(provider)),
   constraint payment_routing_rules_currency_fkey FOREIGN KEY (currency) REFERENCES app_public.currencies(code) ON DELETE RESTRICT,
   constraint payment_routing_rules_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE
 );
@@ -5374,7 +5384,7 @@ create table app_public.tenants (
   default_payment_provider text,
   constraint tenants_pkey PRIMARY KEY (id),
   constraint tenants_invoice_prefix_key UNIQUE (invoice_prefix),
-  constraint tenants_default_payment_provider_check CHECK (default_payment_provider = ANY (ARRAY['sandbox'::text, 'stripe'::text, 'yookassa'::text])),
+  constraint tenants_default_payment_provider_check CHECK (app_hidden.is_payment_provider(default_payment_provider)),
   constraint tenants_dunning_schedule_days_check CHECK (cardinality(dunning_schedule_days) <= 10 AND array_position(dunning_schedule_days, NULL::integer) IS NULL AND (0 < ALL (dunning_schedule_days))),
   constraint tenants_invoice_prefix_check CHECK (invoice_prefix ~ '^[A-Z0-9]{2,12}$'::text),
   constraint tenants_name_check CHECK (length(name) >= 1 AND length(name) <= 200),

@@ -121,6 +121,12 @@ async function* inWaves<T>(calls: Promise<T>[], waveMs: number): AsyncGenerator<
   }
 }
 
+/** Batches under way at once, and draining ones, by default. */
+const DEFAULT_MAX_IN_FLIGHT = 4;
+const DEFAULT_MAX_DRAINING = 4;
+/** The connections a batcher with the default limits may hold at once (one per running or draining batch). */
+export const CHARGE_BATCHER_CONNECTIONS = DEFAULT_MAX_IN_FLIGHT + DEFAULT_MAX_DRAINING;
+
 class InvoiceError extends Error {
   constructor(invoiceId: string, code: string | null, message: string | null) {
     super(`invoice ${invoiceId}: ${code ?? 'error'}${message ? ` (${message})` : ''}`);
@@ -143,10 +149,10 @@ export class ChargeBatcher {
 
   constructor(private readonly options: ChargeBatcherOptions) {
     this.maxBatch = options.maxBatch ?? 200;
-    this.maxInFlight = options.maxInFlight ?? 4;
+    this.maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     this.maxRequests = options.maxRequests ?? 64;
     this.waveMs = options.waveMs ?? 200;
-    this.maxDraining = options.maxDraining ?? 4;
+    this.maxDraining = options.maxDraining ?? DEFAULT_MAX_DRAINING;
   }
 
   /** Charges the invoice's open amount (as invoices__collect always did); resolves when its outcome is recorded. */

@@ -12,7 +12,7 @@ import { buildProviderRegistry } from '../providers/registry.ts';
 import { handleShutdownSignals } from '../lib/signals.ts';
 import { outboxSettings } from './context.ts';
 import { startWorkerMetricsServer, type WorkerMetricsServer } from './metrics-server.ts';
-import { startWorker, workerConcurrency } from './worker.ts';
+import { lanePoolSize, startWorker, workerConcurrency } from './worker.ts';
 
 const config = loadConfig();
 const logger = createLogger(config);
@@ -29,7 +29,7 @@ try {
   const pools: pg.Pool[] = [];
   const runner = await startWorker({
     pool: (lane) => {
-      const created = createPool(database.urls.worker, logger, `worker-${lane}`, config.DB_POOL_SIZE, sessionSettings(config));
+      const created = createPool(database.urls.worker, logger, `worker-${lane}`, lanePoolSize(lane, config.DB_POOL_SIZE), sessionSettings(config));
       pools.push(created);
       return created;
     },

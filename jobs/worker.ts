@@ -18,7 +18,7 @@ import { graphileLogger } from '../db/migrate.ts';
 import type { Config } from '../lib/config.ts';
 import type { Logger } from '../lib/logger.ts';
 import { fromRoot } from '../lib/paths.ts';
-import { ChargeBatcher } from './charge-batcher.ts';
+import { CHARGE_BATCHER_CONNECTIONS, ChargeBatcher } from './charge-batcher.ts';
 import type { BillingTask, JobContext } from './context.ts';
 import { startOutboxPoller } from './outbox-poller.ts';
 
@@ -45,6 +45,16 @@ export type WorkerLane = keyof typeof WORKER_LANES;
 /** Each lane's concurrency from the configuration. */
 export function workerConcurrency(config: Pick<Config, 'WORKER_CONCURRENCY' | 'WORKER_PAYMENTS_CONCURRENCY' | 'WORKER_OUTBOUND_CONCURRENCY'>): Record<WorkerLane, number> {
   return { main: config.WORKER_CONCURRENCY, payments: config.WORKER_PAYMENTS_CONCURRENCY, outbound: config.WORKER_OUTBOUND_CONCURRENCY };
+}
+
+/**
+ * The connections of a lane's pool: DB_POOL_SIZE, except that the payments
+ * lane always has room for every batch the charge batcher may hold at once
+ * plus two for Graphile Worker itself (fetching and completing jobs), so that
+ * batches waiting on a slow provider can never starve the lane of connections.
+ */
+export function lanePoolSize(lane: WorkerLane, configured: number): number {
+  return lane === 'payments' ? Math.max(configured, CHARGE_BATCHER_CONNECTIONS + 2) : configured;
 }
 
 /** The lane of a task: the one that names it, or `main`. */

@@ -48,7 +48,7 @@ export const PROVIDER_EVENT_OUTCOMES = ['applied', 'no_change', 'ignored', 'unma
 
 // ---------------------------------------------------------------- other closed lists
 
-export const PROVIDER_NAMES = ['sandbox', 'stripe', 'yookassa'] as const;
+export const PROVIDER_NAMES = ['sandbox', 'stripe', 'yookassa', 'cloudpayments', 'paypal'] as const;
 export const OPERATOR_ROLES = ['admin', 'finance', 'support', 'viewer'] as const;
 export const PRICE_INTERVALS = ['month', 'year'] as const;
 export const TENANT_REFUND_POLICIES = ['prorated', 'full_window_only'] as const;

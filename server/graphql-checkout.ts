@@ -73,7 +73,7 @@ export const CheckoutLinkMutationPlugin = extendSchema((build) => {
         "The payment attempt this link pays (pending until the customer pays)."
         paymentId: UUID!
         invoiceId: UUID!
-        "The provider that hosts the page: sandbox, stripe or yookassa."
+        "The provider that hosts the page: sandbox, stripe, yookassa, cloudpayments or paypal."
         provider: String!
         "Send the customer here."
         url: String!

@@ -24,7 +24,7 @@ import { ConfigError, publicUrl, type Config } from '../lib/config.ts';
 import { createPool, resolveDatabase, sessionSettings, type ResolvedDatabase } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import { outboxSettings } from '../jobs/context.ts';
-import { startWorker, type Worker, workerConcurrency } from '../jobs/worker.ts';
+import { lanePoolSize, startWorker, type Worker, workerConcurrency } from '../jobs/worker.ts';
 import { SANDBOX_MOUNT_PATH } from '../lib/sandbox-settings.ts';
 import { buildProviderRegistry, type ProviderRegistry } from '../providers/registry.ts';
 import { createConfiguredSandboxGateway, type SandboxGateway } from '../sandbox/gateway.ts';
@@ -73,8 +73,8 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     }
 
     const pools: pg.Pool[] = [];
-    const pool = (url: string, name: string) => {
-      const p = createPool(url, logger, name, config.DB_POOL_SIZE, sessionSettings(config));
+    const pool = (url: string, name: string, size = config.DB_POOL_SIZE) => {
+      const p = createPool(url, logger, name, size, sessionSettings(config));
       pools.push(p);
       return p;
     };
@@ -204,7 +204,7 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
 
     if (config.WORKER === 'on') {
       runner = await startWorker({
-        pool: (lane) => pool(database.urls.worker, `worker-${lane}`),
+        pool: (lane) => pool(database.urls.worker, `worker-${lane}`, lanePoolSize(lane, config.DB_POOL_SIZE)),
         logger,
         concurrency: workerConcurrency(config),
         localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,

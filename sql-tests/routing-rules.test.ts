@@ -70,7 +70,8 @@ describe('payment_routing_rules', () => {
 
   test('only known providers, ISO currencies and two-letter countries', async () => {
     const tenant = await createTenant(db);
-    assert.equal((await errorOf(insertRule(tenant, 1, 'paypal'))).code, '23514');
+    assert.equal((await errorOf(insertRule(tenant, 1, 'worldpay'))).code, '23514');
+    for (const known of ['sandbox', 'stripe', 'yookassa', 'cloudpayments', 'paypal']) assert.equal((await insertRule(tenant, 1, known)).provider, known);
     assert.equal((await errorOf(insertRule(tenant, 1, 'sandbox', 'XXX'))).code, '23503');
     assert.equal((await errorOf(insertRule(tenant, 1, 'sandbox', null, 'ru'))).code, '23514');
     assert.equal((await errorOf(insertRule(tenant, -1, 'sandbox'))).code, '23514');
@@ -81,7 +82,7 @@ describe('payment_routing_rules', () => {
     await db.asTenant(tenant, (c) => c.query(`update app_public.tenants set default_payment_provider = 'stripe', time_zone = 'Europe/Moscow' where id = $1`, [tenant]));
     const { rows } = await db.asOwner((c) => c.query('select default_payment_provider, time_zone from app_public.tenants where id = $1', [tenant]));
     assert.deepEqual(rows[0], { default_payment_provider: 'stripe', time_zone: 'Europe/Moscow' });
-    assert.equal((await errorOf(db.asTenant(tenant, (c) => c.query(`update app_public.tenants set default_payment_provider = 'paypal' where id = $1`, [tenant])))).code, '23514');
+    assert.equal((await errorOf(db.asTenant(tenant, (c) => c.query(`update app_public.tenants set default_payment_provider = 'worldpay' where id = $1`, [tenant])))).code, '23514');
   });
 });
 

@@ -25,6 +25,10 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}) {
     SEED_DEMO: 'false',
     // Webhook receivers in tests listen on 127.0.0.1; test/outbox/private-addresses.test.ts turns this off.
     WEBHOOKS_ALLOW_PRIVATE: 'true',
+    // Several test files run at once, each with a server of seven pools: keep their sum
+    // well under a stock PostgreSQL's max_connections = 100 (the payments lane keeps the
+    // room its charge batcher needs, jobs/worker.ts lanePoolSize).
+    DB_POOL_SIZE: '4',
     ...env,
   });
 }
