@@ -4,6 +4,7 @@
  * line naming the variable (see `loadConfig`).
  */
 import { z } from 'zod';
+import { parseAddressList } from './address-list.ts';
 
 const bool = z.enum(['true', 'false', '1', '0', 'on', 'off', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'on' || v === 'yes');
 
@@ -118,6 +119,29 @@ export const configSchema = z.object({
     .regex(/^(test|live)_/, 'must start with test_ or live_')
     .optional(),
   YOOKASSA_API_BASE: z.url().default('https://api.yookassa.ru/v3'),
+  /**
+   * Where YooKassa notifications may come from: unset, YooKassa's published
+   * ranges (providers/yookassa.ts, docs/providers.md "YooKassa"); `any` turns the
+   * check off (development only: a notification is still confirmed by fetching the payment).
+   */
+  YOOKASSA_WEBHOOK_SOURCES: z
+    .string()
+    .optional()
+    .refine((value) => value === undefined || value.trim() === 'any' || validAddressList(value), 'must be `any` or a comma-separated list of IP addresses and CIDR blocks'),
+  /**
+   * Which proxies in front of the API to believe about the client's address
+   * (X-Forwarded-For): unset believes none (the socket's address); a number of
+   * hops; or a comma-separated list of proxy addresses, CIDR blocks and
+   * Express's names loopback, linklocal, uniquelocal. Used by the YooKassa
+   * source check and the rate limits (docs/operations.md, "Behind a proxy").
+   */
+  TRUST_PROXY: z
+    .string()
+    .optional()
+    .refine(
+      (value) => value === undefined || validTrustProxy(value),
+      'must be a number of hops or a comma-separated list of addresses, CIDR blocks, loopback, linklocal or uniquelocal (never `true`: any client could claim any address)',
+    ),
   /** Timeout of one provider API call; a timeout is an unknown outcome, settled by reconciliation. */
   PROVIDER_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(120_000).default(30_000),
   /** Rows per statement in the worker's billing crons (renewals, collection sweep, expiry, reconciliation). */
@@ -161,6 +185,30 @@ export const configSchema = z.object({
 });
 
 export type Config = z.infer<typeof configSchema>;
+
+function validAddressList(value: string): boolean {
+  try {
+    return parseAddressList(value).entries.length > 0;
+  } catch {
+    return false;
+  }
+}
+
+const TRUST_PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function validTrustProxy(value: string): boolean {
+  if (/^\d{1,2}$/.test(value.trim())) return true;
+  const entries = value.split(',').map((e) => e.trim());
+  return entries.every((e) => TRUST_PROXY_NAMES.has(e) || validAddressList(e));
+}
+
+/** Express's `trust proxy` setting from TRUST_PROXY: false (none), a hop count, or a list. */
+export function trustProxySetting(config: Pick<Config, 'TRUST_PROXY'>): false | number | string[] {
+  const value = config.TRUST_PROXY?.trim();
+  if (!value) return false;
+  if (/^\d{1,2}$/.test(value)) return Number(value);
+  return value.split(',').map((e) => e.trim());
+}
 
 export class ConfigError extends Error {
   constructor(

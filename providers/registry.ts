@@ -52,7 +52,17 @@ export function buildProviderRegistry(config: Config, logger: Logger): ProviderR
     );
   }
   if (config.YOOKASSA_SHOP_ID && config.YOOKASSA_SECRET_KEY) {
-    adapters.set('yookassa', new YooKassaAdapter({ shopId: config.YOOKASSA_SHOP_ID, secretKey: config.YOOKASSA_SECRET_KEY, apiBase: config.YOOKASSA_API_BASE, timeoutMs, logger }));
+    adapters.set(
+      'yookassa',
+      new YooKassaAdapter({
+        shopId: config.YOOKASSA_SHOP_ID,
+        secretKey: config.YOOKASSA_SECRET_KEY,
+        apiBase: config.YOOKASSA_API_BASE,
+        timeoutMs,
+        logger,
+        ...(config.YOOKASSA_WEBHOOK_SOURCES ? { webhookSources: config.YOOKASSA_WEBHOOK_SOURCES } : {}),
+      }),
+    );
   }
   const policy: RoutingPolicy = { sandboxForLiveTenants: config.SANDBOX_ALLOW_LIVE_TENANTS };
   const capabilities = () => Object.fromEntries([...adapters].map(([name, adapter]) => [name, adapter.capabilities]));

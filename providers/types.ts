@@ -17,6 +17,7 @@
  * Money is integer minor units in a `bigint` with an ISO-4217 currency; card
  * data is a provider token plus brand/last4/expiry, never a PAN or CVC.
  */
+import type { AddressList } from '../lib/address-list.ts';
 import type { Money } from '../lib/money.ts';
 import type { PAYMENT_STATUSES, PROVIDER_NAMES, REFUND_STATUSES } from '../lib/statuses.ts';
 
@@ -212,6 +213,13 @@ export interface PaymentProvider {
   retrieve(query: RetrieveQuery): Promise<ProviderCall<PaymentResult | null>>;
   /** Raw body + headers → authentic, normalized events, or a typed rejection. Never throws for bad input. */
   verifyWebhook(request: WebhookRequest): Promise<WebhookVerification>;
+  /**
+   * Where this provider's webhooks may come from, for a provider that publishes
+   * its sending addresses instead of signing (YooKassa): intake refuses any other
+   * client address with 403 before reading the body (server/webhooks.ts). Absent
+   * or null: any address (the signature is the proof).
+   */
+  readonly webhookSources?: AddressList | null;
 }
 
 export type ProviderErrorCode =

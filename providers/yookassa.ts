@@ -19,6 +19,7 @@
  * - HTTP 202 means "still processing, repeat later with the same key": an
  *   unknown outcome, settled by retrieve (invariant 8).
  */
+import { type AddressList, parseAddressList } from '../lib/address-list.ts';
 import type { Logger } from '../lib/logger.ts';
 import { classify, classifyHttpStatus, type FailureTable } from './failures.ts';
 import { requestJson, type FetchLike, type JsonResponse } from './http.ts';
@@ -80,7 +81,21 @@ export interface YooKassaAdapterOptions {
   currencies?: readonly string[];
   fetch?: FetchLike;
   logger: Logger;
+  /**
+   * Where notifications may come from: unset, YooKassa's published ranges
+   * (YOOKASSA_NOTIFICATION_RANGES); a comma-separated list of addresses and
+   * CIDR blocks; or `any` (no check, development only).
+   */
+  webhookSources?: string;
 }
+
+/**
+ * The addresses YooKassa sends notifications from, as YooKassa publishes them
+ * (yookassa.ru/developers/using-api/webhooks, "IP addresses"; the same list is in
+ * YooKassa's own SDKs). YOOKASSA_WEBHOOK_SOURCES replaces it when YooKassa
+ * announces a change before a release of abonement follows.
+ */
+export const YOOKASSA_NOTIFICATION_RANGES = ['185.71.76.0/27', '185.71.77.0/27', '77.75.153.0/25', '77.75.156.11', '77.75.156.35', '77.75.154.128/25', '2a02:5180::/32'] as const;
 
 interface Amount {
   value: string;
@@ -125,6 +140,7 @@ const eventStatus: Record<string, string> = {
 export class YooKassaAdapter implements PaymentProvider {
   readonly name = 'yookassa' as const;
   readonly capabilities: ProviderCapabilities;
+  readonly webhookSources: AddressList | null;
   private readonly apiBase: string;
   private readonly authorization: string;
   private readonly timeoutMs: number;
@@ -135,6 +151,8 @@ export class YooKassaAdapter implements PaymentProvider {
     this.authorization = `Basic ${Buffer.from(`${options.shopId}:${options.secretKey}`).toString('base64')}`;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.logger = options.logger.child({ provider: 'yookassa' });
+    const sources = options.webhookSources?.trim();
+    this.webhookSources = sources === 'any' ? null : parseAddressList(sources || YOOKASSA_NOTIFICATION_RANGES);
     this.capabilities = {
       currencies: options.currencies ?? ['RUB'],
       countries: 'all',

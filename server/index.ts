@@ -20,7 +20,7 @@ import { ensureFirstAdmin, mountConsole, type MountedConsole } from '../admin/in
 import { registerBillingMetrics } from '../lib/billing-metrics.ts';
 import { seedDemo, type DemoTenant } from '../db/demo.ts';
 import { migrateDatabase } from '../db/migrate.ts';
-import { ConfigError, publicUrl, type Config } from '../lib/config.ts';
+import { ConfigError, publicUrl, trustProxySetting, type Config } from '../lib/config.ts';
 import { createPool, resolveDatabase, sessionSettings, type ResolvedDatabase } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import { outboxSettings } from '../jobs/context.ts';
@@ -100,6 +100,8 @@ export async function startAbonement(config: Config, logger: Logger): Promise<Ru
     const operatorPool = pool(database.urls.operator, 'operator');
     const metrics = createMetrics();
     const app = createApp(logger, metrics);
+    // Which proxies may say who the client is (X-Forwarded-For): none unless TRUST_PROXY says so.
+    app.set('trust proxy', trustProxySetting(config));
     const server = http.createServer(app);
     server.keepAliveTimeout = 65_000;
 

@@ -79,8 +79,15 @@ export function webhookRoutes(options: WebhookIntakeOptions): express.Router {
     (req, res, next) => {
       const registry = options.providers();
       if (!registry) return error(res, 503, 'STARTING', 'the server is starting; deliver again shortly');
-      if (!registry.get(req.params.provider as ProviderName)) {
+      const adapter = registry.get(req.params.provider as ProviderName);
+      if (!adapter) {
         return error(res, 404, 'UNKNOWN_PROVIDER', `no payment provider ${JSON.stringify(req.params.provider)} is configured here`);
+      }
+      if (adapter.webhookSources && !adapter.webhookSources.allows(req.ip)) {
+        // A provider that publishes its sending addresses instead of signing (YooKassa): anyone else is refused unread.
+        rejections.inc({ provider: adapter.name, reason: 'source_address' });
+        req.log.warn({ provider: adapter.name, address: req.ip, forwardedFor: req.headers['x-forwarded-for'] ?? null }, "webhook from an address outside the provider's ranges");
+        return error(res, 403, 'WEBHOOK_SOURCE_REFUSED', `${adapter.name} notifications are accepted only from ${adapter.name}'s published addresses`);
       }
       raw(req, res, (failure?: unknown) => {
         if (!failure) return next();

@@ -32,6 +32,8 @@ before(async () => {
     YOOKASSA_SHOP_ID: yookassa.shopId,
     YOOKASSA_SECRET_KEY: yookassa.secretKey,
     YOOKASSA_API_BASE: yookassa.apiBase,
+    // The test posts from 127.0.0.1 as a proxy would, naming YooKassa's address in X-Forwarded-For.
+    TRUST_PROXY: 'loopback',
   });
 });
 after(async () => {
@@ -41,10 +43,15 @@ after(async () => {
   await db?.drop();
 });
 
-async function deliver(provider: string, delivery: WebhookRequest): Promise<Response> {
-  const headers: Record<string, string> = {};
+/** An address inside YooKassa's published ranges (185.71.76.0/27). */
+const YOOKASSA_ADDRESS = '185.71.76.10';
+
+async function deliver(provider: string, delivery: WebhookRequest, extra: Record<string, string> = {}, to: RunningAbonement = server): Promise<Response> {
+  const headers: Record<string, string> = provider === 'yookassa' ? { 'x-forwarded-for': YOOKASSA_ADDRESS } : {};
   for (const [name, value] of Object.entries(delivery.headers)) if (typeof value === 'string') headers[name] = value;
-  return fetch(`${server.url}/webhooks/${provider}`, { method: 'POST', headers, body: delivery.rawBody });
+  Object.assign(headers, extra);
+  for (const [name, value] of Object.entries(extra)) if (value === '') delete headers[name];
+  return fetch(`${to.url}/webhooks/${provider}`, { method: 'POST', headers, body: delivery.rawBody });
 }
 
 async function rejections(provider: string, reason: string): Promise<number> {
@@ -168,5 +175,54 @@ describe('/webhooks/yookassa', () => {
     assert.deepEqual([body.error.code, body.error.reason], ['WEBHOOK_NOT_CONFIRMED_YET', 'provider_unavailable']);
     assert.equal((await rows(db, `select 1 from app_private.provider_events where provider = 'yookassa' and provider_event_id like '%00000000-0000-4000-8000-000000000000'`)).length, 0);
     assert.equal(await rejections('yookassa', 'not_confirmed'), 1);
+  });
+
+  test("notifications from outside YooKassa's published ranges are refused with 403 before anything else; X-Forwarded-For counts only from a trusted proxy", async () => {
+    // Setup: a genuine notification of a paid payment, and a second API that trusts no proxy
+    const shop = await createShop(db, { currency: 'RUB', amount: 50_000, defaultProvider: 'yookassa' });
+    const sub = await subscribeWithoutCard(db, shop);
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    const payment = await row(db, 'select * from app_public.payments where id = $1', [link.paymentId]);
+    yookassa.takeNotifications();
+    yookassa.payCheckout(payment.provider_checkout_id, 'succeed');
+    const [genuine] = yookassa.takeNotifications();
+    assert.ok(genuine);
+    const untrusting = await startPaymentsServer(db, {
+      YOOKASSA_SHOP_ID: yookassa.shopId,
+      YOOKASSA_SECRET_KEY: yookassa.secretKey,
+      YOOKASSA_API_BASE: yookassa.apiBase,
+      SANDBOX_GATEWAY: 'off',
+      WORKER: 'off',
+    });
+    try {
+      const before = await rejections('yookassa', 'source_address');
+      const fetchesBefore = yookassa.requestCount();
+      // Action
+      const attempts = [
+        await deliver('yookassa', genuine, { 'x-forwarded-for': '' }), // straight from 127.0.0.1
+        await deliver('yookassa', genuine, { 'x-forwarded-for': '203.0.113.7' }), // a client outside the ranges, through our proxy
+        await deliver('yookassa', genuine, { 'x-forwarded-for': `${YOOKASSA_ADDRESS}, 203.0.113.7` }), // a client claiming to be YooKassa
+        await deliver('yookassa', genuine, {}, untrusting), // the header from an untrusted peer is ignored
+      ];
+      // Assertions
+      for (const res of attempts) {
+        assert.equal(res.status, 403);
+        assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'WEBHOOK_SOURCE_REFUSED');
+      }
+      assert.equal(await rejections('yookassa', 'source_address'), before + 3, 'counted by the API that refused them');
+      assert.equal(yookassa.requestCount(), fetchesBefore, 'refused before asking YooKassa about the payment');
+      assert.equal(
+        (await rows(db, `select 1 from app_private.provider_events where provider = 'yookassa' and provider_event_id like $1`, [`%:${payment.provider_checkout_id}`])).length,
+        0,
+      );
+      assert.equal((await row(db, 'select status from app_public.payments where id = $1', [link.paymentId])).status, 'pending');
+      // The same notification from YooKassa's address through the trusted proxy is taken (and still confirmed by a fetch).
+      assert.equal((await deliver('yookassa', genuine)).status, 200);
+      assert.ok(yookassa.requestCount() > fetchesBefore);
+      await inboxSettled(db, `provider = 'yookassa' and provider_event_id like $1`, [`%:${payment.provider_checkout_id}`]);
+      assert.equal((await row(db, 'select status from app_public.payments where id = $1', [link.paymentId])).status, 'succeeded');
+    } finally {
+      await untrusting.stop();
+    }
   });
 });

@@ -46,6 +46,8 @@ export interface FakeYooKassaServer {
   notification(event: string, object: Json): WebhookRequest;
   fault(kind: 'http_500' | 'hang' | 'accepted_202', count?: number): void;
   chargeCount(idempotencyKey: string): number;
+  /** API requests received so far (any path). */
+  requestCount(): number;
   close(): Promise<void>;
 }
 
@@ -127,6 +129,11 @@ export async function startFakeYooKassaServer(): Promise<FakeYooKassaServer> {
   }
 
   const app = express();
+  let requests = 0;
+  app.use((_req, _res, next) => {
+    requests++;
+    next();
+  });
   app.use(express.json());
   app.use((req, res, next) => {
     const expected = `Basic ${Buffer.from(`${shopId}:${secretKey}`).toString('base64')}`;
@@ -291,6 +298,7 @@ export async function startFakeYooKassaServer(): Promise<FakeYooKassaServer> {
     secretKey,
     savedMethods,
     notification,
+    requestCount: () => requests,
     payCheckout(paymentId, behaviour) {
       const payment = payments.get(paymentId);
       if (payment?.status !== 'pending') throw new Error(`payment ${paymentId} is not pending`);
