@@ -128,6 +128,13 @@ export const configSchema = z.object({
     .string()
     .optional()
     .refine((value) => value === undefined || value.trim() === 'any' || validAddressList(value), 'must be `any` or a comma-separated list of IP addresses and CIDR blocks'),
+  /** PayPal REST app credentials (client credentials grant); set together with PAYPAL_CLIENT_SECRET and PAYPAL_WEBHOOK_ID. */
+  PAYPAL_CLIENT_ID: z.string().min(1).optional(),
+  PAYPAL_CLIENT_SECRET: z.string().min(1).optional(),
+  /** The id of the webhook registered for /webhooks/paypal in PayPal's dashboard: PayPal checks signatures against it. */
+  PAYPAL_WEBHOOK_ID: z.string().min(1).optional(),
+  /** https://api-m.sandbox.paypal.com (default, test money) or https://api-m.paypal.com (live); another URL for a local fake. */
+  PAYPAL_API_BASE: z.url().default('https://api-m.sandbox.paypal.com'),
   /**
    * Which proxies in front of the API to believe about the client's address
    * (X-Forwarded-For): unset believes none (the socket's address); a number of
@@ -241,6 +248,11 @@ export function parseConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (Boolean(config.YOOKASSA_SHOP_ID) !== Boolean(config.YOOKASSA_SECRET_KEY)) {
     throw new ConfigError(config.YOOKASSA_SHOP_ID ? 'YOOKASSA_SECRET_KEY' : 'YOOKASSA_SHOP_ID', 'must be set together with the other YOOKASSA_* variable');
+  }
+  const paypal = ['PAYPAL_CLIENT_ID', 'PAYPAL_CLIENT_SECRET', 'PAYPAL_WEBHOOK_ID'] as const;
+  const paypalGiven = paypal.filter((k) => config[k] !== undefined);
+  if (paypalGiven.length > 0 && paypalGiven.length < paypal.length) {
+    throw new ConfigError(paypal.find((k) => config[k] === undefined)!, 'must be set together with the other PAYPAL_* credentials');
   }
   if (config.NODE_ENV === 'production' && config.SANDBOX_GATEWAY === 'on' && !config.SANDBOX_SECRET) {
     throw new ConfigError('SANDBOX_SECRET', 'is required when SANDBOX_GATEWAY=on in production');

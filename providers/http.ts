@@ -1,5 +1,5 @@
 /**
- * The JSON-over-HTTP call the fetch-based adapters (sandbox, YooKassa) share:
+ * The JSON-over-HTTP call the fetch-based adapters (sandbox, YooKassa, PayPal) share:
  * a timeout on every request, and a result that separates "the provider
  * answered" from "it did not" so that a timeout can never be mistaken for a
  * decline.
@@ -14,6 +14,8 @@ export interface JsonRequest {
   url: string;
   headers?: Record<string, string>;
   body?: unknown;
+  /** An application/x-www-form-urlencoded body instead of JSON (OAuth token requests). */
+  form?: Record<string, string>;
   timeoutMs: number;
   fetch?: FetchLike;
 }
@@ -29,10 +31,10 @@ export async function requestJson(request: JsonRequest): Promise<JsonResponse> {
       method: request.method,
       headers: {
         accept: 'application/json',
-        ...(request.body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(request.form ? { 'content-type': 'application/x-www-form-urlencoded' } : request.body === undefined ? {} : { 'content-type': 'application/json' }),
         ...request.headers,
       },
-      body: request.body === undefined ? undefined : JSON.stringify(request.body),
+      body: request.form ? new URLSearchParams(request.form).toString() : request.body === undefined ? undefined : JSON.stringify(request.body),
       signal: AbortSignal.timeout(request.timeoutMs),
       redirect: 'error',
     });

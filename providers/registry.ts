@@ -15,6 +15,7 @@ import { chooseProviders, type RoutingPolicy, type RoutingRequest, type RoutingR
 import { SandboxAdapter } from './sandbox.ts';
 import { StripeAdapter } from './stripe.ts';
 import type { PaymentProvider, ProviderCapabilities, ProviderName } from './types.ts';
+import { PayPalAdapter } from './paypal.ts';
 import { YooKassaAdapter } from './yookassa.ts';
 
 export interface ProviderRegistry {
@@ -61,6 +62,19 @@ export function buildProviderRegistry(config: Config, logger: Logger): ProviderR
         timeoutMs,
         logger,
         ...(config.YOOKASSA_WEBHOOK_SOURCES ? { webhookSources: config.YOOKASSA_WEBHOOK_SOURCES } : {}),
+      }),
+    );
+  }
+  if (config.PAYPAL_CLIENT_ID && config.PAYPAL_CLIENT_SECRET && config.PAYPAL_WEBHOOK_ID) {
+    adapters.set(
+      'paypal',
+      new PayPalAdapter({
+        clientId: config.PAYPAL_CLIENT_ID,
+        clientSecret: config.PAYPAL_CLIENT_SECRET,
+        webhookId: config.PAYPAL_WEBHOOK_ID,
+        apiBase: config.PAYPAL_API_BASE,
+        timeoutMs,
+        logger,
       }),
     );
   }

@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import type { RunningAbonement } from '../../server/index.ts';
 import type { WebhookRequest } from '../../providers/types.ts';
 import { startFakeStripeServer, type FakeStripeServer } from '../providers/fake-stripe-server.ts';
+import { startFakePayPalServer, type FakePayPalServer } from '../providers/fake-paypal-server.ts';
 import { startFakeYooKassaServer, type FakeYooKassaServer } from '../providers/fake-yookassa-server.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { setClock } from '../../sql-tests/support/billing.ts';
@@ -19,12 +20,14 @@ import { checkoutFor, createShop, inboxSettled, row, rows, runTask, startPayment
 let db: TestDatabase;
 let stripe: FakeStripeServer;
 let yookassa: FakeYooKassaServer;
+let paypal: FakePayPalServer;
 let server: RunningAbonement;
 
 before(async () => {
   db = await createTestDatabase();
   stripe = await startFakeStripeServer();
   yookassa = await startFakeYooKassaServer();
+  paypal = await startFakePayPalServer();
   server = await startPaymentsServer(db, {
     STRIPE_SECRET_KEY: stripe.secretKey,
     STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
@@ -34,12 +37,17 @@ before(async () => {
     YOOKASSA_API_BASE: yookassa.apiBase,
     // The test posts from 127.0.0.1 as a proxy would, naming YooKassa's address in X-Forwarded-For.
     TRUST_PROXY: 'loopback',
+    PAYPAL_CLIENT_ID: paypal.clientId,
+    PAYPAL_CLIENT_SECRET: paypal.clientSecret,
+    PAYPAL_WEBHOOK_ID: paypal.webhookId,
+    PAYPAL_API_BASE: paypal.apiBase,
   });
 });
 after(async () => {
   await server?.stop();
   await stripe?.close();
   await yookassa?.close();
+  await paypal?.close();
   await db?.drop();
 });
 
@@ -224,5 +232,61 @@ describe('/webhooks/yookassa', () => {
     } finally {
       await untrusting.stop();
     }
+  });
+});
+
+describe('/webhooks/paypal', () => {
+  test('an order the buyer approved is captured at intake and activates the subscription; the vaulted card renews it; deliveries are verified by PayPal', async () => {
+    // Setup
+    const shop = await createShop(db, { currency: 'EUR', amount: 1_500, defaultProvider: 'paypal' });
+    const sub = await subscribeWithoutCard(db, shop);
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    assert.equal(link.provider, 'paypal');
+    const payment = await row(db, 'select * from app_public.payments where id = $1', [link.paymentId]);
+    // Action: the buyer approves; PayPal delivers the approval and the capture twice each
+    paypal.takeWebhooks();
+    paypal.approve(payment.provider_checkout_id, 'succeed');
+    const approval = paypal.takeWebhooks();
+    for (const delivery of [...approval, ...approval]) assert.equal((await deliver('paypal', delivery)).status, 200);
+    const captured = paypal.takeWebhooks();
+    assert.ok(captured.length >= 1, 'PAYMENT.CAPTURE.COMPLETED after the capture at intake');
+    for (const delivery of [...captured, ...captured]) assert.equal((await deliver('paypal', delivery)).status, 200);
+    await inboxSettled(db, `provider = 'paypal' and payload->'event'->'payment'->>'idempotencyKey' = $1`, [payment.idempotency_key]);
+    // Assertions
+    const subscription = await row(db, 'select * from app_public.subscriptions where id = $1', [sub.id]);
+    assert.equal(subscription.status, 'active');
+    const paid = await row(db, 'select * from app_public.payments where id = $1', [link.paymentId]);
+    assert.deepEqual([paid.status, paid.amount_minor, paid.currency], ['succeeded', '1500', 'EUR']);
+    const method = await row(db, 'select provider, provider_token, last4 from app_public.payment_methods where id = $1', [subscription.payment_method_id]);
+    assert.equal(method.provider, 'paypal');
+    assert.match(method.provider_token, /^card:VAULT-/);
+    assert.equal(paypal.chargeCount(payment.idempotency_key), 1, 'captured once for four deliveries');
+
+    // Action: a period later the renewal charges the vaulted card at PayPal, merchant-initiated.
+    await setClock(db, new Date(new Date(subscription.current_period_end).getTime() + 60_000).toISOString());
+    try {
+      await runTask(db, 'subscriptions__renew_due');
+      const renewal = await until(
+        db,
+        'the PayPal renewal charge',
+        `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
+        where i.subscription_id = $1 and i.billing_reason = 'subscription_cycle'`,
+        [sub.id],
+        (p) => p.status === 'succeeded',
+      );
+      assert.deepEqual([renewal.provider, renewal.flow, renewal.payment_method_id], ['paypal', 'off_session', subscription.payment_method_id]);
+      assert.equal(paypal.chargeCount(renewal.idempotency_key), 1);
+    } finally {
+      await setClock(db, null);
+    }
+    // A delivery PayPal does not vouch for is refused, and nothing is stored.
+    const forged = paypal.signedDelivery(
+      { id: 'WH-INTAKE-FORGED', event_type: 'CHECKOUT.ORDER.APPROVED', resource: { id: payment.provider_checkout_id } },
+      { webhookId: 'WH-SOMEONE-ELSE' },
+    );
+    const refused = await deliver('paypal', forged);
+    assert.equal(refused.status, 400);
+    assert.equal(((await refused.json()) as { error: { reason: string } }).error.reason, 'bad_signature');
+    assert.equal((await rows(db, `select 1 from app_private.provider_events where provider_event_id = 'WH-INTAKE-FORGED'`)).length, 0);
   });
 });

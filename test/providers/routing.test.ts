@@ -141,6 +141,9 @@ describe('registry and configuration', () => {
       STRIPE_WEBHOOK_SECRET: 'whsec_new,whsec_old',
       YOOKASSA_SHOP_ID: '100500',
       YOOKASSA_SECRET_KEY: 'test_abc',
+      PAYPAL_CLIENT_ID: 'client',
+      PAYPAL_CLIENT_SECRET: 'secret',
+      PAYPAL_WEBHOOK_ID: 'WH-1',
       SANDBOX_SECRET: 's'.repeat(40),
     });
     const registry = buildProviderRegistry(config, testLogger);
@@ -149,9 +152,10 @@ describe('registry and configuration', () => {
         .all()
         .map((p) => p.name)
         .sort(),
-      ['sandbox', 'stripe', 'yookassa'],
+      ['paypal', 'sandbox', 'stripe', 'yookassa'],
     );
     assert.equal(registry.get('stripe')?.capabilities.livemode, false);
+    assert.equal(registry.get('paypal')?.capabilities.livemode, false, "PayPal's sandbox endpoint by default");
     assert.deepEqual(sandboxCredentials(config), sandboxCredentials(parseConfig({ SANDBOX_SECRET: 's'.repeat(40) })));
     assert.notDeepEqual(sandboxCredentials(config), sandboxCredentials(parseConfig({ SANDBOX_SECRET: 't'.repeat(40) })));
     const candidates = registry.candidates(
@@ -167,5 +171,6 @@ describe('registry and configuration', () => {
   test('a Stripe key without its webhook secret, or half a YooKassa configuration, is refused at boot', () => {
     assert.throws(() => parseConfig({ STRIPE_SECRET_KEY: 'sk_test_abc' }), /STRIPE_WEBHOOK_SECRET/);
     assert.throws(() => parseConfig({ YOOKASSA_SHOP_ID: '1' }), /YOOKASSA_SECRET_KEY/);
+    assert.throws(() => parseConfig({ PAYPAL_CLIENT_ID: 'c', PAYPAL_CLIENT_SECRET: 's' }), /PAYPAL_WEBHOOK_ID must be set together/);
   });
 });
