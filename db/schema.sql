@@ -233,6 +233,29 @@ end;
 $$;
 comment on function app_hidden.after_payment_failure(invoice uuid, category text) is 'After a failed payment of an open invoice: a gateway error retries with backoff (5 min × 2^n, 5 times); a first payment gets no dunning; a hard decline or an exhausted dunning schedule makes the invoice uncollectible and cancels its subscription; otherwise the next attempt is scheduled by the tenant''s dunning_schedule_days and the subscription becomes past_due.';
 
+create function app_hidden.allocate_minor(total bigint, weights bigint[])
+  returns bigint[]
+  language sql immutable strict parallel safe
+  set search_path to pg_catalog, pg_temp
+as $$
+  with w as (select u.weight::numeric as weight, u.ord from unnest(weights) with ordinality as u(weight, ord)),
+  s as (select sum(w.weight) as total_weight from w),
+  base as (
+    select w.ord,
+      case when s.total_weight > 0 then floor(total::numeric * w.weight / s.total_weight) else 0 end as share,
+      case when s.total_weight > 0 then mod(total::numeric * w.weight, s.total_weight) else 0 end as remainder
+    from w, s
+  ),
+  ranked as (
+    select b.ord, b.share, row_number() over (order by b.remainder desc, b.ord) as rank,
+      total - sum(b.share) over () as left_over
+    from base b
+  )
+  select coalesce(array_agg((r.share + case when r.rank <= r.left_over then 1 else 0 end)::bigint order by r.ord), '{}')
+  from ranked r
+$$;
+grant execute on function app_hidden.allocate_minor(total bigint, weights bigint[]) to :ROLE_OPERATOR, :ROLE_WORKER;
+
 create function app_hidden.apply_invoice_paid(inv app_public.invoices)
   returns void
   language plpgsql volatile
@@ -277,6 +300,59 @@ begin
 end;
 $$;
 comment on function app_hidden.audit(action text, tenant uuid, target_table text, target_id uuid, before jsonb, after jsonb) is 'Records an operator action in the audit log; does nothing outside a console session.';
+
+create function app_hidden.build_fiscal_receipt(payment app_public.payments)
+  returns jsonb
+  language sql stable
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  with ctx as (
+    select t.fiscal_tax_system, c.email::text as email, i.number
+    from app_public.tenants t
+    join app_public.invoices i on i.tenant_id = t.id and i.id = payment.invoice_id
+    join app_public.customers c on c.tenant_id = t.id and c.id = payment.customer_id
+    where t.id = payment.tenant_id and t.fiscal_tax_system is not null and payment.currency = 'RUB'
+  ),
+  lines as (
+    select row_number() over (order by l.created_at, l.id) as n, l.description, l.quantity, l.unit_amount_minor, l.amount_minor,
+      coalesce(pl.fiscal_vat, 'none') as vat
+    from app_public.invoice_lines l
+    left join app_public.prices pr on pr.tenant_id = l.tenant_id and pr.id = l.price_id
+    left join app_public.plans pl on pl.tenant_id = pr.tenant_id and pl.id = pr.plan_id
+    where l.tenant_id = payment.tenant_id and l.invoice_id = payment.invoice_id and l.amount_minor > 0
+  ),
+  source as (
+    -- An invoice without lines still gets one item: what the customer is paying for.
+    select n, description, quantity, unit_amount_minor, amount_minor, vat from lines
+    union all
+    select 1, 'Invoice ' || ctx.number, 1, payment.amount_minor, payment.amount_minor, 'none' from ctx where not exists (select 1 from lines)
+  ),
+  shares as (
+    select s.*, (app_hidden.allocate_minor(payment.amount_minor, (select array_agg(x.amount_minor order by x.n) from source x)))[s.n] as share
+    from source s
+  )
+  select jsonb_build_object(
+    'type', 'payment',
+    'tax_system', ctx.fiscal_tax_system,
+    'customer_email', ctx.email,
+    'currency', payment.currency,
+    'total_minor', payment.amount_minor::text,
+    'items', (
+      select jsonb_agg(jsonb_build_object(
+        'n', s.n,
+        'description', left(s.description, 128),
+        'quantity', case when s.share = s.amount_minor then s.quantity else 1 end,
+        'unit_minor', (case when s.share = s.amount_minor then s.unit_amount_minor else s.share end)::text,
+        'amount_minor', s.share::text,
+        'vat', s.vat,
+        'payment_subject', 'service',
+        'payment_mode', 'full_payment'
+      ) order by s.n)
+      from shares s where s.share > 0
+    )
+  )
+  from ctx
+$$;
 
 create function app_hidden.cancel_now(s app_public.subscriptions, reason text, ended timestamp with time zone DEFAULT NULL::timestamp with time zone)
   returns app_public.subscriptions
@@ -3553,6 +3629,35 @@ $$;
 comment on function app_private.outbox_has_undispatched() is 'Worker poller: are there outbox events not yet dispatched? One probe of the partial index events_undispatched_idx.';
 grant execute on function app_private.outbox_has_undispatched() to :ROLE_WORKER;
 
+create function app_private.payment_fiscal_receipt(payment_id uuid)
+  returns jsonb
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  p app_public.payments;
+  built jsonb;
+begin
+  select * into p from app_public.payments where id = payment_fiscal_receipt.payment_id;
+  if not found then
+    perform app_hidden.raise_error('PAYMENT_NOT_FOUND', format('payment %s not found', payment_fiscal_receipt.payment_id), 'AB404');
+  end if;
+  if p.fiscal_receipt is not null then
+    return p.fiscal_receipt;
+  end if;
+  built := app_hidden.build_fiscal_receipt(p);
+  if built is null then
+    return null;
+  end if;
+  update app_public.payments set fiscal_receipt = built
+  where id = p.id and fiscal_receipt is null
+  returning fiscal_receipt into built;
+  -- A concurrent caller kept one first: theirs is the receipt (the same, since it is built from the same rows).
+  return coalesce(built, (select fiscal_receipt from app_public.payments where id = p.id));
+end;
+$$;
+grant execute on function app_private.payment_fiscal_receipt(payment_id uuid) to :ROLE_WORKER;
+
 create function app_private.payment_for_provider(provider text, idempotency_key text, provider_payment_id text, provider_checkout_id text)
   returns uuid
   language sql stable security definer
@@ -4085,6 +4190,62 @@ as $$
 $$;
 comment on function app_private.record_worker_pool_beat(pool_id text) is 'Worker: records that a Graphile Worker pool is alive (real time), and forgets pools silent for a day.';
 grant execute on function app_private.record_worker_pool_beat(pool_id text) to :ROLE_WORKER;
+
+create function app_private.refund_fiscal_receipt(refund_id uuid)
+  returns jsonb
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  r app_public.refunds;
+  sold jsonb;
+  built jsonb;
+begin
+  select * into r from app_public.refunds where id = refund_fiscal_receipt.refund_id;
+  if not found then
+    perform app_hidden.raise_error('REFUND_NOT_FOUND', format('refund %s not found', refund_fiscal_receipt.refund_id), 'AB404');
+  end if;
+  if r.fiscal_receipt is not null then
+    return r.fiscal_receipt;
+  end if;
+  sold := app_private.payment_fiscal_receipt(r.payment_id);
+  if sold is null then
+    return null;
+  end if;
+  -- One refund receipt of a payment at a time, so that "what is left" is read after the previous one was kept.
+  perform 1 from app_public.payments where id = r.payment_id for update;
+  with items as (
+    select (i->>'n')::int as n, i, (i->>'amount_minor')::bigint as amount_minor
+    from jsonb_array_elements(sold->'items') i
+  ),
+  earlier as (
+    select (e->>'n')::int as n, sum((e->>'amount_minor')::bigint)::bigint as refunded
+    from app_public.refunds o, jsonb_array_elements(o.fiscal_receipt->'items') e
+    where o.payment_id = r.payment_id and o.tenant_id = r.tenant_id and o.id <> r.id and o.fiscal_receipt is not null and o.status <> 'failed'
+    group by 1
+  ),
+  remaining as (
+    select it.n, it.i, it.amount_minor - coalesce(e.refunded, 0) as left_minor, row_number() over (order by it.n) as k
+    from items it left join earlier e on e.n = it.n
+  ),
+  shares as (
+    select m.*, (app_hidden.allocate_minor(r.amount_minor, (select array_agg(greatest(x.left_minor, 0)::bigint order by x.n) from remaining x)))[m.k] as share
+    from remaining m
+  )
+  select jsonb_build_object(
+    'type', 'refund',
+    'tax_system', sold->'tax_system',
+    'customer_email', sold->'customer_email',
+    'currency', r.currency,
+    'total_minor', r.amount_minor::text,
+    'items', jsonb_agg(s.i || jsonb_build_object('quantity', 1, 'unit_minor', s.share::text, 'amount_minor', s.share::text) order by s.n)
+  ) into built
+  from shares s where s.share > 0;
+  update app_public.refunds set fiscal_receipt = built where id = r.id and fiscal_receipt is null returning fiscal_receipt into built;
+  return coalesce(built, (select fiscal_receipt from app_public.refunds where id = r.id));
+end;
+$$;
+grant execute on function app_private.refund_fiscal_receipt(refund_id uuid) to :ROLE_WORKER;
 
 create function app_private.refund_for_provider(provider text, idempotency_key text, provider_refund_id text)
   returns uuid
@@ -5070,6 +5231,7 @@ create table app_public.payments (
   action_url text,
   action_expires_at timestamp with time zone,
   return_url text,
+  fiscal_receipt jsonb,
   constraint payments_pkey PRIMARY KEY (id),
   constraint payments_idempotency_key_key UNIQUE (idempotency_key),
   constraint payments_tenant_id_id_currency_key UNIQUE (tenant_id, id, currency),
@@ -5095,6 +5257,7 @@ comment on column app_public.payments.flow is 'checkout: the customer pays on th
 comment on column app_public.payments.action_url is 'Where the customer completes this payment: the hosted checkout page, or the provider''s 3-D Secure page of an off-session payment that requires action.';
 comment on column app_public.payments.action_expires_at is 'When the provider stops accepting payment at action_url (null: unknown).';
 comment on column app_public.payments.return_url is 'Where the tenant wants the customer sent after the checkout (shown as a link on the return page).';
+comment on column app_public.payments.fiscal_receipt is 'The 54-FZ receipt sent with this payment (items, VAT, taxation system, customer e-mail), as first built; null when no receipt is due.';
 CREATE INDEX payments_created_at_idx ON app_public.payments USING btree (created_at DESC);
 CREATE INDEX payments_customer_idx ON app_public.payments USING btree (tenant_id, customer_id, created_at DESC);
 CREATE INDEX payments_failed_at_idx ON app_public.payments USING btree (failed_at) WHERE (status = 'failed'::text);
@@ -5137,10 +5300,12 @@ create table app_public.plans (
   created_at timestamp with time zone default app_hidden.now() not null,
   updated_at timestamp with time zone default app_hidden.now() not null,
   code text,
+  fiscal_vat text default 'none'::text not null,
   constraint plans_pkey PRIMARY KEY (id),
   constraint plans_tenant_code_key UNIQUE (tenant_id, code),
   constraint plans_tenant_id_id_key UNIQUE (tenant_id, id),
   constraint plans_code_check CHECK (code ~ '^[a-z0-9][a-z0-9_-]{0,31}$'::text),
+  constraint plans_fiscal_vat_check CHECK (fiscal_vat = ANY (ARRAY['none'::text, 'vat0'::text, 'vat5'::text, 'vat7'::text, 'vat10'::text, 'vat20'::text, 'vat22'::text, 'vat5_105'::text, 'vat7_107'::text, 'vat10_110'::text, 'vat20_120'::text, 'vat22_122'::text])),
   constraint plans_full_refund_days_check CHECK (full_refund_days >= 0 AND full_refund_days <= 366),
   constraint plans_name_check CHECK (length(name) >= 1 AND length(name) <= 200),
   constraint plans_sale_window CHECK (sale_starts_at IS NULL OR sale_ends_at IS NULL OR sale_ends_at > sale_starts_at),
@@ -5151,6 +5316,7 @@ create table app_public.plans (
 comment on table app_public.plans is 'Something a tenant sells. Purchasable only while active and inside [sale_starts_at, sale_ends_at). Draft plans may be deleted; others are archived.';
 comment on column app_public.plans.full_refund_days is 'Days from the start of a paid period during which a refund is full (default 7); afterwards it is proportional to unused time.';
 comment on column app_public.plans.code is 'Short stable name of the plan (a-z, 0-9, _ and -, at most 32 characters, unique per tenant), used in entitlement tokens.';
+comment on column app_public.plans.fiscal_vat is 'VAT rate printed on fiscal receipts (54-FZ) for this plan''s lines: none (not subject to VAT), vat0…vat22, or a calculated rate such as vat22_122. Only used for RUB payments of a tenant with fiscal_tax_system set.';
 CREATE INDEX plans_tenant_created_idx ON app_public.plans USING btree (tenant_id, created_at DESC);
 alter table app_public.plans enable row level security;
 alter table app_public.plans force row level security;
@@ -5174,8 +5340,8 @@ create policy update_own_tenant on app_public.plans for update to :ROLE_TENANT
   with check (tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
 grant select on table app_public.plans to :ROLE_CUSTOMER, :ROLE_OPERATOR, :ROLE_WORKER;
 grant select, delete on table app_public.plans to :ROLE_TENANT;
-grant insert (name, description, status, sale_starts_at, sale_ends_at, trial_days, full_refund_days, code) on table app_public.plans to :ROLE_TENANT;
-grant update (name, description, sale_starts_at, sale_ends_at, trial_days, full_refund_days, code) on table app_public.plans to :ROLE_TENANT;
+grant insert (name, description, status, sale_starts_at, sale_ends_at, trial_days, full_refund_days, code, fiscal_vat) on table app_public.plans to :ROLE_TENANT;
+grant update (name, description, sale_starts_at, sale_ends_at, trial_days, full_refund_days, code, fiscal_vat) on table app_public.plans to :ROLE_TENANT;
 
 create table app_public.prices (
   id uuid default gen_random_uuid() not null,
@@ -5240,6 +5406,7 @@ create table app_public.refunds (
   succeeded_at timestamp with time zone,
   created_at timestamp with time zone default app_hidden.now() not null,
   updated_at timestamp with time zone default app_hidden.now() not null,
+  fiscal_receipt jsonb,
   constraint refunds_pkey PRIMARY KEY (id),
   constraint refunds_provider_idempotency_key_key UNIQUE (provider_idempotency_key),
   constraint refunds_tenant_id_id_key UNIQUE (tenant_id, id),
@@ -5255,6 +5422,7 @@ create table app_public.refunds (
   constraint refunds_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
 );
 comment on table app_public.refunds is 'Money returned from a payment, to the card (original_payment, executed by the worker) or to the customer balance. rule records how the amount was decided.';
+comment on column app_public.refunds.fiscal_receipt is 'The 54-FZ refund receipt sent with this refund, as first built; null when no receipt is due.';
 CREATE INDEX refunds_created_at_idx ON app_public.refunds USING btree (created_at DESC);
 CREATE INDEX refunds_customer_idx ON app_public.refunds USING btree (tenant_id, customer_id, created_at DESC);
 CREATE INDEX refunds_payment_idx ON app_public.refunds USING btree (tenant_id, payment_id);
@@ -5382,10 +5550,12 @@ create table app_public.tenants (
   created_at timestamp with time zone default app_hidden.now() not null,
   updated_at timestamp with time zone default app_hidden.now() not null,
   default_payment_provider text,
+  fiscal_tax_system smallint,
   constraint tenants_pkey PRIMARY KEY (id),
   constraint tenants_invoice_prefix_key UNIQUE (invoice_prefix),
   constraint tenants_default_payment_provider_check CHECK (app_hidden.is_payment_provider(default_payment_provider)),
   constraint tenants_dunning_schedule_days_check CHECK (cardinality(dunning_schedule_days) <= 10 AND array_position(dunning_schedule_days, NULL::integer) IS NULL AND (0 < ALL (dunning_schedule_days))),
+  constraint tenants_fiscal_tax_system_check CHECK (fiscal_tax_system >= 1 AND fiscal_tax_system <= 6),
   constraint tenants_invoice_prefix_check CHECK (invoice_prefix ~ '^[A-Z0-9]{2,12}$'::text),
   constraint tenants_name_check CHECK (length(name) >= 1 AND length(name) <= 200),
   constraint tenants_refund_policy_check CHECK (refund_policy = ANY (ARRAY['prorated'::text, 'full_window_only'::text])),
@@ -5398,6 +5568,7 @@ comment on table app_public.tenants is 'A merchant using abonement, with its own
 comment on column app_public.tenants.dunning_schedule_days is 'Retries of a failed charge, in days after the invoice due date (default 1, 3, 5, 7). After the last retry fails the subscription is canceled.';
 comment on column app_public.tenants.refund_policy is 'prorated: full refund inside the plan''s full-refund window, then proportional to unused time; full_window_only: nothing after the window.';
 comment on column app_public.tenants.default_payment_provider is 'Provider used when no routing rule matches (and as the last resort after the matching ones). Null with no rules: every configured provider that fits.';
+comment on column app_public.tenants.fiscal_tax_system is '54-FZ taxation system for the online receipts of RUB payments: 1 general (OSN), 2 simplified on income, 3 simplified on income minus expenses, 4 single tax on imputed income, 5 unified agricultural tax, 6 patent. Null: no receipts are sent.';
 alter table app_public.tenants enable row level security;
 alter table app_public.tenants force row level security;
 create policy all_owner on app_public.tenants for all to :DATABASE_OWNER
@@ -5416,7 +5587,7 @@ create policy update_own_tenant on app_public.tenants for update to :ROLE_TENANT
   with check (id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
 grant select on table app_public.tenants to :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
 grant select (id, name, test_mode, default_currency, time_zone) on table app_public.tenants to :ROLE_CUSTOMER;
-grant update (name, default_currency, time_zone, dunning_schedule_days, refund_policy, renewal_notice_days, default_payment_provider) on table app_public.tenants to :ROLE_TENANT;
+grant update (name, default_currency, time_zone, dunning_schedule_days, refund_policy, renewal_notice_days, default_payment_provider, fiscal_tax_system) on table app_public.tenants to :ROLE_TENANT;
 
 create table app_public.webhook_deliveries (
   id uuid default gen_random_uuid() not null,

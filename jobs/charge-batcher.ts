@@ -33,6 +33,7 @@
 import type pg from 'pg';
 import type { Logger } from '../lib/logger.ts';
 import { applyPaymentResult, applyTransportFailure, paymentResultRecord, type PaymentResultRecord } from '../billing/payment-outcomes.ts';
+import { fiscalReceipts } from '../billing/fiscal-receipts.ts';
 import type { ProviderRegistry } from '../providers/registry.ts';
 import type { PaymentResult, ProviderCall, ProviderName } from '../providers/types.ts';
 
@@ -240,6 +241,12 @@ export class ChargeBatcher {
         }
       }
 
+      // 54-FZ receipts of the RUB charges, built and kept with their payments in one statement before any is sent.
+      const receipts = await fiscalReceipts(
+        client,
+        toCharge.filter((row) => row.currency === 'RUB').map((row) => row.payment_id!),
+      );
+
       // The provider calls, each with its attempt's key; their answers applied in waves.
       const calls = toCharge.map(async (row): Promise<Answer> => {
         const adapter = this.options.providers.get(row.provider!);
@@ -254,6 +261,7 @@ export class ChargeBatcher {
               description: row.description!,
               customerReference: row.customer_id!,
               metadata: { invoice_number: row.invoice_number! },
+              receipt: receipts.get(row.payment_id!) ?? null,
             }),
           );
           return { row, answer };

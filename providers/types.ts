@@ -79,6 +79,23 @@ export interface PaymentResult {
   createdAt: Date;
 }
 
+/** A VAT rate as printed on a 54-FZ receipt (app_public.plans.fiscal_vat). */
+export type FiscalVat = 'none' | 'vat0' | 'vat5' | 'vat7' | 'vat10' | 'vat20' | 'vat22' | 'vat5_105' | 'vat7_107' | 'vat10_110' | 'vat20_120' | 'vat22_122';
+
+/**
+ * A 54-FZ fiscal receipt, built in SQL from the invoice lines
+ * (app_private.payment_fiscal_receipt / refund_fiscal_receipt) and sent by the
+ * providers that print receipts (YooKassa `receipt`, CloudPayments
+ * `CustomerReceipt`); the others ignore it. Items sum to the amount exactly.
+ */
+export interface FiscalReceipt {
+  type: 'payment' | 'refund';
+  /** 54-FZ taxation system, 1–6. */
+  taxSystem: number;
+  customerEmail: string;
+  items: Array<{ description: string; quantity: number; unit: Money; amount: Money; vat: FiscalVat; paymentSubject: 'service'; paymentMode: 'full_payment' }>;
+}
+
 export interface CheckoutInput {
   /** Deterministic key from begin_payment; identifies the first payment at the provider. */
   idempotencyKey: string;
@@ -96,6 +113,8 @@ export interface CheckoutInput {
   cancelUrl: string;
   /** Extra string metadata echoed back on the payment (keys must not start with `abonement_`). */
   metadata?: Record<string, string>;
+  /** The fiscal receipt to print, when one is due (RUB payments of a tenant with a taxation system). */
+  receipt?: FiscalReceipt | null;
 }
 
 export interface Checkout {
@@ -117,6 +136,7 @@ export interface ChargeSavedInput {
   description: string;
   customerReference: string;
   metadata?: Record<string, string>;
+  receipt?: FiscalReceipt | null;
 }
 
 export interface RefundInput {
@@ -124,6 +144,8 @@ export interface RefundInput {
   providerPaymentId: string;
   amount: Money;
   reason?: string;
+  /** The refund receipt to print, when one is due. */
+  receipt?: FiscalReceipt | null;
 }
 
 export type RefundStatus = (typeof REFUND_STATUSES)[number];

@@ -22,6 +22,7 @@
 import { type AddressList, parseAddressList } from '../lib/address-list.ts';
 import type { Logger } from '../lib/logger.ts';
 import { classify, classifyHttpStatus, type FailureTable } from './failures.ts';
+import { YOOKASSA_VAT_CODES } from './fiscal.ts';
 import { requestJson, type FetchLike, type JsonResponse } from './http.ts';
 import { assertChargeable, decimalToMinor, minorToDecimal } from '../lib/money.ts';
 import {
@@ -32,6 +33,7 @@ import {
   type ChargeSavedInput,
   type Checkout,
   type CheckoutInput,
+  type FiscalReceipt,
   type PaymentProvider,
   type PaymentResult,
   type ProviderCall,
@@ -190,6 +192,25 @@ export class YooKassaAdapter implements PaymentProvider {
     return { value: minorToDecimal(input.amountMinor, input.currency), currency: input.currency };
   }
 
+  /** The 54-FZ `receipt` object (docs/providers.md, "Fiscal receipts"); nothing when none is due. */
+  private receipt(receipt: FiscalReceipt | null | undefined): { receipt?: unknown } {
+    if (!receipt) return {};
+    return {
+      receipt: {
+        customer: { email: receipt.customerEmail },
+        tax_system_code: receipt.taxSystem,
+        items: receipt.items.map((item) => ({
+          description: item.description.slice(0, 128),
+          quantity: item.quantity.toFixed(2),
+          amount: this.amount(item.unit),
+          vat_code: YOOKASSA_VAT_CODES[item.vat],
+          payment_subject: item.paymentSubject,
+          payment_mode: item.paymentMode,
+        })),
+      },
+    };
+  }
+
   async createCheckout(input: CheckoutInput): Promise<ProviderCall<Checkout>> {
     assertChargeable(input.amount, this.capabilities.currencies);
     const response = await this.call(
@@ -202,6 +223,7 @@ export class YooKassaAdapter implements PaymentProvider {
         confirmation: { type: 'redirect', return_url: input.successUrl, ...(input.customer.locale ? { locale: input.customer.locale } : {}) },
         description: input.description.slice(0, 128),
         metadata: { ...input.metadata, [METADATA_KEY]: input.idempotencyKey, [METADATA_CUSTOMER]: input.customer.reference, [METADATA_FLOW]: 'checkout' },
+        ...this.receipt(input.receipt),
       },
       input.idempotencyKey,
     );
@@ -224,6 +246,7 @@ export class YooKassaAdapter implements PaymentProvider {
         payment_method_id: input.paymentMethodToken,
         description: input.description.slice(0, 128),
         metadata: { ...input.metadata, [METADATA_KEY]: input.idempotencyKey, [METADATA_CUSTOMER]: input.customerReference, [METADATA_FLOW]: 'off_session' },
+        ...this.receipt(input.receipt),
       },
       input.idempotencyKey,
     );
@@ -236,7 +259,7 @@ export class YooKassaAdapter implements PaymentProvider {
     const response = await this.call(
       'POST',
       '/refunds',
-      { payment_id: input.providerPaymentId, amount: this.amount(input.amount), ...(input.reason ? { description: input.reason.slice(0, 250) } : {}) },
+      { payment_id: input.providerPaymentId, amount: this.amount(input.amount), ...(input.reason ? { description: input.reason.slice(0, 250) } : {}), ...this.receipt(input.receipt) },
       input.idempotencyKey,
     );
     if (!response.answered) return { ok: false, failure: response.failure };

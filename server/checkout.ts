@@ -28,6 +28,7 @@
 import express from 'express';
 import type pg from 'pg';
 import type { Logger } from '../lib/logger.ts';
+import { fiscalReceipt } from '../billing/fiscal-receipts.ts';
 import { reconcilePayment } from '../billing/reconcile.ts';
 import { databaseApiError } from './errors.ts';
 import { minorToDecimal } from '../lib/money.ts';
@@ -232,6 +233,8 @@ async function openCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): P
     const payment = await query<PaymentRow>(pool, 'select * from app_private.begin_checkout_payment($1, $2, $3)', [ctx.invoice_id, candidates[0]!.name, request.returnUrl ?? null]);
     if (payment.action_url) return linkOf({ ...payment, action_url: payment.action_url }, true); // a concurrent request just made it
     const returnPage = `${deps.publicUrl}/checkout/return?payment=${payment.id}`;
+    // The 54-FZ receipt, built and kept with the payment before any provider sees it (null when none is due).
+    const receipt = payment.currency === 'RUB' ? await fiscalReceipt(pool, payment.id) : null;
     let result;
     try {
       result = await createCheckoutWithFailover(
@@ -243,6 +246,7 @@ async function openCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): P
           customer: { reference: ctx.customer_id, email: ctx.customer_email, country: ctx.customer_country, locale: ctx.customer_locale },
           successUrl: returnPage,
           cancelUrl: `${returnPage}&canceled=1`,
+          receipt,
         },
         log,
       );

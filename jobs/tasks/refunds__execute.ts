@@ -10,6 +10,7 @@
  * holds) fails the refund, so it stops counting against the refundable
  * remainder; other misuse (credentials, key conflicts) fails the job loudly.
  */
+import { fiscalReceipt } from '../../billing/fiscal-receipts.ts';
 import { applyRefundResult } from '../../billing/payment-outcomes.ts';
 import { ProviderError, type ProviderName } from '../../providers/types.ts';
 import { assertIdPayload, type BillingTask } from '../context.ts';
@@ -41,9 +42,12 @@ const task: BillingTask = async (payload, helpers, context) => {
     const adapter = context.providers.get(refund.provider);
     if (!adapter) throw new Error(`provider ${refund.provider} is not configured in this process`);
     if (!refund.provider_payment_id) throw new Error(`payment of refund ${refund.id} has no provider payment id`);
+    // The 54-FZ refund receipt, built and kept with the refund before the provider sees it (null when none is due).
+    const receipt = refund.currency === 'RUB' ? await fiscalReceipt(client, refund.id, 'refund') : null;
     let answer;
     try {
       answer = await adapter.refund({
+        receipt,
         idempotencyKey: refund.provider_idempotency_key,
         providerPaymentId: refund.provider_payment_id,
         amount: { amountMinor: BigInt(refund.amount_minor), currency: refund.currency },

@@ -225,6 +225,21 @@ describe('no secret in any resource', () => {
     assert.ok(rows.every((r) => !r.event.includes(planted.inboxToken)));
   });
 
+  test("a payment's 54-FZ receipt is on its show page: items, VAT rate, taxation system", async () => {
+    const rub = await createWorld(running.db, { currency: 'RUB', amount: 99_900 });
+    await running.db.asOwner(async (c) => {
+      await c.query('update app_public.tenants set fiscal_tax_system = 2 where id = $1', [rub.tenantId]);
+      await c.query(`update app_public.plans set fiscal_vat = 'vat22' where id = $1`, [rub.planId]);
+    });
+    const payment = await beginPayment(running.db, (await openInvoice(running.db, (await subscribe(running.db, rub)).id)).id);
+    await running.db.asWorker((c) => c.query('select app_private.payment_fiscal_receipt($1)', [payment.id]));
+    const params = json((await as.finance.get(`/admin/api/resources/payments/records/${payment.id}/show`)).text).record!.params;
+    assert.deepEqual(
+      [params['fiscal_receipt.tax_system'], params['fiscal_receipt.items.0.vat'], params['fiscal_receipt.items.0.amount_minor'], params['fiscal_receipt.total_minor']],
+      [2, 'vat22', '99900', '99900'],
+    );
+  });
+
   test('customer metadata keeps its ordinary keys and loses secret-named ones', async () => {
     const show = await as.support.get(`/admin/api/resources/customers/records/${world.customerId}/show`);
     const params = json(show.text).record!.params;

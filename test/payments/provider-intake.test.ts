@@ -15,7 +15,7 @@ import { startFakePayPalServer, type FakePayPalServer } from '../providers/fake-
 import { startFakeYooKassaServer, type FakeYooKassaServer } from '../providers/fake-yookassa-server.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { setClock } from '../../sql-tests/support/billing.ts';
-import { checkoutFor, createShop, inboxSettled, row, rows, runTask, startPaymentsServer, subscribeWithoutCard, until } from './support.ts';
+import { checkoutFor, createShop, inboxSettled, jobsDone, row, rows, runTask, startPaymentsServer, subscribeWithoutCard, until } from './support.ts';
 
 let db: TestDatabase;
 let stripe: FakeStripeServer;
@@ -183,6 +183,47 @@ describe('/webhooks/yookassa', () => {
     assert.deepEqual([body.error.code, body.error.reason], ['WEBHOOK_NOT_CONFIRMED_YET', 'provider_unavailable']);
     assert.equal((await rows(db, `select 1 from app_private.provider_events where provider = 'yookassa' and provider_event_id like '%00000000-0000-4000-8000-000000000000'`)).length, 0);
     assert.equal(await rejections('yookassa', 'not_confirmed'), 1);
+  });
+
+  test('a RUB payment of a tenant with a taxation system carries its 54-FZ receipt to YooKassa, kept with the payment; its refund carries a refund receipt', async () => {
+    // Setup: taxation system 1 (general), the plan at VAT 22 %
+    const shop = await createShop(db, { currency: 'RUB', amount: 129_900, defaultProvider: 'yookassa' });
+    await db.asOwner(async (c) => {
+      await c.query('update app_public.tenants set fiscal_tax_system = 1 where id = $1', [shop.tenantId]);
+      await c.query(`update app_public.plans set fiscal_vat = 'vat22' where id = $1`, [shop.planId]);
+    });
+    const sub = await subscribeWithoutCard(db, shop);
+    // Action: the checkout, paid
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    const payment = await row(db, 'select * from app_public.payments where id = $1', [link.paymentId]);
+    const customer = await row(db, 'select email::text from app_public.customers where id = $1', [payment.customer_id]);
+    const line = await row(db, 'select description from app_public.invoice_lines where invoice_id = $1', [link.invoiceId]);
+    // Assertions: the exact receipt YooKassa received, and the same kept with the payment
+    const sent = yookassa.bodiesPostedTo('/v3/payments').find((b) => (b.metadata as Record<string, string>)?.abonement_key === payment.idempotency_key);
+    assert.deepEqual(sent?.receipt, {
+      customer: { email: customer.email },
+      tax_system_code: 1,
+      items: [
+        { description: line.description, quantity: '1.00', amount: { value: '1299.00', currency: 'RUB' }, vat_code: 11, payment_subject: 'service', payment_mode: 'full_payment' },
+      ],
+    });
+    assert.equal(payment.fiscal_receipt.items[0].vat, 'vat22');
+    yookassa.takeNotifications();
+    yookassa.payCheckout(payment.provider_checkout_id, 'succeed');
+    for (const n of yookassa.takeNotifications()) assert.equal((await deliver('yookassa', n)).status, 200);
+    await inboxSettled(db, `provider = 'yookassa' and provider_event_id like $1`, [`%:${payment.provider_checkout_id}`]);
+    // Action: a partial refund through the worker
+    const { rows: refunds } = await db.asTenant(shop.tenantId, (c) => c.query('select * from app_public.refund_payment($1, 30000, $2)', [link.paymentId, `k-${payment.id}`]));
+    await jobsDone(db, 'refunds__execute');
+    // Assertions
+    const refundSent = yookassa.bodiesPostedTo('/v3/refunds').find((b) => b.payment_id === payment.provider_payment_id);
+    assert.deepEqual(refundSent?.receipt, {
+      customer: { email: customer.email },
+      tax_system_code: 1,
+      items: [{ description: line.description, quantity: '1.00', amount: { value: '300.00', currency: 'RUB' }, vat_code: 11, payment_subject: 'service', payment_mode: 'full_payment' }],
+    });
+    const kept = await row(db, 'select status, fiscal_receipt from app_public.refunds where id = $1', [refunds[0].id]);
+    assert.deepEqual([kept.status, kept.fiscal_receipt.type, kept.fiscal_receipt.total_minor], ['succeeded', 'refund', '30000']);
   });
 
   test("notifications from outside YooKassa's published ranges are refused with 403 before anything else; X-Forwarded-For counts only from a trusted proxy", async () => {

@@ -48,6 +48,8 @@ export interface FakeYooKassaServer {
   chargeCount(idempotencyKey: string): number;
   /** API requests received so far (any path). */
   requestCount(): number;
+  /** The JSON bodies POSTed to a path (e.g. '/v3/payments'), in order. */
+  bodiesPostedTo(path: string): Json[];
   close(): Promise<void>;
 }
 
@@ -130,11 +132,16 @@ export async function startFakeYooKassaServer(): Promise<FakeYooKassaServer> {
 
   const app = express();
   let requests = 0;
+  const posted: Array<{ path: string; body: Json }> = [];
   app.use((_req, _res, next) => {
     requests++;
     next();
   });
   app.use(express.json());
+  app.use((req, _res, next) => {
+    if (req.method === 'POST') posted.push({ path: req.path, body: structuredClone(req.body ?? {}) });
+    next();
+  });
   app.use((req, res, next) => {
     const expected = `Basic ${Buffer.from(`${shopId}:${secretKey}`).toString('base64')}`;
     if (req.get('authorization') !== expected) {
@@ -299,6 +306,7 @@ export async function startFakeYooKassaServer(): Promise<FakeYooKassaServer> {
     savedMethods,
     notification,
     requestCount: () => requests,
+    bodiesPostedTo: (path) => posted.filter((p) => p.path === path).map((p) => p.body),
     payCheckout(paymentId, behaviour) {
       const payment = payments.get(paymentId);
       if (payment?.status !== 'pending') throw new Error(`payment ${paymentId} is not pending`);
