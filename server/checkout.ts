@@ -55,6 +55,11 @@ export interface CheckoutRequest {
   customerId?: string | null;
   /** Where the tenant wants the customer to end up; shown as a link on the return page. */
   returnUrl?: string | null;
+  /**
+   * The provider the customer chose (a "Pay with PayPal" button): it must be one
+   * the tenant's routing offers for this invoice, and no other is tried.
+   */
+  provider?: ProviderName | null;
   /** The caller's idempotency key (a mutation argument) … */
   idempotencyKey?: string | null;
   /** … or the request's Idempotency-Key header; both and different: IDEMPOTENCY_KEY_MISMATCH. */
@@ -171,7 +176,7 @@ function linkFromJson(json: Record<string, unknown>): CheckoutLink {
  */
 export async function createCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): Promise<CheckoutLink> {
   const actor = request.customerId ? `customer:${request.customerId}` : `tenant:${request.tenantId}`;
-  const params = { subscriptionId: request.subscriptionId, returnUrl: request.returnUrl ?? null };
+  const params = { subscriptionId: request.subscriptionId, returnUrl: request.returnUrl ?? null, ...(request.provider ? { provider: request.provider } : {}) };
   const claim = await query<{ idempotency_key: string | null; stored_response: Record<string, unknown> | null }>(
     deps.pool,
     'select * from app_private.claim_external_idempotency_key($1, $2, $3, $4, $5, $6)',
@@ -198,6 +203,14 @@ async function openCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): P
         throw new CheckoutError(409, 'PAYMENT_IN_FLIGHT', 'a payment of this invoice is under way; ask again once it has settled');
       }
       const open = ctx.action_url && (!ctx.action_expires_at || ctx.action_expires_at.getTime() > Date.now() + EXPIRY_MARGIN_MS);
+      if (open && request.provider && ctx.payment_provider !== request.provider) {
+        // Another provider's page is open and may still be paid: a second page could charge the invoice twice.
+        throw new CheckoutError(
+          409,
+          'CHECKOUT_OPEN_ELSEWHERE',
+          `a ${ctx.payment_provider} payment page for this invoice is open${ctx.action_expires_at ? ` until ${ctx.action_expires_at.toISOString()}` : ''}; pay there, or ask again once it has expired`,
+        );
+      }
       if (open) {
         return linkOf(
           {
@@ -226,7 +239,15 @@ async function openCheckoutLink(deps: CheckoutDeps, request: CheckoutRequest): P
       'select rules, default_provider from app_private.payment_routing($1)',
       [ctx.tenant_id],
     );
-    const candidates = providers.candidates({ rules, defaultProvider }, { currency: ctx.currency, country: ctx.customer_country, livemode: ctx.livemode });
+    const offered = providers.candidates({ rules, defaultProvider }, { currency: ctx.currency, country: ctx.customer_country, livemode: ctx.livemode });
+    const candidates = request.provider ? offered.filter((p) => p.name === request.provider) : offered;
+    if (request.provider && candidates.length === 0) {
+      throw new CheckoutError(
+        422,
+        'PROVIDER_NOT_OFFERED',
+        `${request.provider} is not offered for this ${ctx.currency} invoice; offered: ${offered.map((p) => p.name).join(', ') || 'none'}`,
+      );
+    }
     if (candidates.length === 0) {
       throw new CheckoutError(422, 'NO_PAYMENT_PROVIDER', `no configured payment provider can take ${ctx.currency} for this ${ctx.livemode ? 'live' : 'test-mode'} tenant`);
     }

@@ -11,6 +11,8 @@
  */
 import { SafeError, access, context, sideEffect, type Step } from 'postgraphile/grafast';
 import { extendSchema, gql } from 'postgraphile/utils';
+import { PROVIDER_NAMES } from '../lib/statuses.ts';
+import type { ProviderName } from '../providers/types.ts';
 import { CheckoutError, createCheckoutLink, type CheckoutDeps, type CheckoutLink } from './checkout.ts';
 
 /** What the grafast context carries for this mutation (server/graphql.ts). */
@@ -23,6 +25,7 @@ export interface CheckoutGraphqlContext {
 interface CheckoutLinkInput {
   subscriptionId: string;
   returnUrl?: string | null;
+  provider?: string | null;
   idempotencyKey?: string | null;
   clientMutationId?: string | null;
 }
@@ -41,12 +44,17 @@ async function runCheckout(input: CheckoutLinkInput, ctx: CheckoutGraphqlContext
   if (returnUrl !== null && (!/^https?:\/\/\S+$/.test(returnUrl) || returnUrl.length > MAX_URL)) {
     throw new SafeError('returnUrl must be an http(s) URL', { code: 'INVALID_INPUT' });
   }
+  const provider = input.provider ?? null;
+  if (provider !== null && !(PROVIDER_NAMES as readonly string[]).includes(provider)) {
+    throw new SafeError(`provider must be one of ${PROVIDER_NAMES.join(', ')}`, { code: 'INVALID_INPUT' });
+  }
   try {
     const link = await createCheckoutLink(ctx.checkout, {
       subscriptionId: input.subscriptionId,
       tenantId,
       customerId: settings['jwt.claims.customer_id'] ?? null,
       returnUrl,
+      provider: provider as ProviderName | null,
       idempotencyKey: input.idempotencyKey ?? null,
       headerIdempotencyKey: settings['abonement.idempotency_key'] ?? null,
     });
@@ -93,6 +101,11 @@ export const CheckoutLinkMutationPlugin = extendSchema((build) => {
         "Where the customer should end up afterwards; shown as a link on our return page."
         returnUrl: String
         """
+        The provider the customer chose (e.g. a Pay with PayPal button): one the tenant's routing offers for this invoice
+        (PROVIDER_NOT_OFFERED otherwise); no other is tried. Unset: the routing rules choose, with failover.
+        """
+        provider: String
+        """
         Replays with the same key return the first result; the same key with other parameters is IDEMPOTENCY_KEY_REUSED.
         The Idempotency-Key header works too.
         """
@@ -112,7 +125,7 @@ export const CheckoutLinkMutationPlugin = extendSchema((build) => {
         """
         The payment link for a subscription's open invoice (create_subscription callers send the customer here for the first payment).
         Asking again returns the same link while it is open. Errors: SUBSCRIPTION_NOT_FOUND, SUBSCRIPTION_ENDED, NOTHING_TO_PAY,
-        PAYMENT_IN_FLIGHT, NO_PAYMENT_PROVIDER, PROVIDERS_UNAVAILABLE.
+        PAYMENT_IN_FLIGHT, NO_PAYMENT_PROVIDER, PROVIDER_NOT_OFFERED, CHECKOUT_OPEN_ELSEWHERE, PROVIDERS_UNAVAILABLE.
         """
         createCheckoutLink(input: CreateCheckoutLinkInput!): CreateCheckoutLinkPayload
       }

@@ -373,6 +373,7 @@ export const routes: RouteSpec[] = [
         tenantId,
         customerId: identity.claims.customer_id ?? null,
         returnUrl: body.return_url ?? null,
+        provider: body.provider ?? null,
         headerIdempotencyKey: idempotencyKey ?? null,
       });
       return {

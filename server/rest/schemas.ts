@@ -361,6 +361,12 @@ export const CheckoutBody = z
       .regex(/^https?:\/\/\S+$/, 'an http(s) URL')
       .optional()
       .describe('Where the customer should end up afterwards; shown as a link on our return page.'),
+    provider: z
+      .enum(PROVIDER_NAMES)
+      .optional()
+      .describe(
+        "The provider the customer chose (e.g. a Pay with PayPal button); one the tenant's routing offers for this invoice (PROVIDER_NOT_OFFERED otherwise). Unset: the routing rules choose, with failover.",
+      ),
   })
   .strict();
 

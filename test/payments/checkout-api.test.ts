@@ -193,6 +193,10 @@ describe('POST /v1/subscriptions/:id/checkout', () => {
     assert.deepEqual([badUrl.status, badUrl.body.error.code, badUrl.body.error.param], [400, 'INVALID_REQUEST', 'return_url']);
     const unknownField = await rest(server, 'POST', `/v1/subscriptions/${sub.id}/checkout`, { token, body: { returnUrl: 'https://x.example.com/' } });
     assert.deepEqual([unknownField.status, unknownField.body.error.code], [400, 'INVALID_REQUEST']);
+    const unknownProvider = await rest(server, 'POST', `/v1/subscriptions/${sub.id}/checkout`, { token, body: { provider: 'worldpay' } });
+    assert.deepEqual([unknownProvider.status, unknownProvider.body.error.param], [400, 'provider']);
+    const notOffered = await rest(server, 'POST', `/v1/subscriptions/${sub.id}/checkout`, { token, body: { provider: 'paypal' } });
+    assert.deepEqual([notOffered.status, notOffered.body.error.code], [422, 'PROVIDER_NOT_OFFERED']);
     const missing = await rest(server, 'POST', '/v1/subscriptions/00000000-0000-4000-8000-000000000000/checkout', { token, body: {} });
     assert.deepEqual([missing.status, missing.body.error.code], [404, 'SUBSCRIPTION_NOT_FOUND']);
     assert.equal(typeof missing.body.error.request_id, 'string');

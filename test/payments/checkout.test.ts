@@ -150,6 +150,33 @@ describe('routing and failover', () => {
     assert.equal(link.provider, 'sandbox', 'Stripe does not take RUB; the default does');
   });
 
+  test("the customer's choice of provider: only one the routing offers, no failover to another, and never beside another provider's open page", async () => {
+    // Setup: Stripe first, the sandbox offered too
+    const shop = await createShop(db);
+    await addRule(shop.tenantId, 1, 'stripe');
+    await addRule(shop.tenantId, 2, 'sandbox');
+    const sub = await subscribeWithoutCard(db, shop);
+    const choose = (provider: 'sandbox' | 'stripe' | 'paypal') => createCheckoutLink(server.checkout!, { subscriptionId: sub.id, tenantId: shop.tenantId, provider });
+    // A provider the routing does not offer here (PayPal is not configured in this process) is refused, nothing begun.
+    await assert.rejects(
+      choose('paypal'),
+      (e: unknown) => e instanceof CheckoutError && e.status === 422 && e.code === 'PROVIDER_NOT_OFFERED' && /offered: stripe, sandbox/.test(e.message),
+    );
+    assert.equal((await rows(db, 'select 1 from app_public.payments p join app_public.invoices i on i.id = p.invoice_id where i.subscription_id = $1', [sub.id])).length, 0);
+    // The customer chose the second one: it hosts the page, although Stripe is first.
+    const chosen = await choose('sandbox');
+    assert.equal(chosen.provider, 'sandbox');
+    assert.equal((await choose('sandbox')).paymentId, chosen.paymentId, 'asking again reuses the open page');
+    await assert.rejects(choose('stripe'), (e: unknown) => e instanceof CheckoutError && e.status === 409 && e.code === 'CHECKOUT_OPEN_ELSEWHERE');
+    // Chosen and down: no failover to a provider the customer did not choose.
+    const other = await subscribeWithoutCard(db, shop);
+    stripe.fault('http_500');
+    await assert.rejects(
+      createCheckoutLink(server.checkout!, { subscriptionId: other.id, tenantId: shop.tenantId, provider: 'stripe' }),
+      (e: unknown) => e instanceof CheckoutError && e.code === 'PROVIDERS_UNAVAILABLE',
+    );
+  });
+
   test('a live tenant is never routed to a test-mode provider (the sandbox, a test Stripe key)', async () => {
     const shop = await createShop(db);
     await db.asOwner((c) => c.query('update app_public.tenants set test_mode = false where id = $1', [shop.tenantId]));
