@@ -254,6 +254,7 @@ as $$
   select coalesce(array_agg((r.share + case when r.rank <= r.left_over then 1 else 0 end)::bigint order by r.ord), '{}')
   from ranked r
 $$;
+comment on function app_hidden.allocate_minor(total bigint, weights bigint[]) is 'total split over weights in proportion, exactly: floors, then the leftover units to the largest remainders (ties to the earlier position).';
 grant execute on function app_hidden.allocate_minor(total bigint, weights bigint[]) to :ROLE_OPERATOR, :ROLE_WORKER;
 
 create function app_hidden.apply_invoice_paid(inv app_public.invoices)
@@ -353,6 +354,7 @@ as $$
   )
   from ctx
 $$;
+comment on function app_hidden.build_fiscal_receipt(payment app_public.payments) is 'The 54-FZ receipt of a payment from its invoice lines (plan VAT rates, the payment split over the lines); null unless RUB and the tenant has a taxation system.';
 
 create function app_hidden.cancel_now(s app_public.subscriptions, reason text, ended timestamp with time zone DEFAULT NULL::timestamp with time zone)
   returns app_public.subscriptions
@@ -786,16 +788,6 @@ as $$
   where k.tenant_id = tenant and k.key = app_hidden.effective_idempotency_key(idempotency_finish.key);
 $$;
 comment on function app_hidden.idempotency_finish(tenant uuid, key text, response jsonb) is 'Stores the result of the call that claimed the key.';
-
-create function app_hidden.is_payment_provider(name text)
-  returns boolean
-  language sql immutable parallel safe
-  set search_path to pg_catalog, pg_temp
-as $$
-  select name in ('sandbox', 'stripe', 'yookassa', 'cloudpayments', 'paypal')
-$$;
-comment on function app_hidden.is_payment_provider(name text) is 'The payment providers abonement has adapters for (lib/statuses.ts PROVIDER_NAMES is the same list).';
-grant execute on function app_hidden.is_payment_provider(name text) to :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
 
 create function app_hidden.is_secret_name(name text)
   returns boolean
@@ -3656,6 +3648,7 @@ begin
   return coalesce(built, (select fiscal_receipt from app_public.payments where id = p.id));
 end;
 $$;
+comment on function app_private.payment_fiscal_receipt(payment_id uuid) is 'The 54-FZ receipt of a payment, built and kept in payments.fiscal_receipt the first time; null when none is due. Called before the provider is.';
 grant execute on function app_private.payment_fiscal_receipt(payment_id uuid) to :ROLE_WORKER;
 
 create function app_private.payment_for_provider(provider text, idempotency_key text, provider_payment_id text, provider_checkout_id text)
@@ -4245,6 +4238,7 @@ begin
   return coalesce(built, (select fiscal_receipt from app_public.refunds where id = r.id));
 end;
 $$;
+comment on function app_private.refund_fiscal_receipt(refund_id uuid) is 'The 54-FZ refund receipt of a refund: the payment''s items, the refund split over what earlier refunds left of each; kept in refunds.fiscal_receipt.';
 grant execute on function app_private.refund_fiscal_receipt(refund_id uuid) to :ROLE_WORKER;
 
 create function app_private.refund_for_provider(provider text, idempotency_key text, provider_refund_id text)
@@ -5171,7 +5165,7 @@ create table app_public.payment_routing_rules (
   constraint payment_routing_rules_tenant_id_id_key UNIQUE (tenant_id, id),
   constraint payment_routing_rules_country_check CHECK (country ~ '^[A-Z]{2}$'::text),
   constraint payment_routing_rules_priority_check CHECK (priority >= 0 AND priority <= 1000000),
-  constraint payment_routing_rules_provider_check CHECK (app_hidden.is_payment_provider(provider)),
+  constraint payment_routing_rules_provider_check CHECK (provider = ANY (ARRAY['sandbox'::text, 'stripe'::text, 'yookassa'::text, 'cloudpayments'::text, 'paypal'::text])),
   constraint payment_routing_rules_currency_fkey FOREIGN KEY (currency) REFERENCES app_public.currencies(code) ON DELETE RESTRICT,
   constraint payment_routing_rules_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE CASCADE
 );
@@ -5553,7 +5547,7 @@ create table app_public.tenants (
   fiscal_tax_system smallint,
   constraint tenants_pkey PRIMARY KEY (id),
   constraint tenants_invoice_prefix_key UNIQUE (invoice_prefix),
-  constraint tenants_default_payment_provider_check CHECK (app_hidden.is_payment_provider(default_payment_provider)),
+  constraint tenants_default_payment_provider_check CHECK (default_payment_provider = ANY (ARRAY['sandbox'::text, 'stripe'::text, 'yookassa'::text, 'cloudpayments'::text, 'paypal'::text])),
   constraint tenants_dunning_schedule_days_check CHECK (cardinality(dunning_schedule_days) <= 10 AND array_position(dunning_schedule_days, NULL::integer) IS NULL AND (0 < ALL (dunning_schedule_days))),
   constraint tenants_fiscal_tax_system_check CHECK (fiscal_tax_system >= 1 AND fiscal_tax_system <= 6),
   constraint tenants_invoice_prefix_check CHECK (invoice_prefix ~ '^[A-Z0-9]{2,12}$'::text),

@@ -49,6 +49,7 @@ export const PROVIDER_EVENT_OUTCOMES = ['applied', 'no_change', 'ignored', 'unma
 // ---------------------------------------------------------------- other closed lists
 
 export const PROVIDER_NAMES = ['sandbox', 'stripe', 'yookassa', 'cloudpayments', 'paypal'] as const;
+export const FISCAL_VATS = ['none', 'vat0', 'vat5', 'vat7', 'vat10', 'vat20', 'vat22', 'vat5_105', 'vat7_107', 'vat10_110', 'vat20_120', 'vat22_122'] as const;
 export const OPERATOR_ROLES = ['admin', 'finance', 'support', 'viewer'] as const;
 export const PRICE_INTERVALS = ['month', 'year'] as const;
 export const TENANT_REFUND_POLICIES = ['prorated', 'full_window_only'] as const;

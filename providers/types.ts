@@ -19,7 +19,7 @@
  */
 import type { AddressList } from '../lib/address-list.ts';
 import type { Money } from '../lib/money.ts';
-import type { PAYMENT_STATUSES, PROVIDER_NAMES, REFUND_STATUSES } from '../lib/statuses.ts';
+import type { FISCAL_VATS, PAYMENT_STATUSES, PROVIDER_NAMES, REFUND_STATUSES } from '../lib/statuses.ts';
 
 export type ProviderName = (typeof PROVIDER_NAMES)[number];
 
@@ -80,7 +80,7 @@ export interface PaymentResult {
 }
 
 /** A VAT rate as printed on a 54-FZ receipt (app_public.plans.fiscal_vat). */
-export type FiscalVat = 'none' | 'vat0' | 'vat5' | 'vat7' | 'vat10' | 'vat20' | 'vat22' | 'vat5_105' | 'vat7_107' | 'vat10_110' | 'vat20_120' | 'vat22_122';
+export type FiscalVat = (typeof FISCAL_VATS)[number];
 
 /**
  * A 54-FZ fiscal receipt, built in SQL from the invoice lines

@@ -45,6 +45,7 @@ const COLUMNS: Array<[string, readonly string[]]> = [
   ['app_public.refunds.rule', statuses.REFUND_RULES],
   ['app_public.refunds.destination', statuses.REFUND_DESTINATIONS],
   ['app_private.sent_emails.template', statuses.EMAIL_TEMPLATES],
+  ['app_public.plans.fiscal_vat', statuses.FISCAL_VATS],
 ];
 
 /** The values of the one `x = any (array[…])` comparison of a check constraint or index predicate, or null when it has another form. */

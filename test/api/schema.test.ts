@@ -118,7 +118,7 @@ describe('what the schema never shows', () => {
     assert.deepEqual(fieldsOf('PricePatch'), ['active']);
     assert.deepEqual(fieldsOf('PaymentMethodPatch'), ['expMonth', 'expYear', 'isDefault']);
     assert.deepEqual(fieldsOf('CustomerPatch'), ['country', 'email', 'locale', 'metadata', 'name']);
-    assert.deepEqual(fieldsOf('PlanPatch'), ['code', 'description', 'fullRefundDays', 'name', 'saleEndsAt', 'saleStartsAt', 'trialDays']);
+    assert.deepEqual(fieldsOf('PlanPatch'), ['code', 'description', 'fiscalVat', 'fullRefundDays', 'name', 'saleEndsAt', 'saleStartsAt', 'trialDays']);
   });
 
   test('lists page forwards only, 20 by default, without offset', () => {

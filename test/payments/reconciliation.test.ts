@@ -142,20 +142,35 @@ describe('reconciliation', () => {
     const shop = await createShop(db);
     const { invoiceId, customerId } = await manualInvoice(shop.tenantId);
     await saveSandboxToken(db, shop.tenantId, customerId, 'pm_sbx_visa');
+    // Begun as the charge batcher begins it (the same parameters the job will send again), then the worker's session dies.
     const {
-      rows: [pending],
-    } = await db.asWorker((c) => c.query('select * from app_private.begin_payment($1)', [invoiceId]));
+      rows: [begun],
+    } = await db.asWorker(async (c) => {
+      const result = await c.query('select * from app_private.begin_payments($1::uuid[])', [[invoiceId]]);
+      await c.query('select app_private.unlock_payments($1::uuid[])', [[result.rows[0].payment_id]]);
+      return result;
+    });
+    assert.equal(begun.outcome, 'begun');
+    const pending = { id: begun.payment_id as string, idempotency_key: begun.idempotency_key as string };
+    // The charge's webhook is held: only the re-run job may record the outcome here (a webhook applied
+    // meanwhile holds the payment's lock, and the job then rightly leaves the payment to it).
+    server.sandbox!.webhooks.pause();
     const sent = await server.providers.get('sandbox')!.chargeSaved({
       idempotencyKey: pending.idempotency_key,
-      amount: { amountMinor: 5000n, currency: 'EUR' },
-      paymentMethodToken: 'pm_sbx_visa',
-      description: 'Setup fee',
-      customerReference: customerId,
+      amount: { amountMinor: BigInt(begun.amount_minor), currency: begun.currency },
+      paymentMethodToken: begun.provider_token,
+      description: begun.description,
+      customerReference: begun.customer_id,
+      metadata: { invoice_number: begun.invoice_number },
     });
     assert.ok(sent.ok && sent.value.status === 'succeeded');
     // Action: Graphile Worker runs the job again.
-    await runTask(db, 'invoices__collect', { invoice_id: invoiceId });
-    await jobsDone(db, 'invoices__collect');
+    try {
+      await runTask(db, 'invoices__collect', { invoice_id: invoiceId });
+      await jobsDone(db, 'invoices__collect');
+    } finally {
+      server.sandbox!.webhooks.resume();
+    }
     // Assertions
     const paid = await row(db, 'select * from app_public.payments where id = $1', [pending.id]);
     assert.deepEqual([paid.status, paid.provider_payment_id], ['succeeded', sent.value.providerPaymentId]);

@@ -52,6 +52,8 @@ as $$
   from ranked r
 $$;
 grant execute on function app_hidden.allocate_minor(bigint, bigint[]) to :ROLE_WORKER, :ROLE_OPERATOR;
+comment on function app_hidden.allocate_minor(bigint, bigint[]) is
+  E'total split over weights in proportion, exactly: floors, then the leftover units to the largest remainders (ties to the earlier position).';
 
 /*
  * The receipt of a payment of `amount` for an invoice: one item per invoice
@@ -113,6 +115,9 @@ as $$
   from ctx
 $$;
 
+comment on function app_hidden.build_fiscal_receipt(app_public.payments) is
+  E'The 54-FZ receipt of a payment from its invoice lines (plan VAT rates, the payment split over the lines); null unless RUB and the tenant has a taxation system.';
+
 /* The receipt of a payment, built and kept the first time it is asked for. */
 create or replace function app_private.payment_fiscal_receipt(payment_id uuid) returns jsonb
   language plpgsql volatile security definer
@@ -141,6 +146,8 @@ begin
 end;
 $$;
 grant execute on function app_private.payment_fiscal_receipt(uuid) to :ROLE_WORKER;
+comment on function app_private.payment_fiscal_receipt(uuid) is
+  E'The 54-FZ receipt of a payment, built and kept in payments.fiscal_receipt the first time; null when none is due. Called before the provider is.';
 
 /*
  * The refund receipt of a refund: the payment's items, the refund's amount
@@ -201,3 +208,5 @@ begin
 end;
 $$;
 grant execute on function app_private.refund_fiscal_receipt(uuid) to :ROLE_WORKER;
+comment on function app_private.refund_fiscal_receipt(uuid) is
+  E'The 54-FZ refund receipt of a refund: the payment''s items, the refund split over what earlier refunds left of each; kept in refunds.fiscal_receipt.';
