@@ -148,6 +148,8 @@ export interface WebhookRequest {
   rawBody: Buffer | string;
   /** Lower-case header names as Node gives them. */
   headers: Record<string, string | string[] | undefined>;
+  /** The path and query it was posted to (CloudPayments tells its notification types apart by URL). */
+  url?: string;
 }
 
 interface EventBase {
