@@ -118,6 +118,13 @@ export const configSchema = z.object({
     .regex(/^(test|live)_/, 'must start with test_ or live_')
     .optional(),
   YOOKASSA_API_BASE: z.url().default('https://api.yookassa.ru/v3'),
+  /** CloudPayments Public ID (the Basic-auth user) and API secret (password and notification HMAC key); set both or neither. */
+  CLOUDPAYMENTS_PUBLIC_ID: z.string().min(1).optional(),
+  CLOUDPAYMENTS_API_SECRET: z.string().min(8, 'must be the API secret from the back office').optional(),
+  /** Another CloudPayments endpoint (the emulator: npm run emulator:cloudpayments); default: CloudPayments' own. */
+  CLOUDPAYMENTS_API_BASE: z.url().default('https://api.cloudpayments.ru'),
+  /** Whether the terminal moves real money; default: true exactly when CLOUDPAYMENTS_API_BASE is api.cloudpayments.ru. */
+  CLOUDPAYMENTS_LIVEMODE: bool.optional(),
   /** Timeout of one provider API call; a timeout is an unknown outcome, settled by reconciliation. */
   PROVIDER_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(120_000).default(30_000),
   /** Rows per statement in the worker's billing crons (renewals, collection sweep, expiry, reconciliation). */
@@ -193,6 +200,9 @@ export function parseConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (Boolean(config.YOOKASSA_SHOP_ID) !== Boolean(config.YOOKASSA_SECRET_KEY)) {
     throw new ConfigError(config.YOOKASSA_SHOP_ID ? 'YOOKASSA_SECRET_KEY' : 'YOOKASSA_SHOP_ID', 'must be set together with the other YOOKASSA_* variable');
+  }
+  if (Boolean(config.CLOUDPAYMENTS_PUBLIC_ID) !== Boolean(config.CLOUDPAYMENTS_API_SECRET)) {
+    throw new ConfigError(config.CLOUDPAYMENTS_PUBLIC_ID ? 'CLOUDPAYMENTS_API_SECRET' : 'CLOUDPAYMENTS_PUBLIC_ID', 'must be set together with the other CLOUDPAYMENTS_* variable');
   }
   if (config.NODE_ENV === 'production' && config.SANDBOX_GATEWAY === 'on' && !config.SANDBOX_SECRET) {
     throw new ConfigError('SANDBOX_SECRET', 'is required when SANDBOX_GATEWAY=on in production');

@@ -527,7 +527,7 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
       }
       case '/payments/cards/post3ds': {
         const tx = transactions.get(Number(body.TransactionId));
-        if (!tx || tx.operation !== 'Payment') fail('Transaction not found');
+        if (tx?.operation !== 'Payment') fail('Transaction not found');
         if (tx.status !== 'AwaitingAuthentication') return { answer: chargeAnswer(tx), hang: false };
         if (openPaRes(body.PaRes, tx.transactionId)) complete(tx, true);
         else decline(tx, authenticationFailed);
@@ -557,7 +557,7 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
       }
       case '/payments/refund': {
         const payment = transactions.get(Number(body.TransactionId));
-        if (!payment || payment.operation !== 'Payment') fail('Transaction not found');
+        if (payment?.operation !== 'Payment') fail('Transaction not found');
         if (payment.status !== 'Completed') fail('Only a completed payment can be refunded');
         const amountMinor = parseAmount(body.Amount, payment.currency);
         if (amountMinor > payment.amountMinor - payment.refundedMinor) fail('Refund amount exceeds the amount left to refund');
@@ -583,7 +583,7 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
       }
       case '/payments/get': {
         const tx = transactions.get(Number(body.TransactionId));
-        if (!tx || tx.operation !== 'Payment') fail('Not found');
+        if (tx?.operation !== 'Payment') fail('Not found');
         return { answer: { Success: true, Message: null, Model: model(tx) }, hang: false };
       }
       case '/payments/find': {
@@ -794,7 +794,7 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
   app.post('/acs', (req, res) => {
     const body = req.body as Json;
     const tx = transactions.get(Number(body.MD));
-    if (!tx || tx.status !== 'AwaitingAuthentication' || typeof body.TermUrl !== 'string') return sendPage(res, 400, page('3-D Secure', '<p class="error">Unknown authentication</p>'));
+    if (tx?.status !== 'AwaitingAuthentication' || typeof body.TermUrl !== 'string') return sendPage(res, 400, page('3-D Secure', '<p class="error">Unknown authentication</p>'));
     const hidden = `<input type="hidden" name="MD" value="${tx.transactionId}"><input type="hidden" name="TermUrl" value="${escapeHtml(body.TermUrl)}">`;
     sendPage(
       res,

@@ -214,6 +214,8 @@ export interface PaymentProvider {
   retrieve(query: RetrieveQuery): Promise<ProviderCall<PaymentResult | null>>;
   /** Raw body + headers → authentic, normalized events, or a typed rejection. Never throws for bad input. */
   verifyWebhook(request: WebhookRequest): Promise<WebhookVerification>;
+  /** The body of the 200 answer to an accepted webhook, when the provider expects a particular one (CloudPayments: `{"code":0}`). */
+  readonly webhookAnswer?: Readonly<Record<string, unknown>>;
 }
 
 export type ProviderErrorCode =
