@@ -166,6 +166,8 @@ export interface CloudPaymentsEmulator {
   paRes(transactionId: number, approved: boolean): string;
   /** Signs a notification body as the emulator does: the two headers. */
   sign(rawBody: string): { 'content-hmac': string; 'x-content-hmac': string };
+  /** Where notifications go from now on (`?type=` is appended); null: recorded only. */
+  notifyTo(url: string | null): void;
   /** Notifications sent since the last call, as the receiver gets them (url, headers, raw body). Waits for deliveries in flight. */
   takeNotifications(): Promise<WebhookRequest[]>;
   /** The next API request: `http_500` answers 500 before processing; `hang` processes it and never answers. */
@@ -269,6 +271,7 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
   const inFlight = new Set<Promise<void>>();
   const timers = new Set<NodeJS.Timeout>();
   let nextTransactionId = 1_000_000 + Math.floor(Math.random() * 1_000_000) * 10;
+  let notificationUrl = options.notificationUrl ?? null;
   let baseUrl = options.publicUrl?.replace(/\/$/, '') ?? '';
   let server: http.Server | null = null;
   const sockets = new Set<net.Socket>();
@@ -403,8 +406,8 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
     const path = `/webhooks/cloudpayments?type=${type}`;
     const headers = { 'content-type': 'application/x-www-form-urlencoded', ...sign(rawBody) };
     sent.push({ rawBody: Buffer.from(rawBody), headers: { ...headers }, url: path });
-    if (!options.notificationUrl) return;
-    const target = `${options.notificationUrl}${options.notificationUrl.includes('?') ? '&' : '?'}type=${type}`;
+    if (!notificationUrl) return;
+    const target = `${notificationUrl}${notificationUrl.includes('?') ? '&' : '?'}type=${type}`;
     const deliver = async (attempt: number): Promise<void> => {
       try {
         const response = await fetch(target, { method: 'POST', headers, body: rawBody, signal: AbortSignal.timeout(15_000) });
@@ -845,6 +848,9 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
       const address = server.address() as net.AddressInfo;
       if (!options.publicUrl) baseUrl = `http://${host}:${address.port}`;
       return baseUrl;
+    },
+    notifyTo(url) {
+      notificationUrl = url;
     },
     async takeNotifications() {
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
