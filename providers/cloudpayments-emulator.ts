@@ -37,6 +37,7 @@ import type { WebhookRequest } from './types.ts';
 export type CloudPaymentsTestBehaviour =
   | 'success'
   | 'three_d_secure'
+  | 'three_d_secure_always'
   | 'do_not_honor'
   | 'insufficient_funds'
   | 'expired_card'
@@ -57,7 +58,13 @@ export const cloudPaymentsTestCards: readonly CloudPaymentsTestCard[] = [
   { number: '4242424242424242', brand: 'Visa', behaviour: 'success', description: 'succeeds; the token charges too' },
   { number: '5555555555554444', brand: 'MasterCard', behaviour: 'success', description: 'succeeds' },
   { number: '2200000000000004', brand: 'MIR', behaviour: 'success', description: 'succeeds' },
-  { number: '4000000000003220', brand: 'Visa', behaviour: 'three_d_secure', description: '3-D Secure: the bank page approves or fails; the token asks for 3-D Secure again' },
+  {
+    number: '4000000000003220',
+    brand: 'Visa',
+    behaviour: 'three_d_secure',
+    description: '3-D Secure: the bank page approves or fails; the token then charges merchant-initiated (TrInitiatorCode 0) without it',
+  },
+  { number: '4000002760003184', brand: 'Visa', behaviour: 'three_d_secure_always', description: '3-D Secure every time, token charges included' },
   { number: '4000000000000002', brand: 'Visa', behaviour: 'do_not_honor', description: 'declined 5005 Do Not Honor' },
   { number: '4000000000009995', brand: 'Visa', behaviour: 'insufficient_funds', description: 'declined 5051 Insufficient Funds' },
   { number: '4000000000000069', brand: 'Visa', behaviour: 'expired_card', description: 'declined 5054 Expired Card' },
@@ -514,7 +521,7 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
     const tx = newTransaction({ ...request, operation: 'Payment', card, trInitiatorCode: null, paymentScheduled: null, paymentTransactionId: null, termUrl });
     const declined = declines[card.behaviour];
     if (declined) decline(tx, declined);
-    else if (card.behaviour !== 'three_d_secure') complete(tx, true);
+    else if (card.behaviour !== 'three_d_secure' && card.behaviour !== 'three_d_secure_always') complete(tx, true);
     return { tx, hang: card.behaviour === 'timeout' };
   }
 
@@ -554,8 +561,11 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
         });
         tx.token = saved.token;
         const declined = saved.behaviour === 'decline_after_save' ? declines.do_not_honor! : declines[saved.behaviour];
+        // A merchant-initiated charge of a card authenticated once needs no new 3-D Secure; a cardholder-initiated one does
+        // (the transaction then stays AwaitingAuthentication and the answer carries AcsUrl and PaReq).
+        const needsAuthentication = saved.behaviour === 'three_d_secure_always' || (saved.behaviour === 'three_d_secure' && tx.trInitiatorCode === 1);
         if (declined) decline(tx, declined);
-        else if (saved.behaviour !== 'three_d_secure') complete(tx, false);
+        else if (!needsAuthentication) complete(tx, false);
         return { answer: chargeAnswer(tx), hang: saved.behaviour === 'timeout' };
       }
       case '/payments/refund': {

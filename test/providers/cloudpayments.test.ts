@@ -23,7 +23,7 @@ const tokenBehaviour: Record<TestBehaviour, CloudPaymentsTestBehaviour> = {
   success: 'success',
   soft_decline: 'insufficient_funds',
   hard_decline: 'expired_card',
-  requires_action: 'three_d_secure',
+  requires_action: 'three_d_secure_always',
   decline_after_save: 'decline_after_save',
   processing_error: 'processing_error',
 };
@@ -140,7 +140,7 @@ providerContract('cloudpayments', async () => ({
   },
   chargeCount: async (key) => emulator.chargeCount(key),
   fault: (kind) => emulator.fault(kind),
-  expect: { cardNumbers: ['4242424242424242', '4000000000000341', '4000000000003220'] },
+  expect: { cardNumbers: ['4242424242424242', '4000000000000341', '4000000000003220', '4000002760003184'] },
   close: async () => undefined,
 }));
 
@@ -174,7 +174,7 @@ describe('cloudpayments adapter specifics', () => {
     }
   });
 
-  test('renewals send TrInitiatorCode 0 (the merchant initiates) and PaymentScheduled 1; the API refuses a token charge without it', async () => {
+  test('renewals send TrInitiatorCode 0 (the merchant initiates) and PaymentScheduled 1; the API refuses a token charge without it, and asks 3-D Secure only when the cardholder initiates', async () => {
     const key = `cp:initiator:${randomUUID()}`;
     const result = await adapter().chargeSaved({
       idempotencyKey: key,
@@ -194,6 +194,22 @@ describe('cloudpayments adapter specifics', () => {
     });
     const answer = (await withoutInitiator.json()) as { Success: boolean; Message: string };
     assert.deepEqual([answer.Success, /TrInitiatorCode/.test(answer.Message)], [false, true]);
+    // A card authenticated with 3-D Secure once: the merchant's renewal needs no new challenge, a cardholder-initiated charge does.
+    const renewal = await adapter().chargeSaved({
+      idempotencyKey: `cp:mit:${randomUUID()}`,
+      amount: { amountMinor: 100n, currency: 'RUB' },
+      paymentMethodToken: emulator.testTokens.three_d_secure,
+      description: 'x',
+      customerReference: 'c',
+    });
+    assert.ok(renewal.ok && renewal.value.status === 'succeeded');
+    const cardholderInitiated = await fetch(`${emulator.url}/payments/tokens/charge`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${emulator.publicId}:${emulator.apiSecret}`).toString('base64')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ Amount: 1, Currency: 'RUB', AccountId: 'c', Token: emulator.testTokens.three_d_secure, TrInitiatorCode: 1 }),
+    });
+    const challenge = (await cardholderInitiated.json()) as { Success: boolean; Model: { AcsUrl?: string; PaReq?: string } };
+    assert.deepEqual([challenge.Success, typeof challenge.Model.AcsUrl, typeof challenge.Model.PaReq], [false, 'string', 'string']);
   });
 
   test('a cryptogram charge with 3-D Secure answers AcsUrl and PaReq; post3ds with the bank PaRes completes it once', async () => {
