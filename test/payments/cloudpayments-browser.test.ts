@@ -99,11 +99,9 @@ describe('CloudPayments in the browser', () => {
     const inbox = await rows(db, `select outcome from app_private.provider_events where provider = 'cloudpayments' and payload->'event'->'payment'->>'idempotencyKey' = $1`, [
       first.idempotency_key,
     ]);
-    assert.deepEqual(
-      inbox.map((r) => r.outcome),
-      ['applied'],
-      'six deliveries, one inbox row',
-    );
+    // One row for six deliveries; 'no_change' when our return page's reconciliation applied the payment first.
+    assert.equal(inbox.length, 1, 'six deliveries, one inbox row');
+    assert.ok(['applied', 'no_change'].includes(inbox[0]!.outcome), `outcome ${inbox[0]!.outcome}`);
 
     // Action: the period ends; the renewal charges the saved token, merchant-initiated.
     await setClock(db, new Date(new Date(subscription.current_period_end).getTime() + 60_000).toISOString());
