@@ -149,6 +149,13 @@ export const configSchema = z.object({
       (value) => value === undefined || validTrustProxy(value),
       'must be a number of hops or a comma-separated list of addresses, CIDR blocks, loopback, linklocal or uniquelocal (never `true`: any client could claim any address)',
     ),
+  /** CloudPayments Public ID (the Basic-auth user) and API secret (password and notification HMAC key); set both or neither. */
+  CLOUDPAYMENTS_PUBLIC_ID: z.string().min(1).optional(),
+  CLOUDPAYMENTS_API_SECRET: z.string().min(8, 'must be the API secret from the back office').optional(),
+  /** Another CloudPayments endpoint (the emulator: npm run emulator:cloudpayments); default: CloudPayments' own. */
+  CLOUDPAYMENTS_API_BASE: z.url().default('https://api.cloudpayments.ru'),
+  /** Whether the terminal moves real money; default: true exactly when CLOUDPAYMENTS_API_BASE is api.cloudpayments.ru. */
+  CLOUDPAYMENTS_LIVEMODE: bool.optional(),
   /** Timeout of one provider API call; a timeout is an unknown outcome, settled by reconciliation. */
   PROVIDER_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(120_000).default(30_000),
   /** Rows per statement in the worker's billing crons (renewals, collection sweep, expiry, reconciliation). */
@@ -253,6 +260,9 @@ export function parseConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const paypalGiven = paypal.filter((k) => config[k] !== undefined);
   if (paypalGiven.length > 0 && paypalGiven.length < paypal.length) {
     throw new ConfigError(paypal.find((k) => config[k] === undefined)!, 'must be set together with the other PAYPAL_* credentials');
+  }
+  if (Boolean(config.CLOUDPAYMENTS_PUBLIC_ID) !== Boolean(config.CLOUDPAYMENTS_API_SECRET)) {
+    throw new ConfigError(config.CLOUDPAYMENTS_PUBLIC_ID ? 'CLOUDPAYMENTS_API_SECRET' : 'CLOUDPAYMENTS_PUBLIC_ID', 'must be set together with the other CLOUDPAYMENTS_* variable');
   }
   if (config.NODE_ENV === 'production' && config.SANDBOX_GATEWAY === 'on' && !config.SANDBOX_SECRET) {
     throw new ConfigError('SANDBOX_SECRET', 'is required when SANDBOX_GATEWAY=on in production');

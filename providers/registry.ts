@@ -11,6 +11,7 @@
 import { publicUrl, type Config } from '../lib/config.ts';
 import type { Logger } from '../lib/logger.ts';
 import { SANDBOX_MOUNT_PATH, sandboxCredentials, sandboxEnabled } from '../lib/sandbox-settings.ts';
+import { CloudPaymentsAdapter } from './cloudpayments.ts';
 import { chooseProviders, type RoutingPolicy, type RoutingRequest, type RoutingRules } from './routing.ts';
 import { SandboxAdapter } from './sandbox.ts';
 import { StripeAdapter } from './stripe.ts';
@@ -26,7 +27,7 @@ export interface ProviderRegistry {
   /**
    * Routing in one call: candidates as adapters, in order. With no rule and
    * no default, every configured adapter that fits, in registry order
-   * (sandbox, Stripe, YooKassa).
+   * (sandbox, Stripe, YooKassa, CloudPayments).
    */
   candidates(routing: RoutingRules, request: RoutingRequest): PaymentProvider[];
 }
@@ -73,6 +74,19 @@ export function buildProviderRegistry(config: Config, logger: Logger): ProviderR
         clientSecret: config.PAYPAL_CLIENT_SECRET,
         webhookId: config.PAYPAL_WEBHOOK_ID,
         apiBase: config.PAYPAL_API_BASE,
+        timeoutMs,
+        logger,
+      }),
+    );
+  }
+  if (config.CLOUDPAYMENTS_PUBLIC_ID && config.CLOUDPAYMENTS_API_SECRET) {
+    adapters.set(
+      'cloudpayments',
+      new CloudPaymentsAdapter({
+        publicId: config.CLOUDPAYMENTS_PUBLIC_ID,
+        apiSecret: config.CLOUDPAYMENTS_API_SECRET,
+        apiBase: config.CLOUDPAYMENTS_API_BASE,
+        ...(config.CLOUDPAYMENTS_LIVEMODE === undefined ? {} : { livemode: config.CLOUDPAYMENTS_LIVEMODE }),
         timeoutMs,
         logger,
       }),

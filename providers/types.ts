@@ -171,6 +171,8 @@ export interface WebhookRequest {
   rawBody: Buffer | string;
   /** Lower-case header names as Node gives them. */
   headers: Record<string, string | string[] | undefined>;
+  /** The path and query it was posted to (CloudPayments tells its notification types apart by URL). */
+  url?: string;
 }
 
 interface EventBase {
@@ -242,6 +244,8 @@ export interface PaymentProvider {
    * or null: any address (the signature is the proof).
    */
   readonly webhookSources?: AddressList | null;
+  /** The body of the 200 answer to an accepted webhook, when the provider expects a particular one (CloudPayments: `{"code":0}`). */
+  readonly webhookAnswer?: Readonly<Record<string, unknown>>;
 }
 
 export type ProviderErrorCode =

@@ -104,7 +104,7 @@ export function webhookRoutes(options: WebhookIntakeOptions): express.Router {
       const adapter = options.providers()!.get(provider)!;
       const rawBody: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
       try {
-        const verdict = await adapter.verifyWebhook({ rawBody, headers: req.headers });
+        const verdict = await adapter.verifyWebhook({ rawBody, headers: req.headers, url: req.originalUrl });
         if (!verdict.ok) {
           const { reason, message, retryable } = verdict.rejection;
           rejections.inc({ provider, reason });
@@ -126,7 +126,8 @@ export function webhookRoutes(options: WebhookIntakeOptions): express.Router {
             'webhook event stored',
           );
         }
-        res.status(200).json({ received: stored.length, duplicates });
+        // A provider that expects a particular acknowledgement names it (CloudPayments: {"code":0}).
+        res.status(200).json(adapter.webhookAnswer ?? { received: stored.length, duplicates });
       } catch (failure) {
         next(failure);
       }

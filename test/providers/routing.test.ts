@@ -55,6 +55,33 @@ describe('chooseProviders', () => {
     assert.deepEqual(chooseProviders(sandboxFirst, { currency: 'EUR', country: null, livemode: false }, live), ['sandbox'], 'test tenants never reach live keys');
   });
 
+  test('RUB goes to CloudPayments or YooKassa by the tenant rules, the other one as failover', () => {
+    const both = { ...live, cloudpayments: caps(['RUB', 'USD', 'EUR'], true) };
+    const cloudpaymentsFirst: RoutingRules = {
+      defaultProvider: 'stripe',
+      rules: [
+        { priority: 1, provider: 'cloudpayments', currency: 'RUB' },
+        { priority: 2, provider: 'yookassa', currency: 'RUB' },
+      ],
+    };
+    assert.deepEqual(chooseProviders(cloudpaymentsFirst, { currency: 'RUB', country: 'RU', livemode: true }, both), ['cloudpayments', 'yookassa']);
+    assert.deepEqual(chooseProviders(cloudpaymentsFirst, { currency: 'RUB', country: 'DE', livemode: true }, both), ['cloudpayments'], 'YooKassa does not serve DE here');
+    const yookassaFirst: RoutingRules = {
+      ...cloudpaymentsFirst,
+      rules: [
+        { priority: 1, provider: 'yookassa', currency: 'RUB' },
+        { priority: 2, provider: 'cloudpayments', currency: 'RUB' },
+      ],
+    };
+    assert.deepEqual(chooseProviders(yookassaFirst, { currency: 'RUB', country: 'RU', livemode: true }, both), ['yookassa', 'cloudpayments']);
+    assert.deepEqual(chooseProviders(yookassaFirst, { currency: 'EUR', country: 'RU', livemode: true }, both), ['stripe'], 'RUB rules do not catch EUR');
+    assert.deepEqual(
+      chooseProviders({ defaultProvider: 'cloudpayments', rules: [] }, { currency: 'RUB', country: 'RU', livemode: false }, both),
+      [],
+      'a live terminal is not for test tenants',
+    );
+  });
+
   test('a provider that is not configured is skipped', () => {
     assert.deepEqual(chooseProviders(rules, { currency: 'RUB', country: 'RU', livemode: true }, { stripe: live.stripe }), []);
   });
@@ -144,6 +171,9 @@ describe('registry and configuration', () => {
       PAYPAL_CLIENT_ID: 'client',
       PAYPAL_CLIENT_SECRET: 'secret',
       PAYPAL_WEBHOOK_ID: 'WH-1',
+      CLOUDPAYMENTS_PUBLIC_ID: 'pk_test_0123',
+      CLOUDPAYMENTS_API_SECRET: 'cp-api-secret-abc',
+      CLOUDPAYMENTS_API_BASE: 'http://127.0.0.1:8090',
       SANDBOX_SECRET: 's'.repeat(40),
     });
     const registry = buildProviderRegistry(config, testLogger);
@@ -152,10 +182,20 @@ describe('registry and configuration', () => {
         .all()
         .map((p) => p.name)
         .sort(),
-      ['paypal', 'sandbox', 'stripe', 'yookassa'],
+      ['cloudpayments', 'paypal', 'sandbox', 'stripe', 'yookassa'],
     );
     assert.equal(registry.get('stripe')?.capabilities.livemode, false);
     assert.equal(registry.get('paypal')?.capabilities.livemode, false, "PayPal's sandbox endpoint by default");
+    assert.equal(registry.get('cloudpayments')?.capabilities.livemode, false, 'an API base other than api.cloudpayments.ru is a test terminal');
+    assert.equal(
+      buildProviderRegistry(parseConfig({ CLOUDPAYMENTS_PUBLIC_ID: 'pk_1', CLOUDPAYMENTS_API_SECRET: 'secret-123' }), testLogger).get('cloudpayments')?.capabilities.livemode,
+      true,
+    );
+    assert.equal(
+      buildProviderRegistry(parseConfig({ CLOUDPAYMENTS_PUBLIC_ID: 'pk_1', CLOUDPAYMENTS_API_SECRET: 'secret-123', CLOUDPAYMENTS_LIVEMODE: 'false' }), testLogger).get('cloudpayments')
+        ?.capabilities.livemode,
+      false,
+    );
     assert.deepEqual(sandboxCredentials(config), sandboxCredentials(parseConfig({ SANDBOX_SECRET: 's'.repeat(40) })));
     assert.notDeepEqual(sandboxCredentials(config), sandboxCredentials(parseConfig({ SANDBOX_SECRET: 't'.repeat(40) })));
     const candidates = registry.candidates(
@@ -166,11 +206,27 @@ describe('registry and configuration', () => {
       candidates.map((p) => p.name),
       ['yookassa'],
     );
+    const rub = registry.candidates(
+      {
+        defaultProvider: 'stripe',
+        rules: [
+          { priority: 1, provider: 'cloudpayments', currency: 'RUB' },
+          { priority: 2, provider: 'yookassa', currency: 'RUB' },
+        ],
+      },
+      { currency: 'RUB', country: 'RU', livemode: false },
+    );
+    assert.deepEqual(
+      rub.map((p) => p.name),
+      ['cloudpayments', 'yookassa'],
+    );
   });
 
   test('a Stripe key without its webhook secret, or half a YooKassa configuration, is refused at boot', () => {
     assert.throws(() => parseConfig({ STRIPE_SECRET_KEY: 'sk_test_abc' }), /STRIPE_WEBHOOK_SECRET/);
     assert.throws(() => parseConfig({ YOOKASSA_SHOP_ID: '1' }), /YOOKASSA_SECRET_KEY/);
     assert.throws(() => parseConfig({ PAYPAL_CLIENT_ID: 'c', PAYPAL_CLIENT_SECRET: 's' }), /PAYPAL_WEBHOOK_ID must be set together/);
+    assert.throws(() => parseConfig({ CLOUDPAYMENTS_PUBLIC_ID: 'pk_1' }), /CLOUDPAYMENTS_API_SECRET/);
+    assert.throws(() => parseConfig({ CLOUDPAYMENTS_API_SECRET: 'secret-123' }), /CLOUDPAYMENTS_PUBLIC_ID/);
   });
 });
