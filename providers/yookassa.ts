@@ -22,7 +22,6 @@
 import { type AddressList, parseAddressList } from '../lib/address-list.ts';
 import type { Logger } from '../lib/logger.ts';
 import { classify, classifyHttpStatus, type FailureTable } from './failures.ts';
-import { YOOKASSA_VAT_CODES } from './fiscal.ts';
 import { requestJson, type FetchLike, type JsonResponse } from './http.ts';
 import { assertChargeable, decimalToMinor, minorToDecimal } from '../lib/money.ts';
 import {
@@ -34,6 +33,7 @@ import {
   type Checkout,
   type CheckoutInput,
   type FiscalReceipt,
+  type FiscalVat,
   type PaymentProvider,
   type PaymentResult,
   type ProviderCall,
@@ -137,6 +137,22 @@ const eventStatus: Record<string, string> = {
   'payment.canceled': 'canceled',
   'payment.waiting_for_capture': 'waiting_for_capture',
   'refund.succeeded': 'succeeded',
+};
+
+/** YooKassa's `vat_code` of each rate (YooKassa API, "receipt.items.vat_code"). */
+export const YOOKASSA_VAT_CODES: Record<FiscalVat, number> = {
+  none: 1,
+  vat0: 2,
+  vat10: 3,
+  vat20: 4,
+  vat10_110: 5,
+  vat20_120: 6,
+  vat5: 7,
+  vat7: 8,
+  vat5_105: 9,
+  vat7_107: 10,
+  vat22: 11,
+  vat22_122: 12,
 };
 
 export class YooKassaAdapter implements PaymentProvider {

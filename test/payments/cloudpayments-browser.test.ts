@@ -18,7 +18,7 @@ import { setClock } from '../../sql-tests/support/billing.ts';
 import { testLogger } from '../providers/sandbox-stack.ts';
 import { launchChromium } from '../support/browser.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { checkoutFor, createShop, inboxSettled, outboxTypes, row, rows, runTask, startPaymentsServer, subscribeWithoutCard, until } from './support.ts';
+import { checkoutFor, createShop, inboxSettled, outboxTypes, renewalAfterPeriodEnd, row, rows, startPaymentsServer, subscribeWithoutCard } from './support.ts';
 
 let db: TestDatabase;
 let emulator: CloudPaymentsEmulator;
@@ -104,17 +104,8 @@ describe('CloudPayments in the browser', () => {
     assert.ok(['applied', 'no_change'].includes(inbox[0]!.outcome), `outcome ${inbox[0]!.outcome}`);
 
     // Action: the period ends; the renewal charges the saved token, merchant-initiated.
-    await setClock(db, new Date(new Date(subscription.current_period_end).getTime() + 60_000).toISOString());
     try {
-      await runTask(db, 'subscriptions__renew_due');
-      const renewal = await until(
-        db,
-        'the renewal charge',
-        `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
-        where i.subscription_id = $1 and i.billing_reason = 'subscription_cycle'`,
-        [sub.id],
-        (p) => p.status === 'succeeded',
-      );
+      const renewal = await renewalAfterPeriodEnd(db, sub.id, subscription.current_period_end, 'the renewal charge');
       const renewalPay = (await emulator.takeNotifications()).find((n) => n.url?.endsWith('?type=pay'));
       assert.ok(renewalPay, 'the renewal has its Pay notification');
       await replay(renewalPay, 5);

@@ -15,7 +15,7 @@ import { startFakePayPalServer, type FakePayPalServer } from '../providers/fake-
 import { startFakeYooKassaServer, type FakeYooKassaServer } from '../providers/fake-yookassa-server.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { setClock } from '../../sql-tests/support/billing.ts';
-import { checkoutFor, createShop, inboxSettled, jobsDone, row, rows, runTask, startPaymentsServer, subscribeWithoutCard, until } from './support.ts';
+import { checkoutFor, createShop, inboxSettled, jobsDone, renewalAfterPeriodEnd, row, rows, startPaymentsServer, subscribeWithoutCard } from './support.ts';
 
 let db: TestDatabase;
 let stripe: FakeStripeServer;
@@ -100,17 +100,8 @@ describe('/webhooks/stripe', () => {
 
     // Action: the tenant now routes checkouts to the sandbox; the renewal still charges the card where it is saved.
     await db.asOwner((c) => c.query(`update app_public.tenants set default_payment_provider = 'sandbox' where id = $1`, [shop.tenantId]));
-    await setClock(db, new Date(new Date(subscription.current_period_end).getTime() + 60_000).toISOString());
     try {
-      await runTask(db, 'subscriptions__renew_due');
-      const renewal = await until(
-        db,
-        'the renewal charge',
-        `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
-        where i.subscription_id = $1 and i.billing_reason = 'subscription_cycle'`,
-        [sub.id],
-        (p) => p.status === 'succeeded',
-      );
+      const renewal = await renewalAfterPeriodEnd(db, sub.id, subscription.current_period_end, 'the renewal charge');
       // Assertions
       assert.deepEqual([renewal.provider, renewal.flow, renewal.payment_method_id], ['stripe', 'off_session', subscription.payment_method_id]);
       assert.equal(stripe.chargeCount(renewal.idempotency_key), 1);
@@ -304,17 +295,8 @@ describe('/webhooks/paypal', () => {
     assert.equal(paypal.chargeCount(payment.idempotency_key), 1, 'captured once for four deliveries');
 
     // Action: a period later the renewal charges the vaulted card at PayPal, merchant-initiated.
-    await setClock(db, new Date(new Date(subscription.current_period_end).getTime() + 60_000).toISOString());
     try {
-      await runTask(db, 'subscriptions__renew_due');
-      const renewal = await until(
-        db,
-        'the PayPal renewal charge',
-        `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
-        where i.subscription_id = $1 and i.billing_reason = 'subscription_cycle'`,
-        [sub.id],
-        (p) => p.status === 'succeeded',
-      );
+      const renewal = await renewalAfterPeriodEnd(db, sub.id, subscription.current_period_end, 'the PayPal renewal charge');
       assert.deepEqual([renewal.provider, renewal.flow, renewal.payment_method_id], ['paypal', 'off_session', subscription.payment_method_id]);
       assert.equal(paypal.chargeCount(renewal.idempotency_key), 1);
     } finally {

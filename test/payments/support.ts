@@ -13,7 +13,7 @@ import { sandboxCredentials } from '../../lib/sandbox-settings.ts';
 import { signWebhook } from '../../lib/webhook-signature.ts';
 import type { RunningAbonement } from '../../server/index.ts';
 import { createCheckoutLink, type CheckoutLink } from '../../server/checkout.ts';
-import { createCustomer, createPlan, createPrice, createTenant, key, type Row } from '../../sql-tests/support/billing.ts';
+import { createCustomer, createPlan, createPrice, createTenant, key, setClock, type Row } from '../../sql-tests/support/billing.ts';
 import type { TestDatabase } from '../support/database.ts';
 import { startTestServer, waitFor } from '../support/server.ts';
 
@@ -183,4 +183,22 @@ export async function subscribeWithCard(db: TestDatabase, shop: Shop, token: str
     rows: [sub],
   } = await db.asTenant(shop.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [customerId, shop.priceId, paymentMethodId, key()]));
   return { subscriptionId: sub.id, customerId, paymentMethodId };
+}
+
+/**
+ * Moves the clock a minute past the subscription's period end, runs the renewal
+ * cron, and returns the renewal's payment once it has succeeded. The caller
+ * puts the clock back (setClock(db, null)) when done.
+ */
+export async function renewalAfterPeriodEnd(db: TestDatabase, subscriptionId: string, periodEnd: string | Date, what = 'the renewal charge'): Promise<Row> {
+  await setClock(db, new Date(new Date(periodEnd).getTime() + 60_000).toISOString());
+  await runTask(db, 'subscriptions__renew_due');
+  return until(
+    db,
+    what,
+    `select p.* from app_public.payments p join app_public.invoices i on i.id = p.invoice_id
+    where i.subscription_id = $1 and i.billing_reason = 'subscription_cycle'`,
+    [subscriptionId],
+    (p) => p.status === 'succeeded',
+  );
 }

@@ -133,12 +133,9 @@ export async function startFakeYooKassaServer(): Promise<FakeYooKassaServer> {
   const app = express();
   let requests = 0;
   const posted: Array<{ path: string; body: Json }> = [];
-  app.use((_req, _res, next) => {
-    requests++;
-    next();
-  });
   app.use(express.json());
   app.use((req, _res, next) => {
+    requests++;
     if (req.method === 'POST') posted.push({ path: req.path, body: structuredClone(req.body ?? {}) });
     next();
   });
