@@ -4301,18 +4301,23 @@ declare
 begin
   -- Test clocks may run ahead of real time: look that far, then filter by each tenant's own clock.
   horizon := greatest(real_now, coalesce((select max(c.frozen_at) from app_private.test_clocks c), real_now));
+  -- The batch: the longest-due first, locked (skipping what another batch holds); then worked through in tenant and
+  -- customer order, the order in which every batch takes the counter and balance rows (see above).
   for s in
-    select sub.* from app_public.subscriptions sub
-    where sub.status in ('active', 'trialing')
-      and sub.current_period_end <= horizon
-      and case when sub.tenant_id = any(clocked) then sub.current_period_end <= app_hidden.now(sub.tenant_id)
-               else sub.current_period_end <= real_now end
-      and not exists (
-        select 1 from app_public.invoices i
-        where i.tenant_id = sub.tenant_id and i.subscription_id = sub.id and i.is_period and i.status in ('draft', 'open'))
-    order by sub.current_period_end
-    limit batch_size
-    for update of sub skip locked
+    select due.* from (
+      select sub.* from app_public.subscriptions sub
+      where sub.status in ('active', 'trialing')
+        and sub.current_period_end <= horizon
+        and case when sub.tenant_id = any(clocked) then sub.current_period_end <= app_hidden.now(sub.tenant_id)
+                 else sub.current_period_end <= real_now end
+        and not exists (
+          select 1 from app_public.invoices i
+          where i.tenant_id = sub.tenant_id and i.subscription_id = sub.id and i.is_period and i.status in ('draft', 'open'))
+      order by sub.current_period_end
+      limit batch_size
+      for update of sub skip locked
+    ) due
+    order by due.tenant_id, due.customer_id, due.id
   loop
     if s.cancel_at_period_end then
       perform app_hidden.cancel_now(s, 'period_end', s.current_period_end);
@@ -4341,7 +4346,7 @@ begin
   end if;
 end;
 $$;
-comment on function app_private.renew_due(batch_size integer) is 'Worker cron: invoices the next period of up to batch_size subscriptions whose period ended (or ends those canceled at period end), and queues their charges (one add_jobs call). Idempotent and safe to run concurrently: one invoice per period.';
+comment on function app_private.renew_due(batch_size integer) is 'Worker cron: invoices the next period of up to batch_size subscriptions whose period ended (or ends those canceled at period end), and queues their charges (one add_jobs call). Idempotent and safe to run concurrently: one invoice per period; a batch takes its tenants'' invoice counters and its customers'' balances in (tenant, customer) order, so concurrent batches cannot deadlock.';
 grant execute on function app_private.renew_due(batch_size integer) to :ROLE_WORKER;
 
 create function app_private.report_rollup_differences()

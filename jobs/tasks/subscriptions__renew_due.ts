@@ -5,7 +5,10 @@
  *      invoices the next period of subscriptions whose period ended (or ends
  *      those canceled at period end) and queues their invoices__collect
  *      charges in the same transaction (one add_jobs call). Safe to run twice
- *      or concurrently: one invoice per period (invariant 3). It invoices at
+ *      or concurrently: one invoice per period (invariant 3); concurrent
+ *      batches take their subscriptions with SKIP LOCKED and lock counters
+ *      and balances in (tenant, customer) order (docs/data-model.md,
+ *      "Renewal periods"). It invoices at
  *      most RENEW_AHEAD charges ahead of the workers: renew_due's scan passes
  *      over every subscription whose renewal invoice is still waiting for its
  *      charge (about 10 µs each), so racing ahead of the charges by 50,000
