@@ -20,6 +20,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import pg from 'pg';
+import { clearAllPools } from 'graphile-migrate/dist/pgReal.js';
 import { bootstrapRoles, deriveUrls, migrationPlaceholders, quoteIdent, urlFor, type RoleNames } from '../lib/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import { fromRoot } from '../lib/paths.ts';
@@ -678,6 +679,9 @@ export async function dumpFreshSchema(options: { superuserUrl: string; roles: Ro
   try {
     await bootstrapRoles(databaseUrl, roles, secret);
     await migrateDatabase({ urls: deriveUrls(databaseUrl, roles, secret), roles, logger, includeCurrent: true });
+    // graphile-migrate keeps its pools 200 ms after use and exits the process when one of their connections is
+    // terminated: close them before the forced drop below.
+    clearAllPools();
     const client = new pg.Client({ connectionString: databaseUrl });
     await client.connect();
     try {
