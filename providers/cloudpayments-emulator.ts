@@ -234,6 +234,51 @@ function jsonDataOf(value: unknown): string | null {
   return typeof value === 'string' ? value : JSON.stringify(value);
 }
 
+const RECEIPT_VATS = new Set([null, 0, 10, 20, 110, 120, 5, 7, 105, 107, 22, 122]);
+
+/**
+ * A 54-FZ receipt in JsonData (`CloudPayments.CustomerReceipt`), checked as
+ * CloudKassir would refuse it: known VAT, method, object and taxation system
+ * codes, each item's amount = price × quantity, the items summing to
+ * `amounts.electronic` and that to the operation's amount, and an e-mail or
+ * phone to send it to. No receipt: nothing to check.
+ */
+function checkReceipt(jsonData: unknown, amountMinor: bigint, currency: string): void {
+  let data: unknown = jsonData;
+  if (typeof data === 'string') {
+    try {
+      data = JSON.parse(data);
+    } catch {
+      return;
+    }
+  }
+  const holder = data && typeof data === 'object' ? ((data as Json).CloudPayments ?? (data as Json).cloudpayments) : undefined;
+  const receipt = holder && typeof holder === 'object' ? (holder as Json).CustomerReceipt : undefined;
+  if (receipt === undefined) return;
+  const invalid = (why: string): never => fail(`CustomerReceipt is invalid: ${why}`);
+  if (!receipt || typeof receipt !== 'object') invalid('not an object');
+  const r = receipt as Json;
+  if (!Number.isInteger(r.taxationSystem) || (r.taxationSystem as number) < 0 || (r.taxationSystem as number) > 5) invalid('taxationSystem must be 0–5');
+  if (!optionalString(r.email) && !optionalString(r.phone)) invalid('email or phone is required');
+  if (!Array.isArray(r.Items) || r.Items.length === 0) invalid('Items must be a non-empty list');
+  let sum = 0n;
+  for (const raw of r.Items as unknown[]) {
+    const item = (raw ?? {}) as Json;
+    if (typeof item.label !== 'string' || !item.label || item.label.length > 128) invalid('label must be 1–128 characters');
+    if (!RECEIPT_VATS.has(item.vat as number | null)) invalid(`vat ${String(item.vat)} is not a known rate`);
+    if (!Number.isInteger(item.method) || (item.method as number) < 1 || (item.method as number) > 7) invalid('method must be 1–7');
+    if (!Number.isInteger(item.object) || (item.object as number) < 1 || (item.object as number) > 27) invalid('object must be 1–27');
+    if (!Number.isInteger(item.quantity) || (item.quantity as number) <= 0) invalid('quantity must be a positive whole number');
+    const price = parseAmount(item.price, currency);
+    const amount = parseAmount(item.amount, currency);
+    if (price * BigInt(item.quantity as number) !== amount) invalid('an item amount is not price × quantity');
+    sum += amount;
+  }
+  const electronic = parseAmount((r.amounts as Json | undefined)?.electronic, currency);
+  if (sum !== electronic) invalid('the items do not sum to amounts.electronic');
+  if (electronic !== amountMinor) invalid('amounts.electronic is not the amount of the operation');
+}
+
 function dateTime(date: Date): string {
   return date.toISOString().slice(0, 19).replace('T', ' ');
 }
@@ -505,8 +550,10 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
   function chargeRequest(body: Json): ChargeRequest {
     const currency = typeof body.Currency === 'string' && body.Currency ? body.Currency : 'RUB';
     if (!/^[A-Z]{3}$/.test(currency)) fail('Currency is invalid');
+    const amountMinor = parseAmount(body.Amount, currency);
+    checkReceipt(body.JsonData, amountMinor, currency);
     return {
-      amountMinor: parseAmount(body.Amount, currency),
+      amountMinor,
       currency,
       invoiceId: optionalString(body.InvoiceId),
       accountId: optionalString(body.AccountId),
@@ -574,6 +621,7 @@ export function createCloudPaymentsEmulator(options: CloudPaymentsEmulatorOption
         if (payment.status !== 'Completed') fail('Only a completed payment can be refunded');
         const amountMinor = parseAmount(body.Amount, payment.currency);
         if (amountMinor > payment.amountMinor - payment.refundedMinor) fail('Refund amount exceeds the amount left to refund');
+        checkReceipt(body.JsonData, amountMinor, payment.currency);
         payment.refundedMinor += amountMinor;
         const refund = newTransaction({
           operation: 'Refund',

@@ -17,6 +17,8 @@
  *   API secret) or `X-Content-HMAC` (the same over the URL-decoded body); the
  *   type comes from the URL (`?type=pay|fail|refund|check|recurrent`), which
  *   is how the back office's per-type URLs are told apart. Answered `{"code":0}`.
+ * - 54-FZ receipts: `JsonData.CloudPayments.CustomerReceipt` on the charge and
+ *   on the refund (CloudKassir's receipt format), when one is due.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../lib/logger.ts';
@@ -31,6 +33,8 @@ import {
   type ChargeSavedInput,
   type Checkout,
   type CheckoutInput,
+  type FiscalReceipt,
+  type FiscalVat,
   type PaymentProvider,
   type PaymentResult,
   type ProviderCall,
@@ -138,6 +142,25 @@ export interface ThreeDSecureChallenge {
   paReq: string;
 }
 
+/** CloudKassir's `vat` of each rate (null: not subject to VAT). docs/providers.md, "Fiscal receipts". */
+export const CLOUDPAYMENTS_VATS: Record<FiscalVat, number | null> = {
+  none: null,
+  vat0: 0,
+  vat10: 10,
+  vat20: 20,
+  vat10_110: 110,
+  vat20_120: 120,
+  vat5: 5,
+  vat7: 7,
+  vat5_105: 105,
+  vat7_107: 107,
+  vat22: 22,
+  vat22_122: 122,
+};
+/** CloudKassir's `method` (payment mode) and `object` (payment subject) codes. */
+const CLOUDPAYMENTS_METHODS: Record<FiscalReceipt['items'][number]['paymentMode'], number> = { full_payment: 4 };
+const CLOUDPAYMENTS_OBJECTS: Record<FiscalReceipt['items'][number]['paymentSubject'], number> = { service: 4 };
+
 export interface CryptogramChargeInput {
   idempotencyKey: string;
   amount: Money;
@@ -149,6 +172,7 @@ export interface CryptogramChargeInput {
   ipAddress: string;
   cardholderName?: string;
   metadata?: Record<string, string>;
+  receipt?: FiscalReceipt | null;
 }
 
 const notificationTypes = new Set(['check', 'pay', 'fail', 'refund', 'recurrent', 'confirm', 'cancel']);
@@ -245,8 +269,43 @@ export class CloudPaymentsAdapter implements PaymentProvider {
     return Number(minorToDecimal(money.amountMinor, money.currency));
   }
 
-  private jsonData(key: string, customer: string, flow: string, metadata?: Record<string, string>): Record<string, string> {
-    return { ...metadata, [METADATA_KEY]: key, [METADATA_CUSTOMER]: customer, [METADATA_FLOW]: flow };
+  private jsonData(
+    key: string,
+    customer: string,
+    flow: string,
+    metadata: Record<string, string> | undefined,
+    receipt: FiscalReceipt | null | undefined,
+    total: Money,
+  ): Record<string, unknown> {
+    return { ...metadata, [METADATA_KEY]: key, [METADATA_CUSTOMER]: customer, [METADATA_FLOW]: flow, ...this.customerReceipt(receipt, total) };
+  }
+
+  /**
+   * The 54-FZ receipt as CloudKassir takes it in JsonData (docs/providers.md,
+   * "Fiscal receipts"): taxationSystem counts from 0 (our 1–6 are YooKassa's
+   * and the tax office's order, shifted by one); the whole amount is paid
+   * electronically.
+   */
+  private customerReceipt(receipt: FiscalReceipt | null | undefined, total: Money): { CloudPayments?: unknown } {
+    if (!receipt) return {};
+    return {
+      CloudPayments: {
+        CustomerReceipt: {
+          Items: receipt.items.map((item) => ({
+            label: item.description.slice(0, 128),
+            price: this.amount(item.unit),
+            quantity: item.quantity,
+            amount: this.amount(item.amount),
+            vat: CLOUDPAYMENTS_VATS[item.vat],
+            method: CLOUDPAYMENTS_METHODS[item.paymentMode],
+            object: CLOUDPAYMENTS_OBJECTS[item.paymentSubject],
+          })),
+          taxationSystem: receipt.taxSystem - 1,
+          email: receipt.customerEmail,
+          amounts: { electronic: this.amount(total) },
+        },
+      },
+    };
   }
 
   async createCheckout(input: CheckoutInput): Promise<ProviderCall<Checkout>> {
@@ -266,7 +325,7 @@ export class CloudPaymentsAdapter implements PaymentProvider {
           SuccessRedirectUrl: input.successUrl,
           FailRedirectUrl: input.cancelUrl,
           ...(input.customer.locale ? { CultureName: input.customer.locale } : {}),
-          JsonData: this.jsonData(input.idempotencyKey, input.customer.reference, 'checkout', input.metadata),
+          JsonData: this.jsonData(input.idempotencyKey, input.customer.reference, 'checkout', input.metadata, input.receipt, input.amount),
         },
         input.idempotencyKey,
       ),
@@ -294,7 +353,7 @@ export class CloudPaymentsAdapter implements PaymentProvider {
           PaymentScheduled: 1,
           InvoiceId: input.idempotencyKey,
           Description: input.description.slice(0, 200),
-          JsonData: this.jsonData(input.idempotencyKey, input.customerReference, 'off_session', input.metadata),
+          JsonData: this.jsonData(input.idempotencyKey, input.customerReference, 'off_session', input.metadata, input.receipt, input.amount),
         },
         input.idempotencyKey,
       ),
@@ -338,7 +397,7 @@ export class CloudPaymentsAdapter implements PaymentProvider {
           AccountId: input.customer.reference,
           Description: input.description.slice(0, 200),
           ...(input.customer.email ? { Email: input.customer.email } : {}),
-          JsonData: this.jsonData(input.idempotencyKey, input.customer.reference, 'checkout', input.metadata),
+          JsonData: this.jsonData(input.idempotencyKey, input.customer.reference, 'checkout', input.metadata, input.receipt, input.amount),
         },
         input.idempotencyKey,
       ),
@@ -386,7 +445,11 @@ export class CloudPaymentsAdapter implements PaymentProvider {
     const response = this.answer(
       await this.call(
         '/payments/refund',
-        { TransactionId: Number(input.providerPaymentId), Amount: this.amount(input.amount), JsonData: { [METADATA_KEY]: input.idempotencyKey } },
+        {
+          TransactionId: Number(input.providerPaymentId),
+          Amount: this.amount(input.amount),
+          JsonData: { [METADATA_KEY]: input.idempotencyKey, ...this.customerReceipt(input.receipt, input.amount) },
+        },
         input.idempotencyKey,
       ),
     );

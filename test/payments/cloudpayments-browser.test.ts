@@ -5,8 +5,9 @@
  * notification delivered by the emulator to /webhooks/cloudpayments and
  * answered {"code":0}, our return page; then the renewal by token after the
  * clock moves (merchant-initiated, TrInitiatorCode 0). Every notification
- * replayed 5 times changes nothing: one charge each, events once.
- * (54-FZ receipts are not part of this: issue 15, item 4.)
+ * replayed 5 times changes nothing: one charge each, events once. Both
+ * charges carry the tenant's 54-FZ receipt (CloudKassir's CustomerReceipt in
+ * JsonData), checked by the emulator as CloudKassir would.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -53,6 +54,10 @@ describe('CloudPayments in the browser', () => {
   test('3-D Secure card on the order page, then a renewal by token; notifications replayed 5 times change nothing', async () => {
     // Setup
     const shop = await createShop(db, { currency: 'RUB', amount: 59_900, defaultProvider: 'cloudpayments' });
+    await db.asOwner(async (c) => {
+      await c.query('update app_public.tenants set fiscal_tax_system = 2 where id = $1', [shop.tenantId]);
+      await c.query(`update app_public.plans set fiscal_vat = 'vat20_120' where id = $1`, [shop.planId]);
+    });
     const sub = await subscribeWithoutCard(db, shop);
     const link = await checkoutFor(server, shop.tenantId, sub.id);
     assert.equal(link.provider, 'cloudpayments');
@@ -95,6 +100,18 @@ describe('CloudPayments in the browser', () => {
       ['succeeded', 1],
     );
     const card = await row(db, 'select provider, last4, provider_token from app_public.payment_methods where id = $1', [subscription.payment_method_id]);
+    // The receipt CloudPayments received with the payment: simplified taxation on income (CloudKassir's 1), VAT 20/120.
+    const customer = await row(db, 'select email::text from app_public.customers where id = $1', [first.customer_id]);
+    const line = await row(db, 'select description from app_public.invoice_lines where invoice_id = $1', [link.invoiceId]);
+    const receiptOf = (transactionId: unknown) => JSON.parse(emulator.transaction(Number(transactionId))?.jsonData ?? '{}').CloudPayments?.CustomerReceipt;
+    const paid = await row(db, 'select provider_payment_id, fiscal_receipt from app_public.payments where id = $1', [link.paymentId]);
+    assert.deepEqual(receiptOf(paid.provider_payment_id), {
+      Items: [{ label: line.description, price: 599, quantity: 1, amount: 599, vat: 120, method: 4, object: 4 }],
+      taxationSystem: 1,
+      email: customer.email,
+      amounts: { electronic: 599 },
+    });
+    assert.deepEqual([paid.fiscal_receipt.tax_system, paid.fiscal_receipt.items[0].vat], [2, 'vat20_120'], 'the same receipt is kept with the payment');
     assert.deepEqual([card.provider, card.last4], ['cloudpayments', '3220']);
     const inbox = await rows(db, `select outcome from app_private.provider_events where provider = 'cloudpayments' and payload->'event'->'payment'->>'idempotencyKey' = $1`, [
       first.idempotency_key,
@@ -116,6 +133,12 @@ describe('CloudPayments in the browser', () => {
       assert.equal(emulator.chargeCount(renewal.idempotency_key), 1);
       const tx = emulator.transaction(Number(renewal.provider_payment_id));
       assert.deepEqual([tx?.trInitiatorCode, tx?.token], [0, card.provider_token], 'merchant-initiated, by the saved token');
+      const renewalReceipt = receiptOf(renewal.provider_payment_id);
+      assert.deepEqual(
+        [renewalReceipt?.Items?.[0]?.amount, renewalReceipt?.Items?.[0]?.vat, renewalReceipt?.taxationSystem, renewalReceipt?.amounts],
+        [599, 120, 1, { electronic: 599 }],
+        'the renewal carries its own receipt',
+      );
       const invoices = await rows(db, 'select status from app_public.invoices where subscription_id = $1 order by created_at', [sub.id]);
       assert.deepEqual(
         invoices.map((i) => i.status),

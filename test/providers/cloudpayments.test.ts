@@ -8,10 +8,11 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { CloudPaymentsAdapter, cloudPaymentsFailureTable } from '../../providers/cloudpayments.ts';
+import { CLOUDPAYMENTS_VATS, CloudPaymentsAdapter, cloudPaymentsFailureTable } from '../../providers/cloudpayments.ts';
+import { FISCAL_VATS } from '../../lib/statuses.ts';
 import { createCloudPaymentsEmulator, type CloudPaymentsEmulator, type CloudPaymentsTestBehaviour } from '../../providers/cloudpayments-emulator.ts';
 import { classify } from '../../providers/failures.ts';
-import type { WebhookRequest } from '../../providers/types.ts';
+import type { ProviderError, FiscalReceipt, FiscalVat, WebhookRequest } from '../../providers/types.ts';
 import type { RunningAbonement } from '../../server/index.ts';
 import { setClock } from '../../sql-tests/support/billing.ts';
 import { checkoutFor, createShop, inboxSettled, row, rows, runTask, startPaymentsServer, subscribeWithoutCard, until } from '../payments/support.ts';
@@ -210,6 +211,84 @@ describe('cloudpayments adapter specifics', () => {
     });
     const challenge = (await cardholderInitiated.json()) as { Success: boolean; Model: { AcsUrl?: string; PaReq?: string } };
     assert.deepEqual([challenge.Success, typeof challenge.Model.AcsUrl, typeof challenge.Model.PaReq], [false, 'string', 'string']);
+  });
+
+  test('a 54-FZ receipt travels in JsonData.CloudPayments.CustomerReceipt with CloudKassir codes, on the charge and on the refund; a receipt that does not add up is refused', async () => {
+    const receipt = (type: 'payment' | 'refund', minor: bigint, vat: FiscalVat): FiscalReceipt => ({
+      type,
+      taxSystem: 2,
+      customerEmail: 'ada@example.com',
+      items: [
+        {
+          description: 'Pro (monthly)',
+          quantity: 1,
+          unit: { amountMinor: minor, currency: 'RUB' },
+          amount: { amountMinor: minor, currency: 'RUB' },
+          vat,
+          paymentSubject: 'service',
+          paymentMode: 'full_payment',
+        },
+      ],
+    });
+    const charged = await adapter().chargeSaved({
+      idempotencyKey: `cp:receipt:${randomUUID()}`,
+      amount: { amountMinor: 129_900n, currency: 'RUB' },
+      paymentMethodToken: emulator.testTokens.success,
+      description: 'Pro, renewal',
+      customerReference: 'cust-r',
+      receipt: receipt('payment', 129_900n, 'vat22'),
+    });
+    assert.ok(charged.ok && charged.value.status === 'succeeded');
+    const sent = JSON.parse(emulator.transaction(Number(charged.value.providerPaymentId))!.jsonData!);
+    assert.deepEqual(sent.CloudPayments.CustomerReceipt, {
+      Items: [{ label: 'Pro (monthly)', price: 1299, quantity: 1, amount: 1299, vat: 22, method: 4, object: 4 }],
+      taxationSystem: 1,
+      email: 'ada@example.com',
+      amounts: { electronic: 1299 },
+    });
+    assert.equal(sent.abonement_key, charged.value.idempotencyKey, 'our keys stay beside the receipt');
+    // Every rate has its CloudKassir code; "no VAT" is null.
+    assert.deepEqual(CLOUDPAYMENTS_VATS, {
+      none: null,
+      vat0: 0,
+      vat10: 10,
+      vat20: 20,
+      vat10_110: 110,
+      vat20_120: 120,
+      vat5: 5,
+      vat7: 7,
+      vat5_105: 105,
+      vat7_107: 107,
+      vat22: 22,
+      vat22_122: 122,
+    });
+    assert.deepEqual(Object.keys(CLOUDPAYMENTS_VATS).sort(), [...FISCAL_VATS].sort());
+
+    const refunded = await adapter().refund({
+      idempotencyKey: `cp:receipt-refund:${randomUUID()}`,
+      providerPaymentId: charged.value.providerPaymentId!,
+      amount: { amountMinor: 30_000n, currency: 'RUB' },
+      receipt: receipt('refund', 30_000n, 'none'),
+    });
+    assert.ok(refunded.ok);
+    const refundSent = JSON.parse(emulator.transaction(Number(refunded.value.providerRefundId))!.jsonData!);
+    assert.deepEqual(refundSent.CloudPayments.CustomerReceipt.Items, [{ label: 'Pro (monthly)', price: 300, quantity: 1, amount: 300, vat: null, method: 4, object: 4 }]);
+    assert.equal(refundSent.CloudPayments.CustomerReceipt.amounts.electronic, 300);
+
+    // A receipt for another amount than the charge: CloudKassir would refuse it, so does the emulator, and nothing is charged.
+    const key = `cp:receipt-bad:${randomUUID()}`;
+    await assert.rejects(
+      adapter().chargeSaved({
+        idempotencyKey: key,
+        amount: { amountMinor: 129_900n, currency: 'RUB' },
+        paymentMethodToken: emulator.testTokens.success,
+        description: 'x',
+        customerReference: 'cust-r',
+        receipt: receipt('payment', 100_000n, 'vat20'),
+      }),
+      (error: ProviderError) => error.code === 'invalid_request' && /CustomerReceipt/.test(error.message),
+    );
+    assert.equal(emulator.chargeCount(key), 0);
   });
 
   test('a cryptogram charge with 3-D Secure answers AcsUrl and PaReq; post3ds with the bank PaRes completes it once', async () => {
