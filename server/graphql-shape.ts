@@ -49,6 +49,8 @@ export const exposedFunctions = new Set([
   'pause_subscription',
   'resume_subscription',
   'change_subscription_price',
+  'preview_subscription_change',
+  'preview_upcoming_invoice',
   'refund_quote',
   'refund_subscription',
   'refund_payment',

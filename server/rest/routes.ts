@@ -115,6 +115,11 @@ async function listPage(client: pg.PoolClient, table: string, cols: string, filt
   return { object: 'list', data, has_more: hasMore, next_cursor: hasMore && last ? encodeCursor(last.created_at, last.id) : null };
 }
 
+/** A preview's previewed_line[] (column `p.lines`) as the JSON array `lines`. */
+const PREVIEWED_LINES = `(select coalesce(json_agg(json_build_object('description', l.description, 'quantity', l.quantity,
+    'unit_amount_minor', l.unit_amount_minor, 'amount_minor', l.amount_minor, 'period_start', l.period_start, 'period_end', l.period_end) order by l.n), '[]')
+  from unnest(p.lines) with ordinality l(description, quantity, unit_amount_minor, amount_minor, period_start, period_end, n)) as lines`;
+
 async function one(client: pg.PoolClient, sql: string, values: unknown[]): Promise<unknown> {
   const { rows } = await client.query(sql, values);
   return rows[0] ?? null;
@@ -442,6 +447,47 @@ export const routes: RouteSpec[] = [
         'app_public.change_subscription_price',
         { subscription_id: params.id, new_price_id: body.price, at_period_end: body.at_period_end ?? false, idempotency_key: null },
         columns.subscription,
+      ),
+  },
+  {
+    method: 'post',
+    path: '/v1/subscriptions/:id/change_preview',
+    operationId: 'previewSubscriptionChange',
+    tag: 'Subscriptions',
+    // The preview runs the change and rolls it back (a subtransaction), so it needs a writable transaction; it changes nothing.
+    readOnly: false,
+    summary: 'What change_price with this body would do now, changing nothing (app_public.preview_subscription_change)',
+    params: s.idParams,
+    body: s.ChangePriceBody,
+    response: s.SubscriptionChangePreview,
+    run: ({ client }, { params, body }) =>
+      one(
+        client,
+        `select 'subscription_change_preview' as object, p.subscription_id as subscription, p.price_id as price, p.effective, p.currency,
+           p.invoice_subtotal_minor, p.balance_applied_minor, p.amount_due_minor, p.credit_minor, ${PREVIEWED_LINES},
+           p.next_invoice_at, p.next_price_id as next_price, p.next_amount_minor, p.previewed_at
+         from app_public.preview_subscription_change($1, $2, $3) p`,
+        [params.id, body.price, body.at_period_end ?? false],
+      ),
+  },
+  {
+    method: 'get',
+    path: '/v1/subscriptions/:id/upcoming_invoice',
+    operationId: 'previewUpcomingInvoice',
+    tag: 'Subscriptions',
+    // As change_preview: the renewal runs and is rolled back.
+    readOnly: false,
+    summary: 'The next renewal invoice, changing nothing (app_public.preview_upcoming_invoice)',
+    params: s.idParams,
+    query: s.NoQuery,
+    response: s.UpcomingInvoicePreview,
+    run: ({ client }, { params }) =>
+      one(
+        client,
+        `select 'upcoming_invoice' as object, p.subscription_id as subscription, p.invoice_id as invoice, p.price_id as price, p.currency,
+           p.period_start, p.period_end, p.subtotal_minor, p.balance_applied_minor, p.amount_due_minor, ${PREVIEWED_LINES}, p.previewed_at
+         from app_public.preview_upcoming_invoice($1) p`,
+        [params.id],
       ),
   },
   {

@@ -230,6 +230,57 @@ export const RefundQuote = component(
   'What a refund of the subscription would return now, and by which rule.',
 );
 
+const PreviewedLine = z.object({
+  description: z.string(),
+  quantity: z.int().min(1),
+  unit_amount_minor: money,
+  amount_minor: money,
+  period_start: nullable(timestamp),
+  period_end: nullable(timestamp),
+});
+
+export const SubscriptionChangePreview = component(
+  'SubscriptionChangePreview',
+  z.object({
+    object: z.literal('subscription_change_preview'),
+    subscription: id,
+    price: id,
+    effective: z
+      .enum(['now', 'period_end', 'trial'])
+      .describe('now: switched now and prorated; period_end: scheduled for the next period; trial: the first invoice after the trial uses the new price.'),
+    currency,
+    invoice_subtotal_minor: money.describe('The proration invoice the change makes now (0 if none).'),
+    balance_applied_minor: money.describe("The part of that invoice the customer's balance pays."),
+    amount_due_minor: money.describe('What is charged now.'),
+    credit_minor: money.describe('Unused time credited to the balance (a downgrade).'),
+    lines: z.array(PreviewedLine),
+    next_invoice_at: timestamp,
+    next_price: id,
+    next_amount_minor: money.describe("The next renewal's price, before any balance."),
+    previewed_at: timestamp,
+  }),
+  'What a price change would do now, computed by the SQL that performs it and rolled back (nothing is changed).',
+);
+
+export const UpcomingInvoicePreview = component(
+  'UpcomingInvoicePreview',
+  z.object({
+    object: z.literal('upcoming_invoice'),
+    subscription: id,
+    invoice: nullable(id).describe('Set when the renewal invoice already exists (open, waiting for its payment).'),
+    price: id,
+    currency,
+    period_start: timestamp,
+    period_end: timestamp,
+    subtotal_minor: money,
+    balance_applied_minor: money.describe('The balance it would take as of now.'),
+    amount_due_minor: money,
+    lines: z.array(PreviewedLine),
+    previewed_at: timestamp,
+  }),
+  "The subscription's next renewal invoice, computed by the renewal's own SQL and rolled back.",
+);
+
 export const CustomerSession = component(
   'CustomerSession',
   z.object({

@@ -253,6 +253,12 @@ describe('tenant B against tenant A', () => {
         { s: A.subscription1, p: catalogueA.max.monthUsd, k: k() },
       ],
       [
+        'previewSubscriptionChange',
+        `mutation ($s: UUID!, $p: UUID!) { previewSubscriptionChange(input: { subscriptionId: $s, newPriceId: $p }) { result { amountDueMinor } } }`,
+        { s: A.subscription1, p: catalogueA.max.monthUsd },
+      ],
+      ['previewUpcomingInvoice', `mutation ($s: UUID!) { previewUpcomingInvoice(input: { subscriptionId: $s }) { result { amountDueMinor } } }`, { s: A.subscription1 }],
+      [
         'refundSubscription',
         `mutation ($s: UUID!, $k: String!) { refundSubscription(input: { subscriptionId: $s, idempotencyKey: $k }) { result { rowId } } }`,
         { s: A.subscription1, k: k() },
@@ -338,6 +344,7 @@ describe('tenant B against tenant A', () => {
         createSubscription: { customer: A.customer1, price: catalogueA.pro.monthUsd },
         createRefund: { payment: A.payment1, amount_minor: 1 },
         changeSubscriptionPrice: { price: catalogueA.max.monthUsd },
+        previewSubscriptionChange: { price: catalogueA.max.monthUsd },
       };
       const ids = route.path.includes(':id') ? aIds : [''];
       for (const id of ids) {

@@ -24,10 +24,7 @@ declare
   real_now timestamptz := app_hidden.now(null);
   clocked uuid[] := array(select c.tenant_id from app_private.test_clocks c);
   horizon timestamptz;
-  price app_public.prices;
-  old_interval text;
-  anchor timestamptz;
-  tz text;
+  terms record;
   inv app_public.invoices;
   jobs graphile_worker.job_spec[] := '{}';
 begin
@@ -55,16 +52,13 @@ begin
       perform app_hidden.cancel_now(s, 'period_end', s.current_period_end);
       continue;
     end if;
-    select t.time_zone into tz from app_public.tenants t where t.id = s.tenant_id;
-    select p.interval into old_interval from app_public.prices p where p.tenant_id = s.tenant_id and p.id = s.price_id;
-    select * into price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = coalesce(s.pending_price_id, s.price_id);
-    anchor := case when price.interval = old_interval and s.status <> 'trialing' then s.billing_anchor else s.current_period_end end;
-    if s.pending_price_id is not null or anchor <> s.billing_anchor then
-      update app_public.subscriptions x set price_id = price.id, pending_price_id = null, billing_anchor = anchor
+    -- The next period's price, anchor and end (12-previews.sql; preview_upcoming_invoice uses the same).
+    select * into terms from app_hidden.renewal_terms(s);
+    if s.pending_price_id is not null or terms.anchor <> s.billing_anchor then
+      update app_public.subscriptions x set price_id = (terms.price).id, pending_price_id = null, billing_anchor = terms.anchor
       where x.id = s.id returning * into s;
     end if;
-    inv := app_hidden.create_period_invoice(s, price, s.current_period_end,
-      app_hidden.next_period_end(anchor, price.interval, tz, s.current_period_end), 'subscription_cycle', false);
+    inv := app_hidden.create_period_invoice(s, terms.price, s.current_period_end, terms.period_end, 'subscription_cycle', false);
     if inv.id is not null then
       if inv.status = 'open' and (app_hidden.payment_method_for(inv)).id is not null then
         jobs := jobs || row('invoices__collect', json_build_object('invoice_id', inv.id), null,
