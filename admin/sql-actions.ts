@@ -38,6 +38,8 @@ export interface FormField {
   options?: ReadonlyArray<{ value: string; label: string }>;
   /** A record param whose value pre-fills the field (e.g. refundable_minor from `prepare`). */
   defaultParam?: string;
+  /** `select` only: a record param (set by `prepare`) holding the options as JSON, for options that depend on the record (ids). */
+  optionsParam?: string;
   help?: string;
   required?: boolean;
 }
@@ -50,7 +52,18 @@ export interface SqlActionForm {
   fields: FormField[];
   /** Record params shown above the form, as label → param. */
   summary: ReadonlyArray<{ label: string; param: string }>;
+  /** The form offers a Preview first, and its submit stays disabled until the current values were previewed. */
+  preview: boolean;
 }
+
+/** One line of a preview: what will happen, said before the operator confirms. */
+export interface PreviewLine {
+  label: string;
+  value: string;
+}
+
+/** The record param that carries a preview's lines (JSON) back to the form. */
+export const PREVIEW_PARAM = 'action_preview';
 
 export interface ActionOutcome {
   message: string;
@@ -72,6 +85,12 @@ export interface SqlActionSpec {
   offeredFor?: (params: Record<string, unknown>) => boolean;
   /** Extra params for the form, read as the operator (e.g. the refundable remainder). */
   prepare?: (client: pg.PoolClient, recordId: string) => Promise<Record<string, unknown>>;
+  /**
+   * What `run` would do with this input, from SQL that changes nothing (e.g.
+   * preview_subscription_change): asked by the form's Preview button (a POST
+   * with `preview`), before the operator may submit.
+   */
+  preview?: (client: pg.PoolClient, recordId: string, input: Record<string, string>) => Promise<PreviewLine[]>;
   /** Calls the SQL function. */
   run: (client: pg.PoolClient, recordId: string, input: Record<string, string>, idempotencyKey: string) => Promise<ActionOutcome>;
   /**
@@ -90,6 +109,7 @@ export interface SqlActionDeps {
 /** Keys the form makes (see sql-action-form.tsx); anything else is refused before SQL. */
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9_.:-]{16,200}$/;
 const AMOUNT = /^[0-9]{1,18}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 interface DatabaseError {
   code?: string;
@@ -120,7 +140,10 @@ function validate(fields: readonly FormField[], payload: Record<string, unknown>
     if (field.type === 'amount' && value !== '' && !AMOUNT.test(value)) {
       return { error: `INVALID_INPUT: ${field.label} must be a whole number of minor units (e.g. 1050 for 10.50)` };
     }
-    if (field.type === 'select' && value !== '' && !field.options?.some((o) => o.value === value)) {
+    if (field.type === 'select' && field.optionsParam) {
+      // Options of the record are ids: their form is checked here, whether this record may use one is SQL's to say.
+      if (value !== '' && !UUID.test(value)) return { error: `INVALID_INPUT: ${field.label} must be one of the options offered` };
+    } else if (field.type === 'select' && value !== '' && !field.options?.some((o) => o.value === value)) {
       return { error: `INVALID_INPUT: ${field.label} must be one of ${field.options?.map((o) => o.value).join(', ')}` };
     }
     input[field.name] = value;
@@ -151,6 +174,7 @@ export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlAction
     variant: spec.variant ?? 'primary',
     fields: spec.fields ?? [],
     summary: spec.summary ?? [],
+    preview: spec.preview !== undefined,
   };
 
   const handler = async (request: ActionRequest, _response: unknown, context: ActionContext): Promise<RecordActionResponse> => {
@@ -167,6 +191,19 @@ export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlAction
     }
     const payload = (request.payload ?? {}) as Record<string, unknown>;
     const log = { event: 'console_action', action: context.action.name, resource: resourceId, recordId, operatorId: operator.id };
+    if (spec.preview && payload.preview === 'true') {
+      // A preview changes nothing, so it needs no idempotency key; SQL still checks the operator's role.
+      const checkedPreview = validate(form.fields, payload);
+      if ('error' in checkedPreview) return { record: current(), notice: { type: 'error', message: checkedPreview.error } };
+      try {
+        const lines = await asOperator(pool, operator.id, (client) => spec.preview!(client, recordId, checkedPreview.input));
+        const json = current();
+        json.params[PREVIEW_PARAM] = JSON.stringify(lines);
+        return { record: json };
+      } catch (error) {
+        return { record: current(), notice: errorNotice(error, logger, { ...log, preview: true }) };
+      }
+    }
     const key = String(payload.idempotency_key ?? '');
     if (spec.idempotencyKey !== 'none' && !IDEMPOTENCY_KEY.test(key)) {
       return { record: current(), notice: { type: 'error', message: 'IDEMPOTENCY_KEY_REQUIRED: submit the action from its form (it carries a fresh idempotency key)' } };

@@ -18,6 +18,7 @@ interface FormField {
   type: 'text' | 'amount' | 'select';
   options?: Array<{ value: string; label: string }>;
   defaultParam?: string;
+  optionsParam?: string;
   help?: string;
   required?: boolean;
 }
@@ -28,6 +29,26 @@ interface SqlActionForm {
   variant: 'primary' | 'danger';
   fields: FormField[];
   summary: Array<{ label: string; param: string }>;
+  preview: boolean;
+}
+
+interface PreviewLine {
+  label: string;
+  value: string;
+}
+
+/** The preview's lines, as admin/sql-actions.ts puts them in the record param `action_preview`. */
+const PREVIEW_PARAM = 'action_preview';
+
+/** Options of a select: fixed in the action, or the record's own (JSON in a param that `prepare` set). */
+function optionsOf(field: FormField, params: Record<string, unknown>): Array<{ value: string; label: string }> {
+  if (!field.optionsParam) return field.options ?? [];
+  try {
+    const parsed = JSON.parse(String(params[field.optionsParam] ?? '[]')) as unknown;
+    return Array.isArray(parsed) ? (parsed as Array<{ value: string; label: string }>) : [];
+  } catch {
+    return [];
+  }
 }
 
 const api = new ApiClient();
@@ -53,16 +74,47 @@ const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, recor
   const [idempotencyKey] = useState(newIdempotencyKey);
   const [values, setValues] = useState<Record<string, string>>(() =>
     Object.fromEntries(
-      form.fields.map((field) => [field.name, field.defaultParam ? String(params[field.defaultParam] ?? '') : field.type === 'select' ? (field.options?.[0]?.value ?? '') : '']),
+      form.fields.map((field) => [
+        field.name,
+        field.defaultParam ? String(params[field.defaultParam] ?? '') : field.type === 'select' ? (optionsOf(field, params)[0]?.value ?? '') : '',
+      ]),
     ),
   );
   const [submitting, setSubmitting] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  // The preview shown and the values it was made for: submitting needs a preview of exactly these values.
+  const [preview, setPreview] = useState<{ lines: PreviewLine[]; values: string } | null>(null);
+  const [previewing, setPreviewing] = useState(false);
   const handleResponse = useActionResponseHandler();
+  const previewedNow = !form.preview || preview?.values === JSON.stringify(values);
+
+  const askPreview = () => {
+    if (previewing || !record) return;
+    setPreviewing(true);
+    setError(null);
+    const asked = JSON.stringify(values);
+    api
+      .recordAction({ resourceId: resource.id, recordId: record.id, actionName: action.name, data: { ...values, preview: 'true' } })
+      .then((response) => {
+        const notice = response.data.notice;
+        if (notice?.type === 'error') {
+          setError(notice.message);
+          setPreview(null);
+        } else {
+          const raw = (response.data.record?.params as Record<string, unknown> | undefined)?.[PREVIEW_PARAM];
+          setPreview({ lines: JSON.parse(String(raw ?? '[]')) as PreviewLine[], values: asked });
+        }
+        setPreviewing(false);
+      })
+      .catch(() => {
+        setError('The preview failed; ask again.');
+        setPreviewing(false);
+      });
+  };
 
   const submit = (event: React.FormEvent) => {
     event.preventDefault();
-    if (submitting || !record) return;
+    if (submitting || !record || !previewedNow) return;
     setSubmitting(true);
     setError(null);
     api
@@ -115,7 +167,7 @@ const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, recor
               onChange={(e) => setValues({ ...values, [field.name]: e.target.value })}
               style={{ padding: 8, minWidth: 240 }}
             >
-              {field.options?.map((option) => (
+              {optionsOf(field, params).map((option) => (
                 <option key={option.value} value={option.value}>
                   {option.label}
                 </option>
@@ -143,7 +195,24 @@ const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, recor
         </FormGroup>
       ))}
       {error ? <MessageBox mb="lg" variant="danger" message={error} data-testid="sql-action-error" /> : null}
-      <Button type="submit" variant={form.variant === 'danger' ? 'danger' : 'contained'} disabled={submitting} data-testid="sql-action-submit">
+      {form.preview && preview && previewedNow ? (
+        <Box mb="lg" as="dl" data-testid="sql-action-preview" p="default" style={{ border: '1px solid #ccc', borderRadius: 4 }}>
+          {preview.lines.map((line) => (
+            <Box key={line.label} flex flexDirection="row" mb="sm">
+              <Text as="dt" mr="default" style={{ minWidth: 220 }} color="grey60">
+                {line.label}
+              </Text>
+              <Text as="dd">{line.value}</Text>
+            </Box>
+          ))}
+        </Box>
+      ) : null}
+      {form.preview ? (
+        <Button type="button" variant="outlined" mr="default" onClick={askPreview} disabled={previewing} data-testid="sql-action-preview-button">
+          Preview
+        </Button>
+      ) : null}
+      <Button type="submit" variant={form.variant === 'danger' ? 'danger' : 'contained'} disabled={submitting || !previewedNow} data-testid="sql-action-submit">
         {form.submitLabel}
       </Button>
     </Box>

@@ -1,9 +1,11 @@
 /**
  * Subscriptions, with what support does to them: cancel (now or at period
  * end), pause and resume, each offered only where the state machine allows
- * its move (read from app_private.state_transitions, docs/console.md). Each
- * action calls the billing core's own function (app_public.cancel_subscription,
- * pause_subscription, resume_subscription), which checks the operator's role
+ * its move (read from app_private.state_transitions, docs/console.md), and
+ * change the price after a preview of what it costs (preview_subscription_change,
+ * the change's own SQL rolled back). Each action calls the billing core's own
+ * function (app_public.cancel_subscription, pause_subscription,
+ * resume_subscription, change_subscription_price), which checks the operator's role
  * (support or admin) and the state machine, takes the form's idempotency key
  * and writes the audit log.
  *
@@ -12,9 +14,10 @@
  * its tenant (tenantScopedFilters) so the core's tenant-first indexes serve it.
  */
 import type { ResourceWithOptions } from 'adminjs';
+import { minorToDecimal } from '../../lib/money.ts';
 import { SUBSCRIPTION_STATUSES } from '../../lib/statuses.ts';
 import { READ_ONLY, roleAccess } from '../features/role-access.ts';
-import { legalMoves, sqlRecordAction } from '../sql-actions.ts';
+import { legalMoves, sqlRecordAction, type PreviewLine } from '../sql-actions.ts';
 import { loadTableResource } from '../table-resource.ts';
 import type { ResourceContext } from './context.ts';
 import { Navigation } from './navigation.ts';
@@ -55,6 +58,74 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
         return { message: atPeriodEnd ? 'The subscription ends at the end of its period.' : `The subscription is ${rows[0]?.status}.` };
       },
     });
+  const money = (minor: string, currency: string) => `${minorToDecimal(BigInt(minor), currency)} ${currency}`;
+  const changePrice = sqlRecordAction(context, {
+    roles: SUPPORT,
+    icon: 'Repeat',
+    description:
+      'Moves the subscription to another price of the same currency. Now: an upgrade is charged the prorated difference for the rest of the period, a downgrade credits it to the balance. At period end (or to another interval): the next period uses the new price, nothing is prorated. Preview shows exactly what will happen.',
+    submitLabel: 'Change price',
+    summary: [...summary, { label: 'Current price', param: 'price_label' }],
+    fields: [
+      { name: 'new_price_id', label: 'New price', type: 'select', optionsParam: 'price_options', required: true },
+      {
+        name: 'when',
+        label: 'When',
+        type: 'select',
+        options: [
+          { value: 'now', label: 'now, prorated' },
+          { value: 'period_end', label: 'at the end of the period' },
+        ],
+      },
+    ],
+    offeredFor: (params) => ['active', 'trialing'].includes(String(params.status)) && params.cancel_at_period_end !== true,
+    prepare: async (client, id) => {
+      // The prices this subscription may move to: its tenant's, in its currency, on sale (SQL refuses any other).
+      const { rows } = await client.query<{ id: string; plan: string; amount_minor: string; currency: string; interval: string; current: boolean }>(
+        `select p.id, pl.name as plan, p.amount_minor, p.currency, p.interval, p.id = s.price_id as current
+         from app_public.subscriptions s
+         join app_public.prices p on p.tenant_id = s.tenant_id and p.currency = s.currency
+         join app_public.plans pl on pl.tenant_id = p.tenant_id and pl.id = p.plan_id
+         where s.id = $1 and (p.id = s.price_id or (p.active and pl.status = 'active'))
+         order by pl.name, p.interval, p.amount_minor`,
+        [id],
+      );
+      const label = (r: (typeof rows)[number]) => `${r.plan} — ${money(r.amount_minor, r.currency)} per ${r.interval}`;
+      return {
+        price_options: JSON.stringify(rows.filter((r) => !r.current).map((r) => ({ value: r.id, label: label(r) }))),
+        price_label: rows.filter((r) => r.current).map(label)[0] ?? '',
+      };
+    },
+    preview: async (client, id, input): Promise<PreviewLine[]> => {
+      const { rows } = await client.query(
+        `select p.*, (select format('%s (%s)', pl.name, pr.interval) from app_public.prices pr join app_public.plans pl on pl.tenant_id = pr.tenant_id and pl.id = pr.plan_id
+                      where pr.id = p.next_price_id) as next_label
+         from app_public.preview_subscription_change($1, $2, $3) p`,
+        [id, input.new_price_id, input.when === 'period_end'],
+      );
+      const p = rows[0];
+      const when =
+        { now: 'now, prorated', period_end: 'at the end of the period (nothing prorated)', trial: 'now (in the trial: the first invoice uses it)' }[String(p.effective)] ?? p.effective;
+      return [
+        { label: 'Takes effect', value: when },
+        { label: 'Charged now', value: money(p.amount_due_minor, p.currency) },
+        ...(p.invoice_subtotal_minor !== '0'
+          ? [{ label: 'Proration invoice', value: `${money(p.invoice_subtotal_minor, p.currency)}, of which the balance pays ${money(p.balance_applied_minor, p.currency)}` }]
+          : []),
+        ...(p.credit_minor !== '0' ? [{ label: 'Credited to the balance', value: money(p.credit_minor, p.currency) }] : []),
+        { label: 'Next invoice', value: `${new Date(p.next_invoice_at).toISOString().slice(0, 10)}: ${money(p.next_amount_minor, p.currency)} for ${p.next_label}` },
+      ];
+    },
+    run: async (client, id, input, key) => {
+      const { rows } = await client.query<{ pending_price_id: string | null }>('select pending_price_id from app_public.change_subscription_price($1, $2, $3, $4)', [
+        id,
+        input.new_price_id,
+        input.when === 'period_end',
+        key,
+      ]);
+      return { message: rows[0]?.pending_price_id ? 'The new price starts with the next period.' : 'The price is changed.' };
+    },
+  });
   return {
     resource,
     options: {
@@ -77,6 +148,7 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
             return { message: 'The subscription is paused.' };
           },
         }),
+        changePrice,
         resume: sqlRecordAction(context, {
           roles: SUPPORT,
           icon: 'Play',

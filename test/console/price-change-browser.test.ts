@@ -1,0 +1,114 @@
+/**
+ * Changing a subscription's price in the console (headless Chromium): support
+ * picks a price of the same tenant and currency, asks for a preview (the
+ * change's own SQL, rolled back: docs/api.md, "Previews"), may submit only
+ * what was previewed, and the change then bills exactly what the preview
+ * said. The clock is frozen so preview and change see the same instant.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Browser } from 'playwright-core';
+import { activeSubscription, createPlan, createPrice, createWorld, getRow, setClock, type Row, type World } from '../../sql-tests/support/billing.ts';
+import { launchChromium } from '../support/browser.ts';
+import { startConsole, type RunningConsole } from '../support/console.ts';
+
+const SCREENSHOTS = '/tmp/abonement-console-price-change';
+
+let running: RunningConsole;
+let browser: Browser;
+let world: World;
+let subscription: Row;
+let maxPrice: string;
+
+before(async () => {
+  browser = await launchChromium();
+  running = await startConsole();
+  await running.addOperator('support@example.com', 'support', 'support-password-123');
+  await setClock(running.db, '2026-04-01T00:00:00Z'); // April: a 30-day period
+  world = await createWorld(running.db, { amount: 1000 });
+  maxPrice = await createPrice(running.db, world.tenantId, await createPlan(running.db, world.tenantId, { name: 'Max' }), { amount: 2500 });
+  await createPrice(running.db, world.tenantId, await createPlan(running.db, world.tenantId, { name: 'Euro' }), { amount: 900, currency: 'EUR' });
+  subscription = await activeSubscription(running.db, world);
+  await setClock(running.db, '2026-04-16T00:00:00Z'); // half the period left
+});
+after(async () => {
+  await setClock(running?.db, null).catch(() => undefined);
+  await browser?.close();
+  await running?.stop();
+});
+
+async function prorationInvoices(): Promise<Row[]> {
+  const { rows } = await running.db.asOwner((c) =>
+    c.query(`select amount_due_minor, status from app_public.invoices where subscription_id = $1 and billing_reason = 'subscription_update'`, [subscription.id]),
+  );
+  return rows;
+}
+
+test('support previews a price change, may submit only what was previewed, and is billed what the preview said', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  const origin = running.url;
+  await page.goto(`${origin}/admin/login`);
+  await page.locator('input[name="email"]').fill('support@example.com');
+  await page.locator('input[name="password"]').fill('support-password-123');
+  await Promise.all([page.waitForURL(`${origin}/admin`), page.locator('form button').click()]);
+
+  await page.goto(`${origin}/admin/resources/subscriptions/records/${subscription.id}/changePrice`);
+  const price = page.getByTestId('field-new_price_id');
+  await price.waitFor();
+  // Only the tenant's other USD price is offered (not the current one, not the EUR one).
+  assert.deepEqual(await price.locator('option').allTextContents(), ['Max — 25.00 USD per month']);
+  await page.getByTestId('summary-price_label').filter({ hasText: 'Pro — 10.00 USD per month' }).waitFor();
+  const submit = page.getByTestId('sql-action-submit');
+  assert.equal(await submit.isDisabled(), true, 'nothing to submit before a preview');
+
+  await page.getByTestId('sql-action-preview-button').click();
+  const preview = page.getByTestId('sql-action-preview');
+  await preview.waitFor();
+  const text = (await preview.textContent()) ?? '';
+  // floor((2500 − 1000) × 15/30) = 750, charged now; the next invoice is the new price.
+  assert.match(text, /Takes effectnow, prorated/);
+  assert.match(text, /Charged now7\.50 USD/);
+  assert.match(text, /Proration invoice7\.50 USD, of which the balance pays 0\.00 USD/);
+  assert.match(text, /Next invoice2026-05-01: 25\.00 USD for Max \(month\)/);
+  await page.screenshot({ path: `${SCREENSHOTS}-preview.png`, fullPage: true });
+  assert.deepEqual(await prorationInvoices(), [], 'the preview changed nothing');
+  assert.equal((await getRow(running.db, 'app_public.subscriptions', subscription.id)).price_id, world.priceId);
+
+  // Other values than the previewed ones: no preview shown, nothing to submit.
+  await page.getByTestId('field-when').selectOption('period_end');
+  await preview.waitFor({ state: 'detached' });
+  assert.equal(await submit.isDisabled(), true);
+  await page.getByTestId('field-when').selectOption('now');
+  await preview.waitFor();
+
+  await submit.click();
+  await page.waitForURL(new RegExp(`/admin/resources/subscriptions/records/${subscription.id}/show`));
+  await page.getByText('The price is changed.').first().waitFor();
+  assert.deepEqual(
+    (await prorationInvoices()).map((i) => [i.amount_due_minor, i.status]),
+    [['750', 'open']],
+    'billed exactly the previewed amount',
+  );
+  assert.equal((await getRow(running.db, 'app_public.subscriptions', subscription.id)).price_id, maxPrice);
+  assert.deepEqual(errors, [], 'no error in the page');
+  await context.close();
+});
+
+test('a preview the change would refuse shows SQL’s refusal and changes nothing', async () => {
+  // Over the console's action API, as a forged request would come: a price of another currency.
+  const { rows } = await running.db.asOwner((c) => c.query(`select id from app_public.prices where tenant_id = $1 and currency = 'EUR'`, [world.tenantId]));
+  const support = running.client();
+  assert.equal((await support.login('support@example.com', 'support-password-123')).status, 303);
+  const answer = await support.post(`/admin/api/resources/subscriptions/records/${subscription.id}/changePrice`, { new_price_id: rows[0].id, when: 'now', preview: 'true' });
+  assert.match((JSON.parse(answer.text) as { notice?: { message?: string } }).notice?.message ?? '', /^CURRENCY_MISMATCH: /);
+  // A viewer may not even preview.
+  await running.addOperator('viewer@example.com', 'viewer', 'viewer-password-123');
+  const viewer = running.client();
+  assert.equal((await viewer.login('viewer@example.com', 'viewer-password-123')).status, 303);
+  const refused = await viewer.post(`/admin/api/resources/subscriptions/records/${subscription.id}/changePrice`, { new_price_id: maxPrice, when: 'now', preview: 'true' });
+  assert.doesNotMatch(refused.text, /action_preview/);
+  assert.equal((await getRow(running.db, 'app_public.subscriptions', subscription.id)).price_id, maxPrice);
+});
