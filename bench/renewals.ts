@@ -255,7 +255,14 @@ try {
     (line) => line.includes('worker started'),
   );
   worker = started_;
-  const workerSettings = JSON.parse(started_.firstLine) as { concurrency?: number; localQueue?: number; poolSize?: number };
+  const workerSettings = JSON.parse(started_.firstLine) as { concurrency?: number | Record<string, number>; localQueue?: number; poolSize?: number };
+  // Per lane since the worker lanes (jobs/worker.ts): "payments 20, default 10".
+  const concurrencyText =
+    typeof workerSettings.concurrency === 'object'
+      ? Object.entries(workerSettings.concurrency)
+          .map(([lane, n]) => `${lane} ${n}`)
+          .join(', ')
+      : String(workerSettings.concurrency ?? '?');
 
   // PostgreSQL's share: the backends serving this database (pools are warm: they stay for the run), read from /proc.
   const backends = async () =>
@@ -347,7 +354,7 @@ try {
   const ms = (v: number) => `${v.toFixed(0)} ms`;
   process.stdout.write(
     [
-      `renewals end to end: ${renewals} subscriptions due at once, ${cluster.kind} PostgreSQL, one worker process (concurrency ${workerSettings.concurrency ?? '?'}, local queue ${workerSettings.localQueue ?? '?'}, pool ${workerSettings.poolSize ?? '?'}${batchSize ? `, batch ${batchSize}` : ''}), sandbox webhooks ${webhooks ? 'on' : 'off'}; seeded in ${(seededIn / 1000).toFixed(1)} s`,
+      `renewals end to end: ${renewals} subscriptions due at once, ${cluster.kind} PostgreSQL, one worker process (concurrency ${concurrencyText}, local queue ${workerSettings.localQueue ?? '?'}, pool ${workerSettings.poolSize ?? '?'}${batchSize ? `, batch ${batchSize}` : ''}), sandbox webhooks ${webhooks ? 'on' : 'off'}; seeded in ${(seededIn / 1000).toFixed(1)} s`,
       `pgbench TPC-B-like (baseline, ${pgbenchSeconds} s, 8 clients): ${tps === null ? 'not measured (pgbench not installed or skipped)' : `${tps.toFixed(0)} TPS`}`,
       `renewals/s: ${rate.toFixed(0)} (${seconds.toFixed(1)} s from the first invoice to the last answer recorded${tps ? `; ${(rate / tps).toFixed(3)}× pgbench TPS` : ''})`,
       `time to charge (invoice inserted → answer recorded): p50 ${ms(percentile(toCharge, 50))} · p99 ${ms(percentile(toCharge, 99))} · max ${ms(toCharge.at(-1) ?? NaN)}`,
