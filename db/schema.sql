@@ -3370,14 +3370,20 @@ begin
     limit batch_size
     for update skip locked
   loop
-    perform app_hidden.enqueue_job('events__deliver', json_build_object('event_id', e.id, 'type', e.type, 'tenant_id', e.tenant_id));
+    begin
+      perform app_private.fan_out_webhooks(e.id);
+      perform app_private.queue_event_emails(e.id);
+    exception when others then
+      -- This event alone takes the job's way: retried with backoff, its error in the worker's log.
+      perform app_hidden.enqueue_job('events__deliver', json_build_object('event_id', e.id, 'type', e.type, 'tenant_id', e.tenant_id));
+    end;
     update app_public.events set dispatched_at = app_hidden.now(e.tenant_id) where id = e.id;
     n := n + 1;
   end loop;
   return n;
 end;
 $$;
-comment on function app_private.dispatch_events(batch_size integer) is 'Worker cron: turns up to batch_size undispatched outbox events into events__deliver jobs (webhooks, e-mails). Returns how many.';
+comment on function app_private.dispatch_events(batch_size integer) is 'Worker (events__dispatch): fans out up to batch_size undispatched outbox events in this transaction (fan_out_webhooks, queue_event_emails: deliveries and e-mails with their jobs), each in a subtransaction; an event whose fan-out fails gets an events__deliver job instead, which retries it. Marks them dispatched; returns how many.';
 grant execute on function app_private.dispatch_events(batch_size integer) to :ROLE_WORKER;
 
 create function app_private.email_context(m app_private.sent_emails)

@@ -211,3 +211,37 @@ describe('console: retry now', () => {
     assert.equal(tenantCall.code, '42501');
   });
 });
+
+describe('dispatch', () => {
+  const dispatch = (batch: number) => db.asWorker((c) => c.query('select app_private.dispatch_events($1) as n', [batch])).then(({ rows }) => rows[0].n as number);
+
+  test('a dispatch batch fans its events out itself; an event whose fan-out fails alone gets an events__deliver job', async () => {
+    const all = await endpoint(['*']);
+    await dispatch(100_000); // the earlier tests' events, out of the way
+    const good = await event('invoice.created');
+    // Its e-mail cannot be queued (customer_id is not a uuid): its fan-out fails.
+    const { rows: bad } = await db.asOwner((c) =>
+      c.query(`select app_hidden.emit_event($1, 'payment.succeeded', 'payment', gen_random_uuid(), '{"customer_id": "not-a-uuid"}') as id`, [tenant]),
+    );
+    const later = await event('subscription.renewed');
+
+    assert.equal(await dispatch(500), 3);
+    for (const id of [good, later]) {
+      const d = await delivery(id, all.id);
+      assert.ok(d, 'delivered by the dispatch itself');
+      assert.equal((await job(d.id))?.task_identifier, 'webhooks__deliver');
+    }
+    assert.equal(await delivery(bad[0].id, all.id), undefined, "the failed event's fan-out is rolled back alone");
+    const { rows: deliverJobs } = await db.asOwner((c) =>
+      c.query(`select j.payload->>'event_id' as event_id from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+               where t.identifier = 'events__deliver'`),
+    );
+    assert.deepEqual(
+      deliverJobs.map((r) => r.event_id),
+      [bad[0].id],
+      'only the failed event goes the job way (retried with backoff)',
+    );
+    const { rows } = await db.asOwner((c) => c.query('select count(*)::int as n from app_public.events where id = any($1) and dispatched_at is not null', [[good, bad[0].id, later]]));
+    assert.equal(rows[0].n, 3, 'all three are dispatched');
+  });
+});

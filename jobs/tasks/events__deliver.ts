@@ -1,5 +1,6 @@
 /**
- * One outbox event (queued by app_private.dispatch_events): its deliveries
+ * One outbox event whose fan-out failed inside app_private.dispatch_events
+ * (which fans the others out itself), retried here with backoff: its deliveries
  * to the tenant's webhook endpoints (app_private.fan_out_webhooks, each with
  * its own webhooks__deliver job) and its customer e-mail
  * (app_private.queue_event_emails, with its emails__send job), in one

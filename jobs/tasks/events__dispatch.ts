@@ -1,6 +1,7 @@
 /**
- * Drains the outbox: app_private.dispatch_events turns undispatched events
- * into events__deliver jobs, a batch per transaction, until a batch comes
+ * Drains the outbox: app_private.dispatch_events fans undispatched events out
+ * (webhook deliveries and e-mails with their jobs; an event whose fan-out
+ * fails gets an events__deliver job), a batch per transaction, until a batch comes
  * back short. Started by the every-minute cron and, within OUTBOX_POLL_MS of
  * a commit, by the outbox poller (jobs/outbox-poller.ts). Bounded: after MAX_BATCHES it queues itself again
  * instead of holding a worker slot. Idempotent: dispatch_events claims events
