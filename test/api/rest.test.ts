@@ -190,6 +190,12 @@ describe('a tenant works through REST', () => {
   test('upcoming invoice, change preview, change price, pause, resume', async () => {
     const upcoming = await call('previewUpcomingInvoice', { path: { id: subscriptionId } });
     assert.deepEqual([upcoming.body.price, upcoming.body.subtotal_minor, upcoming.body.invoice, upcoming.body.lines.length], [catalogue.pro.monthUsd, 1000, null, 1]);
+    // The customer sees their own upcoming invoice with a session token; a price-change preview is the tenant's.
+    const session = await call('createCustomerSession', { path: { id: customerId }, body: { expires_in_seconds: 600 } });
+    const own = await call('previewUpcomingInvoice', { path: { id: subscriptionId }, token: session.body.token });
+    assert.deepEqual([own.status, own.body.subtotal_minor], [200, 1000]);
+    const notTheirs = await call('previewSubscriptionChange', { path: { id: subscriptionId }, body: { price: catalogue.max.monthUsd }, token: session.body.token });
+    assert.ok(notTheirs.status >= 400 && notTheirs.status < 500, `a customer session may not preview a price change: ${notTheirs.status}`);
     const before = await rowCounts(db);
     const preview = await call('previewSubscriptionChange', { path: { id: subscriptionId }, body: { price: catalogue.max.monthUsd } });
     assert.deepEqual([preview.body.effective, preview.body.next_price, preview.body.next_amount_minor], ['now', catalogue.max.monthUsd, 2000]);
