@@ -789,6 +789,31 @@ as $$
 $$;
 comment on function app_hidden.idempotency_finish(tenant uuid, key text, response jsonb) is 'Stores the result of the call that claimed the key.';
 
+create function app_hidden.invoice_next_period(s app_public.subscriptions)
+  returns app_public.invoices
+  language plpgsql volatile
+as $$
+declare
+  old_interval text;
+  tz text;
+  price app_public.prices;
+  anchor timestamptz;
+begin
+  select t.time_zone into tz from app_public.tenants t where t.id = s.tenant_id;
+  select p.interval into old_interval from app_public.prices p where p.tenant_id = s.tenant_id and p.id = s.price_id;
+  select * into price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = coalesce(s.pending_price_id, s.price_id);
+  -- A new interval, or the end of a trial, starts a new anchor.
+  anchor := case when price.interval = old_interval and s.status <> 'trialing' then s.billing_anchor else s.current_period_end end;
+  if s.pending_price_id is not null or anchor <> s.billing_anchor then
+    update app_public.subscriptions x set price_id = price.id, pending_price_id = null, billing_anchor = anchor
+    where x.id = s.id returning * into s;
+  end if;
+  return app_hidden.create_period_invoice(s, price, s.current_period_end,
+    app_hidden.next_period_end(anchor, price.interval, tz, s.current_period_end), 'subscription_cycle', false);
+end;
+$$;
+comment on function app_hidden.invoice_next_period(s app_public.subscriptions) is 'Renewal of one locked, due subscription (renew_due; preview_upcoming_invoice, rolled back): the next period''s price (the scheduled one if any), anchor and end on the tenant''s clock, the scheduled price applied, the period invoiced and finalised without queueing its charge (null if already invoiced).';
+
 create function app_hidden.is_secret_name(name text)
   returns boolean
   language sql immutable parallel safe
@@ -999,8 +1024,8 @@ as $$
 declare
   old_price app_public.prices;
   new_price app_public.prices;
-  remaining numeric;
-  total numeric;
+  remaining_seconds numeric;
+  period_seconds numeric;
   delta bigint;
   prorated bigint;
 begin
@@ -1030,10 +1055,10 @@ begin
   elsif coalesce(at_period_end, false) or new_price.interval <> old_price.interval or at_ >= s.current_period_end then
     update app_public.subscriptions x set pending_price_id = new_price.id where x.id = s.id returning * into subscription;
   else
-    remaining := extract(epoch from (s.current_period_end - at_));
-    total := extract(epoch from (s.current_period_end - s.current_period_start));
+    remaining_seconds := extract(epoch from (s.current_period_end - at_));
+    period_seconds := extract(epoch from (s.current_period_end - s.current_period_start));
     delta := new_price.amount_minor - old_price.amount_minor;
-    prorated := floor(abs(delta)::numeric * remaining / total)::bigint;
+    prorated := floor(abs(delta)::numeric * remaining_seconds / period_seconds)::bigint;
     update app_public.subscriptions x set price_id = new_price.id, pending_price_id = null where x.id = s.id returning * into subscription;
     if delta > 0 and prorated > 0 then
       insert into app_public.invoices (tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
@@ -1103,24 +1128,6 @@ as $$
   where inv.billing_reason = 'subscription_cycle' and inv.amount_due_minor > 0 and first_attempt in ('succeeded', 'failed');
 $$;
 comment on function app_hidden.renewal_contribution(inv app_public.invoices, first_attempt text) is 'Report rollups: what one renewal invoice adds to its month''s renewal counts (renewals, paid at the first attempt, dunned, recovered), given the status of its first payment.';
-
-create function app_hidden.renewal_terms(s app_public.subscriptions, OUT price app_public.prices, OUT anchor timestamp with time zone, OUT period_end timestamp with time zone)
-  returns record
-  language plpgsql stable
-as $$
-declare
-  old_interval text;
-  tz text;
-begin
-  select t.time_zone into tz from app_public.tenants t where t.id = s.tenant_id;
-  select p.interval into old_interval from app_public.prices p where p.tenant_id = s.tenant_id and p.id = s.price_id;
-  select * into price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = coalesce(s.pending_price_id, s.price_id);
-  -- A new interval, or the end of a trial, starts a new anchor.
-  anchor := case when price.interval = old_interval and s.status <> 'trialing' then s.billing_anchor else s.current_period_end end;
-  period_end := app_hidden.next_period_end(anchor, price.interval, tz, s.current_period_end);
-end;
-$$;
-comment on function app_hidden.renewal_terms(s app_public.subscriptions, OUT price app_public.prices, OUT anchor timestamp with time zone, OUT period_end timestamp with time zone) is 'The next period of a subscription: its price (the scheduled one if any), billing anchor and end on the tenant''s clock. Shared by renew_due and preview_upcoming_invoice.';
 
 create function app_hidden.request_idempotency_key()
   returns text
@@ -4391,7 +4398,6 @@ declare
   real_now timestamptz := app_hidden.now(null);
   clocked uuid[] := array(select c.tenant_id from app_private.test_clocks c);
   horizon timestamptz;
-  terms record;
   inv app_public.invoices;
   jobs graphile_worker.job_spec[] := '{}';
 begin
@@ -4419,13 +4425,8 @@ begin
       perform app_hidden.cancel_now(s, 'period_end', s.current_period_end);
       continue;
     end if;
-    -- The next period's price, anchor and end (12-previews.sql; preview_upcoming_invoice uses the same).
-    select * into terms from app_hidden.renewal_terms(s);
-    if s.pending_price_id is not null or terms.anchor <> s.billing_anchor then
-      update app_public.subscriptions x set price_id = (terms.price).id, pending_price_id = null, billing_anchor = terms.anchor
-      where x.id = s.id returning * into s;
-    end if;
-    inv := app_hidden.create_period_invoice(s, terms.price, s.current_period_end, terms.period_end, 'subscription_cycle', false);
+    -- The renewal of this one (12-previews.sql; preview_upcoming_invoice runs the same and rolls it back).
+    inv := app_hidden.invoice_next_period(s);
     if inv.id is not null then
       if inv.status = 'open' and (app_hidden.payment_method_for(inv)).id is not null then
         jobs := jobs || row('invoices__collect', json_build_object('invoice_id', inv.id), null,
@@ -6531,7 +6532,6 @@ create function app_public.preview_upcoming_invoice(subscription_id uuid)
 as $$
 declare
   s app_public.subscriptions;
-  terms record;
   inv app_public.invoices;
   result app_public.upcoming_invoice_preview;
 begin
@@ -6551,10 +6551,7 @@ begin
   else
     begin
       -- What renew_due does for this subscription, undone by the raise at the end of this block.
-      select * into terms from app_hidden.renewal_terms(s);
-      update app_public.subscriptions x set price_id = (terms.price).id, pending_price_id = null, billing_anchor = terms.anchor
-      where x.id = s.id returning * into s;
-      inv := app_hidden.create_period_invoice(s, terms.price, s.current_period_end, terms.period_end, 'subscription_cycle', false);
+      inv := app_hidden.invoice_next_period(s);
       result.lines := app_hidden.previewed_lines(s.tenant_id, inv.id);
       raise exception using errcode = 'ABPRV', message = 'preview: roll back';
     exception when sqlstate 'ABPRV' then
@@ -6898,6 +6895,23 @@ end;
 $$;
 comment on function app_public.set_plan_status(plan_id uuid, status text) is 'Puts a plan on sale (active), takes it off sale (archived) or back on. A plan that left draft never returns to it. Setting the current status again changes nothing, so a repeat is harmless.';
 grant execute on function app_public.set_plan_status(plan_id uuid, status text) to :ROLE_TENANT;
+
+create function app_public.subscription_price_options(subscription_id uuid)
+  returns SETOF app_public.prices
+  language sql stable security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  -- What app_hidden.perform_price_change accepts: another price of the subscription's tenant, in its currency, on sale now.
+  select p.* from app_public.subscriptions s
+  join app_public.prices p on p.tenant_id = s.tenant_id and p.currency = s.currency and p.id <> s.price_id
+  where s.id = subscription_price_options.subscription_id
+    and (app_hidden.current_customer_id() is null or s.customer_id = app_hidden.current_customer_id())
+    and app_hidden.price_on_sale(p, app_hidden.now(s.tenant_id))
+  order by p.plan_id, p.interval, p.amount_minor, p.id;
+$$;
+comment on function app_public.subscription_price_options(subscription_id uuid) is '@behavior +list -connection
+The prices a subscription may move to now (change_subscription_price accepts them): its tenant''s, in its currency, on sale, other than its own.';
+grant execute on function app_public.subscription_price_options(subscription_id uuid) to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create function app_public.update_webhook_endpoint(endpoint_id uuid, url text DEFAULT NULL::text, enabled_events text[] DEFAULT NULL::text[], description text DEFAULT NULL::text, enabled boolean DEFAULT NULL::boolean, idempotency_key text DEFAULT NULL::text)
   returns app_public.webhook_endpoints

@@ -51,6 +51,7 @@ export const exposedFunctions = new Set([
   'change_subscription_price',
   'preview_subscription_change',
   'preview_upcoming_invoice',
+  'subscription_price_options',
   'refund_quote',
   'refund_subscription',
   'refund_payment',

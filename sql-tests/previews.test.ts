@@ -19,6 +19,7 @@ import {
   getRow,
   iso,
   key,
+  prng,
   renewDue,
   setClock,
   subscribe,
@@ -92,23 +93,12 @@ async function previewLines(world: World, subId: string, priceId: string, atPeri
   return rows[0].lines;
 }
 
-/** A small deterministic generator (mulberry32): the same cases on every run. */
-function random(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const SEED = 20261207;
 const CASES = 40;
 
 describe('preview_subscription_change', () => {
   test(`equals the change it previews, to the minor unit, and writes nothing (${CASES} random cases, seed ${SEED})`, async () => {
-    const next = random(SEED);
+    const next = prng(SEED);
     const pick = <T>(values: readonly T[]): T => values[Math.floor(next() * values.length)]!;
     const effects = new Set<string>();
     for (let n = 0; n < CASES; n++) {
@@ -171,6 +161,28 @@ describe('preview_subscription_change', () => {
     assert.equal(await footprint(world, sub.id), before);
     const other = await createWorld(db);
     assert.equal((await errorOf(previewChange(other, sub.id, other.priceId, false))).detail, 'SUBSCRIPTION_NOT_FOUND', "another tenant's subscription does not exist for it");
+  });
+});
+
+describe('subscription_price_options', () => {
+  test("offers what the change accepts: the tenant's other prices in the currency, on sale now", async () => {
+    const world = await createWorld(db, { amount: 1000 });
+    const sub = await activeSubscription(db, world);
+    const other = await createPrice(db, world.tenantId, await createPlan(db, world.tenantId, { name: 'Max' }), { amount: 2500 });
+    await createPrice(db, world.tenantId, await createPlan(db, world.tenantId, { name: 'Euro' }), { amount: 900, currency: 'EUR' });
+    await createPrice(db, world.tenantId, await createPlan(db, world.tenantId, { name: 'Later', saleStartsAt: '2027-01-01T00:00:00Z' }), { amount: 700 });
+    await createPrice(db, world.tenantId, await createPlan(db, world.tenantId, { name: 'Draft', status: 'draft' }), { amount: 800 });
+    const stranger = await createWorld(db, { amount: 600 });
+    const offered = await db.asTenant(world.tenantId, (c) => c.query('select id from app_public.subscription_price_options($1)', [sub.id]));
+    assert.deepEqual(
+      offered.rows.map((r) => r.id),
+      [other],
+    );
+    // Every option is one the change accepts; what is not offered, it refuses.
+    assert.equal((await previewChange(world, sub.id, other, false)).effective, 'now');
+    assert.equal((await errorOf(previewChange(world, sub.id, stranger.priceId, false))).detail, 'PRICE_NOT_FOUND');
+    const foreign = await db.asTenant(stranger.tenantId, (c) => c.query('select id from app_public.subscription_price_options($1)', [sub.id]));
+    assert.deepEqual(foreign.rows, [], "another tenant's subscription has no options for it");
   });
 });
 

@@ -80,13 +80,13 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
     ],
     offeredFor: (params) => ['active', 'trialing'].includes(String(params.status)) && params.cancel_at_period_end !== true,
     prepare: async (client, id) => {
-      // The prices this subscription may move to: its tenant's, in its currency, on sale (SQL refuses any other).
+      // The options are what SQL would accept (app_public.subscription_price_options); the current price for the summary.
       const { rows } = await client.query<{ id: string; plan: string; amount_minor: string; currency: string; interval: string; current: boolean }>(
-        `select p.id, pl.name as plan, p.amount_minor, p.currency, p.interval, p.id = s.price_id as current
-         from app_public.subscriptions s
-         join app_public.prices p on p.tenant_id = s.tenant_id and p.currency = s.currency
+        `select p.id, pl.name as plan, p.amount_minor, p.currency, p.interval, p.current
+         from (select o.*, false as current from app_public.subscription_price_options($1) o
+               union all
+               select c.*, true from app_public.prices c join app_public.subscriptions s on s.tenant_id = c.tenant_id and s.price_id = c.id where s.id = $1) p
          join app_public.plans pl on pl.tenant_id = p.tenant_id and pl.id = p.plan_id
-         where s.id = $1 and (p.id = s.price_id or (p.active and pl.status = 'active'))
          order by pl.name, p.interval, p.amount_minor`,
         [id],
       );

@@ -24,7 +24,6 @@ declare
   real_now timestamptz := app_hidden.now(null);
   clocked uuid[] := array(select c.tenant_id from app_private.test_clocks c);
   horizon timestamptz;
-  terms record;
   inv app_public.invoices;
   jobs graphile_worker.job_spec[] := '{}';
 begin
@@ -52,13 +51,8 @@ begin
       perform app_hidden.cancel_now(s, 'period_end', s.current_period_end);
       continue;
     end if;
-    -- The next period's price, anchor and end (12-previews.sql; preview_upcoming_invoice uses the same).
-    select * into terms from app_hidden.renewal_terms(s);
-    if s.pending_price_id is not null or terms.anchor <> s.billing_anchor then
-      update app_public.subscriptions x set price_id = (terms.price).id, pending_price_id = null, billing_anchor = terms.anchor
-      where x.id = s.id returning * into s;
-    end if;
-    inv := app_hidden.create_period_invoice(s, terms.price, s.current_period_end, terms.period_end, 'subscription_cycle', false);
+    -- The renewal of this one (12-previews.sql; preview_upcoming_invoice runs the same and rolls it back).
+    inv := app_hidden.invoice_next_period(s);
     if inv.id is not null then
       if inv.status = 'open' and (app_hidden.payment_method_for(inv)).id is not null then
         jobs := jobs || row('invoices__collect', json_build_object('invoice_id', inv.id), null,

@@ -12,9 +12,12 @@
  * - app_hidden.perform_price_change: the body of change_subscription_price
  *   after its idempotency check (validation, the move, the proration invoice
  *   or credit), now shared by the change and its preview.
- * - app_hidden.renewal_terms: the price, anchor and period end of a
- *   subscription's next period, shared by renew_due and
- *   preview_upcoming_invoice.
+ * - app_hidden.invoice_next_period: what renew_due does for one subscription
+ *   (the next period's price, anchor and end; the scheduled price applied;
+ *   the period invoiced), shared by renew_due and preview_upcoming_invoice.
+ * - app_public.subscription_price_options: the prices a subscription may
+ *   move to now (what perform_price_change accepts), for the console and the
+ *   API.
  */
 
 create type app_public.previewed_line as (
@@ -83,8 +86,8 @@ as $$
 declare
   old_price app_public.prices;
   new_price app_public.prices;
-  remaining numeric;
-  total numeric;
+  remaining_seconds numeric;
+  period_seconds numeric;
   delta bigint;
   prorated bigint;
 begin
@@ -114,10 +117,10 @@ begin
   elsif coalesce(at_period_end, false) or new_price.interval <> old_price.interval or at_ >= s.current_period_end then
     update app_public.subscriptions x set pending_price_id = new_price.id where x.id = s.id returning * into subscription;
   else
-    remaining := extract(epoch from (s.current_period_end - at_));
-    total := extract(epoch from (s.current_period_end - s.current_period_start));
+    remaining_seconds := extract(epoch from (s.current_period_end - at_));
+    period_seconds := extract(epoch from (s.current_period_end - s.current_period_start));
     delta := new_price.amount_minor - old_price.amount_minor;
-    prorated := floor(abs(delta)::numeric * remaining / total)::bigint;
+    prorated := floor(abs(delta)::numeric * remaining_seconds / period_seconds)::bigint;
     update app_public.subscriptions x set price_id = new_price.id, pending_price_id = null where x.id = s.id returning * into subscription;
     if delta > 0 and prorated > 0 then
       insert into app_public.invoices (tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
@@ -210,24 +213,48 @@ comment on function app_public.preview_subscription_change(subscription_id uuid,
   E'What change_subscription_price with these arguments would do now, computed by the same SQL and rolled back: the proration invoice and its lines, the balance it takes, what is charged now, the credit of a downgrade, the next renewal. Changes nothing (no idempotency key); refuses what the change would refuse, with the same codes.';
 grant execute on function app_public.preview_subscription_change(subscription_id uuid, new_price_id uuid, at_period_end boolean) to :ROLE_OPERATOR, :ROLE_TENANT;
 
-create function app_hidden.renewal_terms(s app_public.subscriptions, out price app_public.prices, out anchor timestamptz, out period_end timestamptz)
-  returns record
-  language plpgsql stable
+create function app_hidden.invoice_next_period(s app_public.subscriptions)
+  returns app_public.invoices
+  language plpgsql volatile
 as $$
 declare
   old_interval text;
   tz text;
+  price app_public.prices;
+  anchor timestamptz;
 begin
   select t.time_zone into tz from app_public.tenants t where t.id = s.tenant_id;
   select p.interval into old_interval from app_public.prices p where p.tenant_id = s.tenant_id and p.id = s.price_id;
   select * into price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = coalesce(s.pending_price_id, s.price_id);
   -- A new interval, or the end of a trial, starts a new anchor.
   anchor := case when price.interval = old_interval and s.status <> 'trialing' then s.billing_anchor else s.current_period_end end;
-  period_end := app_hidden.next_period_end(anchor, price.interval, tz, s.current_period_end);
+  if s.pending_price_id is not null or anchor <> s.billing_anchor then
+    update app_public.subscriptions x set price_id = price.id, pending_price_id = null, billing_anchor = anchor
+    where x.id = s.id returning * into s;
+  end if;
+  return app_hidden.create_period_invoice(s, price, s.current_period_end,
+    app_hidden.next_period_end(anchor, price.interval, tz, s.current_period_end), 'subscription_cycle', false);
 end;
 $$;
-comment on function app_hidden.renewal_terms(s app_public.subscriptions) is
-  'The next period of a subscription: its price (the scheduled one if any), billing anchor and end on the tenant''s clock. Shared by renew_due and preview_upcoming_invoice.';
+comment on function app_hidden.invoice_next_period(s app_public.subscriptions) is
+  'Renewal of one locked, due subscription (renew_due; preview_upcoming_invoice, rolled back): the next period''s price (the scheduled one if any), anchor and end on the tenant''s clock, the scheduled price applied, the period invoiced and finalised without queueing its charge (null if already invoiced).';
+
+create function app_public.subscription_price_options(subscription_id uuid)
+  returns setof app_public.prices
+  language sql stable security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  -- What app_hidden.perform_price_change accepts: another price of the subscription's tenant, in its currency, on sale now.
+  select p.* from app_public.subscriptions s
+  join app_public.prices p on p.tenant_id = s.tenant_id and p.currency = s.currency and p.id <> s.price_id
+  where s.id = subscription_price_options.subscription_id
+    and (app_hidden.current_customer_id() is null or s.customer_id = app_hidden.current_customer_id())
+    and app_hidden.price_on_sale(p, app_hidden.now(s.tenant_id))
+  order by p.plan_id, p.interval, p.amount_minor, p.id;
+$$;
+comment on function app_public.subscription_price_options(subscription_id uuid) is
+  E'@behavior +list -connection\nThe prices a subscription may move to now (change_subscription_price accepts them): its tenant''s, in its currency, on sale, other than its own.';
+grant execute on function app_public.subscription_price_options(subscription_id uuid) to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create function app_public.preview_upcoming_invoice(subscription_id uuid)
   returns app_public.upcoming_invoice_preview
@@ -236,7 +263,6 @@ create function app_public.preview_upcoming_invoice(subscription_id uuid)
 as $$
 declare
   s app_public.subscriptions;
-  terms record;
   inv app_public.invoices;
   result app_public.upcoming_invoice_preview;
 begin
@@ -256,10 +282,7 @@ begin
   else
     begin
       -- What renew_due does for this subscription, undone by the raise at the end of this block.
-      select * into terms from app_hidden.renewal_terms(s);
-      update app_public.subscriptions x set price_id = (terms.price).id, pending_price_id = null, billing_anchor = terms.anchor
-      where x.id = s.id returning * into s;
-      inv := app_hidden.create_period_invoice(s, terms.price, s.current_period_end, terms.period_end, 'subscription_cycle', false);
+      inv := app_hidden.invoice_next_period(s);
       result.lines := app_hidden.previewed_lines(s.tenant_id, inv.id);
       raise exception using errcode = 'ABPRV', message = 'preview: roll back';
     exception when sqlstate 'ABPRV' then
