@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import { createCustomer, createPaymentMethod, createPrice, createWorld, errorOf, key, payInvoice, renewDue, setClock, type Row, type World } from './support/billing.ts';
+import { createCustomer, createPaymentMethod, createPrice, createWorld, errorOf, key, payInvoice, prng, renewDue, setClock, type Row, type World } from './support/billing.ts';
 
 let db: TestDatabase;
 before(async () => {
@@ -22,18 +22,6 @@ before(async () => {
 after(async () => {
   await db?.drop();
 });
-
-/** mulberry32: a small deterministic PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The result, or undefined when a business rule (SQLSTATE class AB) refused the call: random steps may ask for refused things. */
 async function businessRule<T>(promise: Promise<T>): Promise<T | undefined> {

@@ -11,6 +11,18 @@ import { createTestDatabase, type TestDatabase } from '../../test/support/databa
 
 export type Row = Record<string, any>;
 
+/** mulberry32: a small deterministic PRNG, for randomised tests that replay from a seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 export function key(prefix = 'k'): string {
   return `${prefix}-${randomUUID()}`;
 }

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { activeSubscription, createWorld, getRow, type Row, type World } from '../../sql-tests/support/billing.ts';
 import { launchChromium } from '../support/browser.ts';
-import { startConsole, type RunningConsole } from '../support/console.ts';
+import { signInPage, startConsole, type RunningConsole } from '../support/console.ts';
 
 const SCREENSHOTS = '/tmp/abonement-console-billing';
 
@@ -74,10 +74,7 @@ async function signedIn(role: string): Promise<{ context: BrowserContext; page: 
   page.on('console', (message) => {
     if (message.type() === 'error' && !message.text().startsWith('Warning: ')) seen.errors.push(message.text());
   });
-  await page.goto(`${origin}/admin/login`);
-  await page.locator('input[name="email"]').fill(`${role}@example.com`);
-  await page.locator('input[name="password"]').fill(`${role}-password-123`);
-  await Promise.all([page.waitForURL(`${origin}/admin`), page.locator('form button').click()]);
+  await signInPage(page, origin, `${role}@example.com`, `${role}-password-123`);
   await page.getByTestId('console-dashboard').waitFor();
   return { context, page, seen };
 }

@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import type { Browser } from 'playwright-core';
 import { activeSubscription, createPlan, createPrice, createWorld, getRow, setClock, type Row, type World } from '../../sql-tests/support/billing.ts';
 import { launchChromium } from '../support/browser.ts';
-import { startConsole, type RunningConsole } from '../support/console.ts';
+import { signInPage, startConsole, type RunningConsole } from '../support/console.ts';
 
 const SCREENSHOTS = '/tmp/abonement-console-price-change';
 
@@ -50,10 +50,7 @@ test('support previews a price change, may submit only what was previewed, and i
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   const origin = running.url;
-  await page.goto(`${origin}/admin/login`);
-  await page.locator('input[name="email"]').fill('support@example.com');
-  await page.locator('input[name="password"]').fill('support-password-123');
-  await Promise.all([page.waitForURL(`${origin}/admin`), page.locator('form button').click()]);
+  await signInPage(page, origin, 'support@example.com', 'support-password-123');
 
   await page.goto(`${origin}/admin/resources/subscriptions/records/${subscription.id}/changePrice`);
   const price = page.getByTestId('field-new_price_id');

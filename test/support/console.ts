@@ -18,9 +18,18 @@ import { parseConfig, type Config } from '../../lib/config.ts';
 import { redactedPaths, type Logger } from '../../lib/logger.ts';
 import { hashPassword } from '../../lib/passwords.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
+import type { Page } from 'playwright-core';
 
 export const ADMIN_EMAIL = 'admin@example.com';
 export const ADMIN_PASSWORD = 'first-admin-password-for-tests';
+
+/** Signs in through the console's login form in a browser page; resolves on the dashboard's URL. */
+export async function signInPage(page: Page, origin: string, email: string, password: string): Promise<void> {
+  await page.goto(`${origin}/admin/login`);
+  await page.locator('input[name="email"]').fill(email);
+  await page.locator('input[name="password"]').fill(password);
+  await Promise.all([page.waitForURL(`${origin}/admin`), page.locator('form button').click()]);
+}
 
 export interface RunningConsole {
   url: string;
