@@ -33,8 +33,8 @@ import { asOperator } from './operator-claims.ts';
 export interface FormField {
   name: string;
   label: string;
-  /** `amount`: a non-negative integer of minor units (bigint), checked before SQL sees it. */
-  type: 'text' | 'amount' | 'select';
+  /** `amount`: a non-negative integer of minor units (bigint); `count`: a whole number (seats); both checked before SQL sees them. */
+  type: 'text' | 'amount' | 'count' | 'select';
   options?: ReadonlyArray<{ value: string; label: string }>;
   /** A record param whose value pre-fills the field (e.g. refundable_minor from `prepare`). */
   defaultParam?: string;
@@ -140,6 +140,7 @@ function validate(fields: readonly FormField[], payload: Record<string, unknown>
     if (field.type === 'amount' && value !== '' && !AMOUNT.test(value)) {
       return { error: `INVALID_INPUT: ${field.label} must be a whole number of minor units (e.g. 1050 for 10.50)` };
     }
+    if (field.type === 'count' && value !== '' && !/^[0-9]{1,9}$/.test(value)) return { error: `INVALID_INPUT: ${field.label} must be a whole number` };
     if (field.type === 'select' && field.optionsParam) {
       // Options of the record are ids: their form is checked here, whether this record may use one is SQL's to say.
       if (value !== '' && !UUID.test(value)) return { error: `INVALID_INPUT: ${field.label} must be one of the options offered` };

@@ -375,6 +375,58 @@ end;
 $$;
 comment on function app_hidden.cancel_now(s app_public.subscriptions, reason text, ended timestamp with time zone) is 'Cancels a subscription at once (ended at `ended`, default now) with a cancellation reason, and voids its unpaid invoices.';
 
+create function app_hidden.change_subscription(op text, subscription_id uuid, new_price_id uuid, new_quantity integer, at_period_end boolean, idempotency_key text)
+  returns app_public.subscriptions
+  language plpgsql volatile
+as $$
+declare
+  s app_public.subscriptions;
+  request jsonb;
+  stored jsonb;
+  result app_public.subscriptions;
+  effective text;
+begin
+  perform app_hidden.require_operator_role('admin', 'support');
+  perform app_hidden.check_quantity(new_quantity);
+  s := app_hidden.subscription_for_update(subscription_id);
+  request := jsonb_build_object('subscription_id', subscription_id, 'new_price_id', new_price_id, 'at_period_end', coalesce(at_period_end, false));
+  if op = 'change_subscription' then
+    request := request || jsonb_build_object('new_quantity', new_quantity);
+  end if;
+  stored := app_hidden.idempotency_begin(s.tenant_id, idempotency_key, op, request);
+  if stored is not null then
+    return jsonb_populate_record(null::app_public.subscriptions, stored);
+  end if;
+  result := (app_hidden.perform_change(s, new_price_id, new_quantity, at_period_end, app_hidden.now(s.tenant_id))).subscription;
+  -- Something changed (perform_change refuses otherwise): if neither the price nor the quantity did now, it is scheduled.
+  effective := case when result.price_id = s.price_id and result.quantity = s.quantity then 'period_end' else 'now' end;
+  if new_price_id is not null and new_price_id <> s.price_id then
+    perform app_hidden.emit_event(s.tenant_id, 'subscription.price_changed', 'subscription', s.id,
+      jsonb_build_object('subscription_id', s.id, 'old_price_id', s.price_id, 'new_price_id', new_price_id, 'effective', effective));
+  end if;
+  if new_quantity is not null and new_quantity <> s.quantity then
+    perform app_hidden.emit_event(s.tenant_id, 'subscription.quantity_changed', 'subscription', s.id,
+      jsonb_build_object('subscription_id', s.id, 'old_quantity', s.quantity, 'new_quantity', new_quantity, 'effective', effective));
+  end if;
+  perform app_hidden.audit(op, s.tenant_id, 'app_public.subscriptions', s.id, to_jsonb(s), to_jsonb(result));
+  perform app_hidden.idempotency_finish(s.tenant_id, idempotency_key, to_jsonb(result));
+  return result;
+end;
+$$;
+comment on function app_hidden.change_subscription(op text, subscription_id uuid, new_price_id uuid, new_quantity integer, at_period_end boolean, idempotency_key text) is 'change_subscription and change_subscription_price (op, their idempotency operation): role check, lock, idempotency, app_hidden.perform_change, subscription.price_changed and subscription.quantity_changed events, audit.';
+
+create function app_hidden.check_quantity(quantity integer)
+  returns void
+  language plpgsql immutable
+as $$
+begin
+  if quantity is not null and (quantity < 1 or quantity > 1000000) then
+    perform app_hidden.raise_error('INVALID_QUANTITY', 'quantity must be a whole number from 1 to 1000000', 'AB400');
+  end if;
+end;
+$$;
+comment on function app_hidden.check_quantity(quantity integer) is 'INVALID_QUANTITY unless null or 1 to 1,000,000 (the subscriptions_quantity_check range), raised before anything is written.';
+
 create function app_hidden.check_webhook_url(url text, test_mode boolean)
   returns text
   language plpgsql stable
@@ -504,7 +556,7 @@ begin
   insert into app_public.invoices (tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
     period_start, period_end, subtotal_minor, due_at, created_at)
   values (s.tenant_id, s.customer_id, s.id, price.id, reason, app_hidden.next_invoice_number(s.tenant_id, at_), s.currency, 'draft',
-    create_period_invoice.period_start, create_period_invoice.period_end, price.amount_minor, create_period_invoice.period_start, at_)
+    create_period_invoice.period_start, create_period_invoice.period_end, price.amount_minor * s.quantity, create_period_invoice.period_start, at_)
   on conflict (tenant_id, subscription_id, period_start) where is_period do nothing
   returning * into inv;
   if inv.id is null then
@@ -513,7 +565,7 @@ begin
   select p.name into plan_name from app_public.plans p where p.tenant_id = price.tenant_id and p.id = price.plan_id;
   insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
     price_id, period_start, period_end, created_at)
-  values (s.tenant_id, inv.id, s.customer_id, format('%s (%sly)', plan_name, price.interval), 1, price.amount_minor, price.amount_minor,
+  values (s.tenant_id, inv.id, s.customer_id, format('%s (%sly)', plan_name, price.interval), s.quantity, price.amount_minor, price.amount_minor * s.quantity,
     price.id, create_period_invoice.period_start, create_period_invoice.period_end, at_);
   return app_hidden.finalize_invoice(inv.id, queue_collection);
 end;
@@ -804,15 +856,17 @@ begin
   select * into price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = coalesce(s.pending_price_id, s.price_id);
   -- A new interval, or the end of a trial, starts a new anchor.
   anchor := case when price.interval = old_interval and s.status <> 'trialing' then s.billing_anchor else s.current_period_end end;
-  if s.pending_price_id is not null or anchor <> s.billing_anchor then
-    update app_public.subscriptions x set price_id = price.id, pending_price_id = null, billing_anchor = anchor
+  if s.pending_price_id is not null or s.pending_quantity is not null or anchor <> s.billing_anchor then
+    update app_public.subscriptions x
+    set price_id = price.id, pending_price_id = null, quantity = coalesce(x.pending_quantity, x.quantity), pending_quantity = null,
+        billing_anchor = anchor
     where x.id = s.id returning * into s;
   end if;
   return app_hidden.create_period_invoice(s, price, s.current_period_end,
     app_hidden.next_period_end(anchor, price.interval, tz, s.current_period_end), 'subscription_cycle', false);
 end;
 $$;
-comment on function app_hidden.invoice_next_period(s app_public.subscriptions) is 'Renewal of one locked, due subscription (renew_due; preview_upcoming_invoice, rolled back): the next period''s price (the scheduled one if any), anchor and end on the tenant''s clock, the scheduled price applied, the period invoiced and finalised without queueing its charge (null if already invoiced).';
+comment on function app_hidden.invoice_next_period(s app_public.subscriptions) is 'Renewal of one locked, due subscription (renew_due; preview_upcoming_invoice, rolled back): the next period''s price and quantity (the scheduled ones if any), anchor and end on the tenant''s clock, the scheduled changes applied, the period invoiced and finalised without queueing its charge (null if already invoiced).';
 
 create function app_hidden.is_secret_name(name text)
   returns boolean
@@ -1017,49 +1071,71 @@ $$;
 comment on function app_hidden.payment_review_reason(p app_public.payments) is 'Why a payment needs a person, or null: outcome_unknown, stuck_in_flight (unchanged for 15 minutes), gateway_error (latest attempt of an open invoice).';
 grant execute on function app_hidden.payment_review_reason(p app_public.payments) to :ROLE_OPERATOR;
 
-create function app_hidden.perform_price_change(s app_public.subscriptions, new_price_id uuid, at_period_end boolean, at_ timestamp with time zone, OUT subscription app_public.subscriptions, OUT invoice app_public.invoices, OUT credit_minor bigint)
+create function app_hidden.perform_change(s app_public.subscriptions, new_price_id uuid, new_quantity integer, at_period_end boolean, at_ timestamp with time zone, OUT subscription app_public.subscriptions, OUT invoice app_public.invoices, OUT credit_minor bigint)
   returns record
   language plpgsql volatile
 as $$
 declare
   old_price app_public.prices;
   new_price app_public.prices;
+  quantity_ integer := coalesce(new_quantity, s.quantity);
+  price_moves boolean;
+  quantity_moves boolean;
   remaining_seconds numeric;
   period_seconds numeric;
   delta bigint;
   prorated bigint;
 begin
   credit_minor := 0;
-  select * into old_price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = s.price_id;
-  select * into new_price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = perform_price_change.new_price_id;
-  if not found then
-    perform app_hidden.raise_error('PRICE_NOT_FOUND', format('price %s not found', new_price_id), 'AB404');
+  perform app_hidden.check_quantity(new_quantity);
+  if new_price_id is null and new_quantity is null then
+    perform app_hidden.raise_error('NOTHING_TO_CHANGE', 'give a new price, a new quantity or both', 'AB400');
   end if;
-  if new_price.id = old_price.id then
-    perform app_hidden.raise_error('PRICE_UNCHANGED', 'the subscription already has this price', 'AB400');
+  select * into old_price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = s.price_id;
+  new_price := old_price;
+  if new_price_id is not null then
+    select * into new_price from app_public.prices p where p.tenant_id = s.tenant_id and p.id = perform_change.new_price_id;
+    if not found then
+      perform app_hidden.raise_error('PRICE_NOT_FOUND', format('price %s not found', new_price_id), 'AB404');
+    end if;
+  end if;
+  price_moves := new_price.id <> old_price.id;
+  quantity_moves := quantity_ <> s.quantity;
+  if not price_moves and not quantity_moves then
+    if new_quantity is null then
+      perform app_hidden.raise_error('PRICE_UNCHANGED', 'the subscription already has this price', 'AB400');
+    end if;
+    perform app_hidden.raise_error('NOTHING_TO_CHANGE', format('the subscription already has this price and %s seats', s.quantity), 'AB400');
   end if;
   if new_price.currency <> s.currency then
     perform app_hidden.raise_error('CURRENCY_MISMATCH',
       format('the subscription is billed in %s; this price is in %s', s.currency, new_price.currency), 'AB422');
   end if;
-  if not app_hidden.price_on_sale(new_price, at_) then
+  -- Only a new price must be on sale: a subscriber keeps an old price, and may change its seats, after its sale ends.
+  if price_moves and not app_hidden.price_on_sale(new_price, at_) then
     perform app_hidden.raise_error('PLAN_NOT_ON_SALE', 'this plan cannot be bought now (inactive or outside its sale window)', 'AB422');
   end if;
   if s.status not in ('active', 'trialing') or s.cancel_at_period_end then
-    perform app_hidden.raise_error('SUBSCRIPTION_NOT_ACTIVE', format('a %s subscription cannot change price', s.status), 'AB422');
+    perform app_hidden.raise_error('SUBSCRIPTION_NOT_ACTIVE', format('a %s subscription cannot change', s.status), 'AB422');
   end if;
 
   if s.status = 'trialing' then
-    -- Nothing was paid yet: the first invoice after the trial simply uses the new price.
-    update app_public.subscriptions x set price_id = new_price.id, pending_price_id = null where x.id = s.id returning * into subscription;
+    -- Nothing was paid yet: the first invoice after the trial simply uses the new price and quantity.
+    update app_public.subscriptions x set price_id = new_price.id, quantity = quantity_, pending_price_id = null, pending_quantity = null
+    where x.id = s.id returning * into subscription;
   elsif coalesce(at_period_end, false) or new_price.interval <> old_price.interval or at_ >= s.current_period_end then
-    update app_public.subscriptions x set pending_price_id = new_price.id where x.id = s.id returning * into subscription;
+    update app_public.subscriptions x
+    set pending_price_id = case when price_moves then new_price.id else x.pending_price_id end,
+        pending_quantity = case when quantity_moves then quantity_ else x.pending_quantity end
+    where x.id = s.id returning * into subscription;
   else
+    -- One proration for the whole change: the new period amount against the old, for the time left.
     remaining_seconds := extract(epoch from (s.current_period_end - at_));
     period_seconds := extract(epoch from (s.current_period_end - s.current_period_start));
-    delta := new_price.amount_minor - old_price.amount_minor;
+    delta := new_price.amount_minor * quantity_ - old_price.amount_minor * s.quantity;
     prorated := floor(abs(delta)::numeric * remaining_seconds / period_seconds)::bigint;
-    update app_public.subscriptions x set price_id = new_price.id, pending_price_id = null where x.id = s.id returning * into subscription;
+    update app_public.subscriptions x set price_id = new_price.id, quantity = quantity_, pending_price_id = null, pending_quantity = null
+    where x.id = s.id returning * into subscription;
     if delta > 0 and prorated > 0 then
       insert into app_public.invoices (tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
         period_start, period_end, subtotal_minor, due_at, created_at)
@@ -1068,18 +1144,21 @@ begin
       returning * into invoice;
       insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
         price_id, period_start, period_end)
-      values (s.tenant_id, invoice.id, s.customer_id, 'Proration: remaining time at the new price', 1, prorated, prorated,
-        new_price.id, at_, s.current_period_end);
+      values (s.tenant_id, invoice.id, s.customer_id,
+        case when not quantity_moves then 'Proration: remaining time at the new price'
+             when not price_moves then format('Proration: remaining time, %s → %s seats', s.quantity, quantity_)
+             else format('Proration: remaining time at the new price, %s → %s seats', s.quantity, quantity_) end,
+        1, prorated, prorated, new_price.id, at_, s.current_period_end);
       invoice := app_hidden.finalize_invoice(invoice.id);
     elsif delta < 0 and prorated > 0 then
       perform app_hidden.add_balance_transaction(s.tenant_id, s.customer_id, s.currency, prorated, 'downgrade_credit', null, null,
-        'Unused time at the previous price');
+        case when quantity_moves and not price_moves then 'Unused time of the removed seats' else 'Unused time at the previous price' end);
       credit_minor := prorated;
     end if;
   end if;
 end;
 $$;
-comment on function app_hidden.perform_price_change(s app_public.subscriptions, new_price_id uuid, at_period_end boolean, at_ timestamp with time zone, OUT subscription app_public.subscriptions, OUT invoice app_public.invoices, OUT credit_minor bigint) is 'The price change of change_subscription_price (validation, the move, the proration invoice or the downgrade credit), shared with preview_subscription_change. s must be locked.';
+comment on function app_hidden.perform_change(s app_public.subscriptions, new_price_id uuid, new_quantity integer, at_period_end boolean, at_ timestamp with time zone, OUT subscription app_public.subscriptions, OUT invoice app_public.invoices, OUT credit_minor bigint) is 'A change of price, quantity or both (validation, the move, one proration invoice or downgrade credit for the difference of the period amounts), shared by change_subscription, change_subscription_price and preview_subscription_change. Null new_price_id or new_quantity keeps it. s must be locked.';
 
 create function app_hidden.previewed_lines(tenant uuid, invoice uuid)
   returns app_public.previewed_line[]
@@ -3439,7 +3518,8 @@ begin
     when 'payment_succeeded', 'payment_failed' then amount := pay.amount_minor; currency_ := pay.currency;
     when 'refund_succeeded' then amount := ref.amount_minor; currency_ := ref.currency;
     when 'subscription_renewed' then amount := inv.amount_due_minor; currency_ := inv.currency;
-    else amount := price.amount_minor; currency_ := price.currency;
+    -- Per seat (docs/api.md, "Seats"): the quantity the event names (a reminder: the next period's), else the subscription's.
+    else amount := price.amount_minor * coalesce((e.data->>'quantity')::int, sub.quantity, 1); currency_ := price.currency;
   end case;
   if m.template = 'payment_failed' and inv.id is not null then
     -- An open checkout (or 3-D Secure page) of the same invoice is where the customer can pay now.
@@ -3874,7 +3954,7 @@ begin
   latest := coalesce(latest, real_now);
   for s in
     select sub.id, sub.tenant_id, sub.customer_id, sub.current_period_end, sub.currency,
-           coalesce(sub.pending_price_id, sub.price_id) as price_id, t.renewal_notice_days as days
+           coalesce(sub.pending_price_id, sub.price_id) as price_id, coalesce(sub.pending_quantity, sub.quantity) as quantity, t.renewal_notice_days as days
     from app_public.subscriptions sub
     join app_public.tenants t on t.id = sub.tenant_id
     where sub.status in ('active', 'trialing')
@@ -3896,7 +3976,7 @@ begin
     if found then
       event_ := app_hidden.emit_event(s.tenant_id, 'subscription.renewal_upcoming', 'subscription', s.id, (
         select jsonb_build_object('subscription_id', s.id, 'customer_id', s.customer_id, 'period_end', s.current_period_end,
-                                  'days', s.days, 'price_id', p.id, 'amount_minor', p.amount_minor, 'currency', p.currency,
+                                  'days', s.days, 'price_id', p.id, 'quantity', s.quantity, 'amount_minor', p.amount_minor * s.quantity, 'currency', p.currency,
                                   'interval', p.interval)
         from app_public.prices p where p.tenant_id = s.tenant_id and p.id = s.price_id));
       update app_private.renewal_reminders r set event_id = event_
@@ -5587,11 +5667,15 @@ create table app_public.subscriptions (
   started_at timestamp with time zone not null,
   created_at timestamp with time zone default app_hidden.now() not null,
   updated_at timestamp with time zone default app_hidden.now() not null,
+  quantity integer default 1 not null,
+  pending_quantity integer,
   constraint subscriptions_pkey PRIMARY KEY (id),
   constraint subscriptions_tenant_id_id_currency_key UNIQUE (tenant_id, id, currency),
   constraint subscriptions_tenant_id_id_key UNIQUE (tenant_id, id),
   constraint subscriptions_cancellation_reason_check CHECK (cancellation_reason = ANY (ARRAY['requested'::text, 'payment_failed'::text, 'refunded'::text, 'period_end'::text, 'operator'::text])),
+  constraint subscriptions_pending_quantity_check CHECK (pending_quantity >= 1 AND pending_quantity <= 1000000),
   constraint subscriptions_period CHECK (current_period_end > current_period_start),
+  constraint subscriptions_quantity_check CHECK (quantity >= 1 AND quantity <= 1000000),
   constraint subscriptions_status_check CHECK (status = ANY (ARRAY['incomplete'::text, 'incomplete_expired'::text, 'trialing'::text, 'active'::text, 'past_due'::text, 'paused'::text, 'canceled'::text])),
   constraint subscriptions_currency_fkey FOREIGN KEY (currency) REFERENCES app_public.currencies(code) ON DELETE RESTRICT,
   constraint subscriptions_customer_fkey FOREIGN KEY (tenant_id, customer_id) REFERENCES app_public.customers(tenant_id, id) ON DELETE RESTRICT,
@@ -5604,6 +5688,8 @@ comment on table app_public.subscriptions is '@name billing_subscriptions
 A customer''s subscription to a price. Status moves only along app_private.state_transitions (docs/data-model.md, "State machines"). For customers: trialing/active read as valid, incomplete/past_due as awaiting payment, canceled/incomplete_expired as ended.';
 comment on column app_public.subscriptions.billing_anchor is 'Periods end at billing_anchor + n months/years on the tenant''s wall clock, so Jan 31 renews Feb 28/29, then Mar 31.';
 comment on column app_public.subscriptions.pending_price_id is 'A price change scheduled for the next period (downgrades at period end, interval changes).';
+comment on column app_public.subscriptions.quantity is 'Seats: each period invoice bills quantity × the price''s amount_minor.';
+comment on column app_public.subscriptions.pending_quantity is 'A quantity change scheduled for the next period (change_subscription with at_period_end).';
 CREATE INDEX subscriptions_created_at_idx ON app_public.subscriptions USING btree (created_at DESC);
 CREATE INDEX subscriptions_customer_idx ON app_public.subscriptions USING btree (tenant_id, customer_id, created_at DESC);
 CREATE INDEX subscriptions_due_idx ON app_public.subscriptions USING btree (current_period_end) WHERE (status = ANY (ARRAY['active'::text, 'trialing'::text]));
@@ -5850,9 +5936,11 @@ create type app_public.subscription_change_preview as (
   next_invoice_at timestamp with time zone,
   next_price_id uuid,
   next_amount_minor bigint,
-  previewed_at timestamp with time zone
+  previewed_at timestamp with time zone,
+  quantity integer,
+  next_quantity integer
 );
-comment on type app_public.subscription_change_preview is 'What change_subscription_price would do now. effective: now (switched now, prorated), period_end (scheduled for the next period, no proration) or trial (the first invoice after the trial uses the new price). invoice_subtotal_minor and lines: the proration invoice made now (0 and no lines if none); balance_applied_minor: the part of it the customer''s balance pays; amount_due_minor: what is charged now; credit_minor: unused time credited to the balance (downgrade). next_invoice_at, next_price_id, next_amount_minor: the renewal after the change (the price''s amount, before any balance).';
+comment on type app_public.subscription_change_preview is 'What change_subscription (or change_subscription_price) with these arguments would do now. effective: now (switched now, prorated), period_end (scheduled for the next period, no proration) or trial (the first invoice after the trial uses the new price and quantity). invoice_subtotal_minor and lines: the proration invoice made now (0 and no lines if none); balance_applied_minor: the part of it the customer''s balance pays; amount_due_minor: what is charged now; credit_minor: unused time credited to the balance (a downgrade or fewer seats). price_id, quantity: what the change asks for (null arguments: the current ones). next_invoice_at, next_price_id, next_quantity, next_amount_minor: the renewal after the change (quantity × the price''s amount, before any balance).';
 grant usage on type app_public.subscription_change_preview to public;
 
 create type app_public.upcoming_invoice_preview as (
@@ -5940,33 +6028,24 @@ $$;
 comment on function app_public.cancel_subscription(subscription_id uuid, at_period_end boolean, idempotency_key text) is 'Cancels now (unpaid invoices are voided) or at the end of the current period (renew_due then ends it instead of renewing).';
 grant execute on function app_public.cancel_subscription(subscription_id uuid, at_period_end boolean, idempotency_key text) to :ROLE_CUSTOMER, :ROLE_OPERATOR, :ROLE_TENANT;
 
-create function app_public.change_subscription_price(subscription_id uuid, new_price_id uuid, at_period_end boolean, idempotency_key text)
+create function app_public.change_subscription(subscription_id uuid, new_price_id uuid DEFAULT NULL::uuid, new_quantity integer DEFAULT NULL::integer, at_period_end boolean DEFAULT false, idempotency_key text DEFAULT NULL::text)
   returns app_public.subscriptions
-  language plpgsql volatile security definer
+  language sql volatile security definer
   set search_path to pg_catalog, public, pg_temp
 as $$
-declare
-  s app_public.subscriptions;
-  stored jsonb;
-  result app_public.subscriptions;
-begin
-  perform app_hidden.require_operator_role('admin', 'support');
-  s := app_hidden.subscription_for_update(subscription_id);
-  stored := app_hidden.idempotency_begin(s.tenant_id, idempotency_key, 'change_subscription_price', jsonb_build_object(
-    'subscription_id', subscription_id, 'new_price_id', new_price_id, 'at_period_end', coalesce(at_period_end, false)));
-  if stored is not null then
-    return jsonb_populate_record(null::app_public.subscriptions, stored);
-  end if;
-  result := (app_hidden.perform_price_change(s, new_price_id, at_period_end, app_hidden.now(s.tenant_id))).subscription;
-  perform app_hidden.emit_event(s.tenant_id, 'subscription.price_changed', 'subscription', s.id,
-    jsonb_build_object('subscription_id', s.id, 'old_price_id', s.price_id, 'new_price_id', new_price_id,
-                       'effective', case when result.pending_price_id is not null then 'period_end' else 'now' end));
-  perform app_hidden.audit('change_subscription_price', s.tenant_id, 'app_public.subscriptions', s.id, to_jsonb(s), to_jsonb(result));
-  perform app_hidden.idempotency_finish(s.tenant_id, idempotency_key, to_jsonb(result));
-  return result;
-end;
+  select app_hidden.change_subscription('change_subscription', subscription_id, new_price_id, new_quantity, at_period_end, idempotency_key);
 $$;
-comment on function app_public.change_subscription_price(subscription_id uuid, new_price_id uuid, at_period_end boolean, idempotency_key text) is 'Upgrade or downgrade. Same interval: now, with floor((new − old) × remaining/period) charged on a proration invoice (upgrade) or credited to the customer balance (downgrade). at_period_end or an interval change: scheduled for the next period, no proration.';
+comment on function app_public.change_subscription(subscription_id uuid, new_price_id uuid, new_quantity integer, at_period_end boolean, idempotency_key text) is 'Changes a subscription''s price, its quantity (seats) or both; null keeps either. Same interval: now, with floor((new period amount − old) × remaining/period) charged on one proration invoice or credited to the customer balance, where a period amount is quantity × the price''s amount. at_period_end or an interval change: scheduled for the next period, nothing prorated. In a trial: applied to the first invoice. INVALID_QUANTITY outside 1 to 1,000,000; NOTHING_TO_CHANGE when nothing differs.';
+grant execute on function app_public.change_subscription(subscription_id uuid, new_price_id uuid, new_quantity integer, at_period_end boolean, idempotency_key text) to :ROLE_OPERATOR, :ROLE_TENANT;
+
+create function app_public.change_subscription_price(subscription_id uuid, new_price_id uuid, at_period_end boolean, idempotency_key text)
+  returns app_public.subscriptions
+  language sql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select app_hidden.change_subscription('change_subscription_price', subscription_id, new_price_id, null, at_period_end, idempotency_key);
+$$;
+comment on function app_public.change_subscription_price(subscription_id uuid, new_price_id uuid, at_period_end boolean, idempotency_key text) is 'Upgrade or downgrade, keeping the quantity: change_subscription with only a new price.';
 grant execute on function app_public.change_subscription_price(subscription_id uuid, new_price_id uuid, at_period_end boolean, idempotency_key text) to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create function app_public.create_api_key(name text DEFAULT NULL::text, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, idempotency_key text DEFAULT NULL::text)
@@ -6219,7 +6298,7 @@ $$;
 comment on function app_public.create_price(plan_id uuid, currency text, "interval" text, amount_minor bigint, idempotency_key text) is 'Adds a price (amount in minor units of currency, per month or year) to one of the tenant''s plans. One active price per plan, currency and interval; amounts never change (deactivate and create another). Idempotent per key.';
 grant execute on function app_public.create_price(plan_id uuid, currency text, "interval" text, amount_minor bigint, idempotency_key text) to :ROLE_TENANT;
 
-create function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text)
+create function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer DEFAULT 1)
   returns app_public.subscriptions
   language plpgsql volatile security definer
   set search_path to pg_catalog, public, pg_temp
@@ -6233,15 +6312,20 @@ declare
   at_ timestamptz;
   period_end_ timestamptz;
   result app_public.subscriptions;
+  quantity_ integer;
 begin
   perform app_hidden.require_operator_role('admin');
+  perform app_hidden.check_quantity(create_subscription.quantity);
+  quantity_ := coalesce(create_subscription.quantity, 1);
   select * into cust from app_public.customers c where c.id = create_subscription.customer_id;
   if not found then
     perform app_hidden.raise_error('CUSTOMER_NOT_FOUND', format('customer %s not found', create_subscription.customer_id), 'AB404');
   end if;
   stored := app_hidden.idempotency_begin(cust.tenant_id, idempotency_key, 'create_subscription', jsonb_build_object(
     'customer_id', create_subscription.customer_id, 'price_id', create_subscription.price_id,
-    'payment_method_id', create_subscription.payment_method_id));
+    'payment_method_id', create_subscription.payment_method_id)
+    -- One seat is the request it always was, so keys stored before seats replay.
+    || case when quantity_ = 1 then '{}'::jsonb else jsonb_build_object('quantity', quantity_) end);
   if stored is not null then
     return jsonb_populate_record(null::app_public.subscriptions, stored);
   end if;
@@ -6273,16 +6357,16 @@ begin
 
   if plan.trial_days > 0 then
     period_end_ := app_hidden.add_calendar(at_, 'day', plan.trial_days, tz);
-    insert into app_public.subscriptions (tenant_id, customer_id, price_id, currency, payment_method_id, status,
+    insert into app_public.subscriptions (tenant_id, customer_id, price_id, quantity, currency, payment_method_id, status,
       current_period_start, current_period_end, billing_anchor, trial_end, started_at, created_at)
-    values (cust.tenant_id, cust.id, price.id, price.currency, create_subscription.payment_method_id, 'trialing',
+    values (cust.tenant_id, cust.id, price.id, quantity_, price.currency, create_subscription.payment_method_id, 'trialing',
       at_, period_end_, period_end_, period_end_, at_, at_)
     returning * into result;
   else
     period_end_ := app_hidden.next_period_end(at_, price.interval, tz, at_);
-    insert into app_public.subscriptions (tenant_id, customer_id, price_id, currency, payment_method_id, status,
+    insert into app_public.subscriptions (tenant_id, customer_id, price_id, quantity, currency, payment_method_id, status,
       current_period_start, current_period_end, billing_anchor, started_at, created_at)
-    values (cust.tenant_id, cust.id, price.id, price.currency, create_subscription.payment_method_id, 'incomplete',
+    values (cust.tenant_id, cust.id, price.id, quantity_, price.currency, create_subscription.payment_method_id, 'incomplete',
       at_, period_end_, at_, at_, at_)
     returning * into result;
     perform app_hidden.create_period_invoice(result, price, at_, period_end_, 'subscription_create');
@@ -6293,8 +6377,8 @@ begin
   return result;
 end;
 $$;
-comment on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text) is 'Subscribes a customer to a price. Refuses a plan outside its sale window (PLAN_NOT_ON_SALE) or a price in another currency than the customer''s (CURRENCY_MISMATCH). Starts a trial when the plan has trial days; otherwise the subscription is incomplete with its first invoice open until the first payment succeeds.';
-grant execute on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text) to :ROLE_OPERATOR, :ROLE_TENANT;
+comment on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer) is 'Subscribes a customer to a price, for quantity seats (1 to 1,000,000; each invoice bills quantity × the price). Refuses a plan outside its sale window (PLAN_NOT_ON_SALE) or a price in another currency than the customer''s (CURRENCY_MISMATCH). Starts a trial when the plan has trial days; otherwise the subscription is incomplete with its first invoice open until the first payment succeeds.';
+grant execute on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer) to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create function app_public.create_webhook_endpoint(url text, enabled_events text[] DEFAULT NULL::text[], description text DEFAULT NULL::text, idempotency_key text DEFAULT NULL::text)
   returns app_public.new_webhook_endpoint
@@ -6484,7 +6568,7 @@ $$;
 comment on function app_public.pause_subscription(subscription_id uuid, idempotency_key text) is 'Pauses an active subscription now: no renewals while paused; an unpaid renewal invoice is voided. The paid period is kept.';
 grant execute on function app_public.pause_subscription(subscription_id uuid, idempotency_key text) to :ROLE_OPERATOR, :ROLE_TENANT;
 
-create function app_public.preview_subscription_change(subscription_id uuid, new_price_id uuid, at_period_end boolean DEFAULT false)
+create function app_public.preview_subscription_change(subscription_id uuid, new_price_id uuid DEFAULT NULL::uuid, at_period_end boolean DEFAULT false, new_quantity integer DEFAULT NULL::integer)
   returns app_public.subscription_change_preview
   language plpgsql volatile security definer
   set search_path to pg_catalog, public, pg_temp
@@ -6496,15 +6580,18 @@ declare
   result app_public.subscription_change_preview;
 begin
   perform app_hidden.require_operator_role('admin', 'support');
+  perform app_hidden.check_quantity(new_quantity);
   s := app_hidden.subscription_for_update(subscription_id);
   at_ := app_hidden.now(s.tenant_id);
   begin
     -- The change itself (see above), undone by the raise at the end of this block.
-    select * into changed from app_hidden.perform_price_change(s, new_price_id, at_period_end, at_);
+    select * into changed from app_hidden.perform_change(s, new_price_id, new_quantity, at_period_end, at_);
     result.subscription_id := s.id;
-    result.price_id := new_price_id;
+    result.price_id := coalesce(new_price_id, s.price_id);
+    result.quantity := coalesce(new_quantity, s.quantity);
     result.effective := case when s.status = 'trialing' then 'trial'
-                             when (changed.subscription).pending_price_id is not null then 'period_end' else 'now' end;
+                             when (changed.subscription).price_id = s.price_id and (changed.subscription).quantity = s.quantity then 'period_end'
+                             else 'now' end;
     result.currency := s.currency;
     result.invoice_subtotal_minor := coalesce((changed.invoice).subtotal_minor, 0);
     result.balance_applied_minor := coalesce((changed.invoice).balance_applied_minor, 0);
@@ -6513,7 +6600,9 @@ begin
     result.lines := case when (changed.invoice).id is null then '{}' else app_hidden.previewed_lines(s.tenant_id, (changed.invoice).id) end;
     result.next_invoice_at := (changed.subscription).current_period_end;
     result.next_price_id := coalesce((changed.subscription).pending_price_id, (changed.subscription).price_id);
-    result.next_amount_minor := (select p.amount_minor from app_public.prices p where p.tenant_id = s.tenant_id and p.id = result.next_price_id);
+    result.next_quantity := coalesce((changed.subscription).pending_quantity, (changed.subscription).quantity);
+    result.next_amount_minor := result.next_quantity
+      * (select p.amount_minor from app_public.prices p where p.tenant_id = s.tenant_id and p.id = result.next_price_id);
     result.previewed_at := at_;
     raise exception using errcode = 'ABPRV', message = 'preview: roll back';
   exception when sqlstate 'ABPRV' then
@@ -6522,8 +6611,8 @@ begin
   return result;
 end;
 $$;
-comment on function app_public.preview_subscription_change(subscription_id uuid, new_price_id uuid, at_period_end boolean) is 'What change_subscription_price with these arguments would do now, computed by the same SQL and rolled back: the proration invoice and its lines, the balance it takes, what is charged now, the credit of a downgrade, the next renewal. Changes nothing (no idempotency key); refuses what the change would refuse, with the same codes.';
-grant execute on function app_public.preview_subscription_change(subscription_id uuid, new_price_id uuid, at_period_end boolean) to :ROLE_OPERATOR, :ROLE_TENANT;
+comment on function app_public.preview_subscription_change(subscription_id uuid, new_price_id uuid, at_period_end boolean, new_quantity integer) is 'What change_subscription with these arguments would do now (change_subscription_price when only a price is given), computed by the same SQL and rolled back: the proration invoice and its lines, the balance it takes, what is charged now, the credit of a downgrade, the next renewal. Changes nothing (no idempotency key); refuses what the change would refuse, with the same codes.';
+grant execute on function app_public.preview_subscription_change(subscription_id uuid, new_price_id uuid, at_period_end boolean, new_quantity integer) to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create function app_public.preview_upcoming_invoice(subscription_id uuid)
   returns app_public.upcoming_invoice_preview

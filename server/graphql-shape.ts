@@ -49,6 +49,7 @@ export const exposedFunctions = new Set([
   'pause_subscription',
   'resume_subscription',
   'change_subscription_price',
+  'change_subscription',
   'preview_subscription_change',
   'preview_upcoming_invoice',
   'subscription_price_options',

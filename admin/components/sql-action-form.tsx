@@ -15,7 +15,7 @@ import { ApiClient, useActionResponseHandler, type ActionProps } from 'adminjs';
 interface FormField {
   name: string;
   label: string;
-  type: 'text' | 'amount' | 'select';
+  type: 'text' | 'amount' | 'count' | 'select';
   options?: Array<{ value: string; label: string }>;
   defaultParam?: string;
   optionsParam?: string;
@@ -177,7 +177,7 @@ const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, recor
             <Input
               id={`field-${field.name}`}
               data-testid={`field-${field.name}`}
-              inputMode={field.type === 'amount' ? 'numeric' : undefined}
+              inputMode={field.type === 'amount' || field.type === 'count' ? 'numeric' : undefined}
               value={values[field.name]}
               onChange={(e: React.ChangeEvent<HTMLInputElement>) => setValues({ ...values, [field.name]: e.target.value })}
             />

@@ -5,7 +5,7 @@
  * change the price after a preview of what it costs (preview_subscription_change,
  * the change's own SQL rolled back). Each action calls the billing core's own
  * function (app_public.cancel_subscription, pause_subscription,
- * resume_subscription, change_subscription_price), which checks the operator's role
+ * resume_subscription, change_subscription), which checks the operator's role
  * (support or admin) and the state machine, takes the form's idempotency key
  * and writes the audit log.
  *
@@ -63,11 +63,12 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
     roles: SUPPORT,
     icon: 'Repeat',
     description:
-      'Moves the subscription to another price of the same currency. Now: an upgrade is charged the prorated difference for the rest of the period, a downgrade credits it to the balance. At period end (or to another interval): the next period uses the new price, nothing is prorated. Preview shows exactly what will happen.',
-    submitLabel: 'Change price',
+      'Moves the subscription to another price of the same currency, changes its seats, or both. Now: more is charged prorated for the rest of the period, less is credited to the balance. At period end (or to another interval): the next period uses the new price and seats, nothing is prorated. Preview shows exactly what will happen.',
+    submitLabel: 'Change',
     summary: [...summary, { label: 'Current price', param: 'price_label' }],
     fields: [
-      { name: 'new_price_id', label: 'New price', type: 'select', optionsParam: 'price_options', required: true },
+      { name: 'new_price_id', label: 'New price', type: 'select', optionsParam: 'price_options' },
+      { name: 'quantity', label: 'Seats', type: 'count', defaultParam: 'quantity', required: true, help: 'Each invoice bills seats × the price.' },
       {
         name: 'when',
         label: 'When',
@@ -91,17 +92,19 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
         [id],
       );
       const label = (r: (typeof rows)[number]) => `${r.plan} — ${money(r.amount_minor, r.currency)} per ${r.interval}`;
+      const current = rows.filter((r) => r.current).map(label)[0] ?? '';
       return {
-        price_options: JSON.stringify(rows.filter((r) => !r.current).map((r) => ({ value: r.id, label: label(r) }))),
-        price_label: rows.filter((r) => r.current).map(label)[0] ?? '',
+        // The first option keeps the price, for a change of seats only.
+        price_options: JSON.stringify([{ value: '', label: `keep ${current}` }, ...rows.filter((r) => !r.current).map((r) => ({ value: r.id, label: label(r) }))]),
+        price_label: current,
       };
     },
     preview: async (client, id, input): Promise<PreviewLine[]> => {
       const { rows } = await client.query(
         `select p.*, (select format('%s (%s)', pl.name, pr.interval) from app_public.prices pr join app_public.plans pl on pl.tenant_id = pr.tenant_id and pl.id = pr.plan_id
                       where pr.id = p.next_price_id) as next_label
-         from app_public.preview_subscription_change($1, $2, $3) p`,
-        [id, input.new_price_id, input.when === 'period_end'],
+         from app_public.preview_subscription_change($1, $2, $3, $4) p`,
+        [id, input.new_price_id || null, input.when === 'period_end', input.quantity],
       );
       const p = rows[0];
       const when =
@@ -113,17 +116,19 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
           ? [{ label: 'Proration invoice', value: `${money(p.invoice_subtotal_minor, p.currency)}, of which the balance pays ${money(p.balance_applied_minor, p.currency)}` }]
           : []),
         ...(p.credit_minor !== '0' ? [{ label: 'Credited to the balance', value: money(p.credit_minor, p.currency) }] : []),
-        { label: 'Next invoice', value: `${new Date(p.next_invoice_at).toISOString().slice(0, 10)}: ${money(p.next_amount_minor, p.currency)} for ${p.next_label}` },
+        {
+          label: 'Next invoice',
+          value: `${new Date(p.next_invoice_at).toISOString().slice(0, 10)}: ${money(p.next_amount_minor, p.currency)} for ${p.next_quantity === 1 ? '' : `${p.next_quantity} × `}${p.next_label}`,
+        },
       ];
     },
     run: async (client, id, input, key) => {
-      const { rows } = await client.query<{ pending_price_id: string | null }>('select pending_price_id from app_public.change_subscription_price($1, $2, $3, $4)', [
-        id,
-        input.new_price_id,
-        input.when === 'period_end',
-        key,
-      ]);
-      return { message: rows[0]?.pending_price_id ? 'The new price starts with the next period.' : 'The price is changed.' };
+      const { rows } = await client.query<{ price_id: string; quantity: number; pending_price_id: string | null; pending_quantity: number | null }>(
+        'select price_id, quantity, pending_price_id, pending_quantity from app_public.change_subscription($1, $2, $3, $4, $5)',
+        [id, input.new_price_id || null, input.quantity, input.when === 'period_end', key],
+      );
+      const row = rows[0];
+      return { message: row?.pending_price_id || row?.pending_quantity ? 'The change starts with the next period.' : 'The subscription is changed.' };
     },
   });
   return {
@@ -131,7 +136,7 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
     options: {
       navigation: Navigation.customers,
       sort: { sortBy: 'created_at', direction: 'desc' },
-      listProperties: ['id', 'customer_id', 'tenant_id', 'price_id', 'status', 'current_period_end', 'cancel_at_period_end', 'created_at'],
+      listProperties: ['id', 'customer_id', 'tenant_id', 'price_id', 'quantity', 'status', 'current_period_end', 'cancel_at_period_end', 'created_at'],
       filterProperties: ['tenant_id', 'customer_id', 'price_id', 'status', 'created_at'],
       actions: {
         cancelNow: cancel(false),

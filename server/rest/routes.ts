@@ -55,7 +55,7 @@ export interface RouteSpec {
 /* Column lists: the API's names for each table's public columns. */
 const columns = {
   customer: `id, 'customer' as object, external_id, email::text as email, name, country, locale, currency, metadata, created_at, updated_at`,
-  subscription: `id, 'subscription' as object, customer_id as customer, price_id as price, pending_price_id as pending_price,
+  subscription: `id, 'subscription' as object, customer_id as customer, price_id as price, pending_price_id as pending_price, quantity, pending_quantity,
     payment_method_id as payment_method, currency, status, current_period_start, current_period_end, trial_end, cancel_at_period_end,
     canceled_at, cancellation_reason, ended_at, paused_at, started_at, created_at, updated_at`,
   invoice: `id, 'invoice' as object, number, customer_id as customer, subscription_id as subscription, status, billing_reason, currency,
@@ -321,6 +321,7 @@ export const routes: RouteSpec[] = [
           price_id: body.price,
           payment_method_id: body.payment_method ?? null,
           idempotency_key: null,
+          quantity: body.quantity ?? 1,
         },
         columns.subscription,
       ),
@@ -451,23 +452,47 @@ export const routes: RouteSpec[] = [
   },
   {
     method: 'post',
+    path: '/v1/subscriptions/:id/change',
+    operationId: 'changeSubscription',
+    tag: 'Subscriptions',
+    readOnly: false,
+    summary: 'Change the price, the seats or both (app_public.change_subscription)',
+    params: s.idParams,
+    body: s.ChangeSubscriptionBody,
+    response: s.Subscription,
+    run: ({ client }, { params, body }) =>
+      callReturning(
+        client,
+        'app_public.change_subscription',
+        {
+          subscription_id: params.id,
+          new_price_id: body.price ?? null,
+          new_quantity: body.quantity ?? null,
+          at_period_end: body.at_period_end ?? false,
+          idempotency_key: null,
+        },
+        columns.subscription,
+      ),
+  },
+  {
+    method: 'post',
     path: '/v1/subscriptions/:id/change_preview',
     operationId: 'previewSubscriptionChange',
     tag: 'Subscriptions',
     // The preview runs the change and rolls it back (a subtransaction), so it needs a writable transaction; it changes nothing.
     readOnly: false,
-    summary: 'What change_price with this body would do now, changing nothing (app_public.preview_subscription_change)',
+    summary: 'What change (or change_price) with this body would do now, changing nothing (app_public.preview_subscription_change)',
     params: s.idParams,
-    body: s.ChangePriceBody,
+    body: s.ChangeSubscriptionBody,
     response: s.SubscriptionChangePreview,
     run: ({ client }, { params, body }) =>
       one(
         client,
-        `select 'subscription_change_preview' as object, p.subscription_id as subscription, p.price_id as price, p.effective, p.currency,
+        `select 'subscription_change_preview' as object, p.subscription_id as subscription, p.price_id as price, p.quantity, p.effective, p.currency,
            p.invoice_subtotal_minor, p.balance_applied_minor, p.amount_due_minor, p.credit_minor, ${PREVIEWED_LINES},
-           p.next_invoice_at, p.next_price_id as next_price, p.next_amount_minor, p.previewed_at
-         from app_public.preview_subscription_change($1, $2, $3) p`,
-        [params.id, body.price, body.at_period_end ?? false],
+           p.next_invoice_at, p.next_price_id as next_price, p.next_quantity, p.next_amount_minor, p.previewed_at
+         from app_public.preview_subscription_change($1, $2, $3, $4) p`,
+        [params.id, body.price ?? null, body.at_period_end ?? false, body.quantity ?? null],
       ),
   },
   {

@@ -111,6 +111,8 @@ export const Subscription = component(
     customer: id,
     price: id,
     pending_price: nullable(id).describe('A price change that takes effect at the next period.'),
+    quantity: z.int().describe('Seats: each period invoice bills quantity × the price amount.'),
+    pending_quantity: nullable(z.int()).describe('A quantity change that takes effect at the next period.'),
     payment_method: nullable(id),
     currency,
     status: subscriptionStatus,
@@ -253,13 +255,15 @@ export const SubscriptionChangePreview = component(
     balance_applied_minor: money.describe("The part of that invoice the customer's balance pays."),
     amount_due_minor: money.describe('What is charged now.'),
     credit_minor: money.describe('Unused time credited to the balance (a downgrade).'),
+    quantity: z.int().describe('The seats the change asks for.'),
     lines: z.array(PreviewedLine),
     next_invoice_at: timestamp,
     next_price: id,
-    next_amount_minor: money.describe("The next renewal's price, before any balance."),
+    next_quantity: z.int(),
+    next_amount_minor: money.describe("The next renewal's amount (quantity × the price), before any balance."),
     previewed_at: timestamp,
   }),
-  'What a price change would do now, computed by the SQL that performs it and rolled back (nothing is changed).',
+  'What a change of price or seats would do now, computed by the SQL that performs it and rolled back (nothing is changed).',
 );
 
 export const UpcomingInvoicePreview = component(
@@ -388,11 +392,15 @@ export const CreateSessionBody = z
   })
   .strict();
 
+/** A subscription's quantity: what subscriptions_quantity_check allows (docs/api.md, "Seats"). */
+const seats = z.int().min(1).max(1_000_000);
+
 export const CreateSubscriptionBody = z
   .object({
     customer: id,
     price: id,
     payment_method: id.optional(),
+    quantity: seats.optional().describe('Seats (default 1): each invoice bills quantity × the price amount.'),
   })
   .strict();
 
@@ -427,6 +435,15 @@ export const ChangePriceBody = z
     at_period_end: z.boolean().optional().describe('Switch at the next period instead of now (no proration).'),
   })
   .strict();
+
+export const ChangeSubscriptionBody = z
+  .object({
+    price: id.optional().describe('The new price (omit to keep it).'),
+    quantity: seats.optional().describe('The new quantity of seats (omit to keep it).'),
+    at_period_end: z.boolean().optional().describe('Switch at the next period instead of now (no proration).'),
+  })
+  .strict()
+  .refine((body) => body.price !== undefined || body.quantity !== undefined, { message: 'give a price, a quantity or both' });
 
 const refundReason = z.enum(REFUND_REASONS);
 const refundDestination = z.enum(REFUND_DESTINATIONS);

@@ -161,9 +161,9 @@ export async function createWorld(
   return { tenantId, planId, priceId, customerId, paymentMethodId };
 }
 
-export async function subscribe(db: TestDatabase, world: World, priceId = world.priceId): Promise<Row> {
+export async function subscribe(db: TestDatabase, world: World, priceId = world.priceId, quantity = 1): Promise<Row> {
   const { rows } = await db.asTenant(world.tenantId, (c) =>
-    c.query('select * from app_public.create_subscription($1, $2, $3, $4)', [world.customerId, priceId, world.paymentMethodId, key()]),
+    c.query('select * from app_public.create_subscription($1, $2, $3, $4, $5)', [world.customerId, priceId, world.paymentMethodId, key(), quantity]),
   );
   return rows[0];
 }
@@ -211,8 +211,8 @@ export async function payInvoice(db: TestDatabase, invoiceId: string, outcome = 
 }
 
 /** Subscribes and pays the first invoice: an active subscription. */
-export async function activeSubscription(db: TestDatabase, world: World, priceId = world.priceId): Promise<Row> {
-  const sub = await subscribe(db, world, priceId);
+export async function activeSubscription(db: TestDatabase, world: World, priceId = world.priceId, quantity = 1): Promise<Row> {
+  const sub = await subscribe(db, world, priceId, quantity);
   const invoice = await openInvoice(db, sub.id);
   await payInvoice(db, invoice.id);
   return getRow(db, 'app_public.subscriptions', sub.id);

@@ -187,6 +187,36 @@ describe('a tenant works through REST', () => {
     assert.deepEqual(foreign.body.data, []);
   });
 
+  test('seats: subscribe with 3, preview and schedule 5, bad quantities refused (docs/api.md, "Seats")', async () => {
+    const buyer = await call('createCustomer', { body: { external_id: 'rest-seats', email: 'seats@example.com' }, key: idempotencyKey() });
+    await attachCard(db, tenant.tenantId, buyer.body.id);
+    const created = await call('createSubscription', { body: { customer: buyer.body.id, price: catalogue.pro.monthUsd, quantity: 3 }, key: idempotencyKey() });
+    assert.deepEqual([created.body.quantity, created.body.pending_quantity], [3, null]);
+    const invoices = await call('listInvoices', { query: { subscription: created.body.id } });
+    const invoice = await call('getInvoice', { path: { id: invoices.body.data[0].id } });
+    assert.deepEqual([invoice.body.amount_due_minor, invoice.body.lines[0].quantity, invoice.body.lines[0].unit_amount_minor], [3000, 3, 1000]);
+    await payOpenInvoice(db, created.body.id);
+
+    const before = await rowCounts(db);
+    const preview = await call('previewSubscriptionChange', { path: { id: created.body.id }, body: { quantity: 5, at_period_end: true } });
+    assert.deepEqual(
+      [preview.body.effective, preview.body.quantity, preview.body.next_quantity, preview.body.next_amount_minor, preview.body.amount_due_minor],
+      ['period_end', 5, 5, 5000, 0],
+    );
+    assert.deepEqual(await rowCounts(db), before, 'the preview changes nothing');
+    const changed = await call('changeSubscription', { path: { id: created.body.id }, body: { quantity: 5, at_period_end: true }, key: idempotencyKey() });
+    assert.deepEqual([changed.status, changed.body.quantity, changed.body.pending_quantity], [200, 3, 5]);
+
+    for (const body of [{ quantity: 0 }, { quantity: 1.5 }, {}, { price: catalogue.pro.monthUsd, quantity: 5, seats: 2 }]) {
+      const refused = await call('changeSubscription', { path: { id: created.body.id }, body, key: idempotencyKey() });
+      assert.equal(refused.status, 400, JSON.stringify(body));
+      assert.equal(typeof refused.body.error.code, 'string');
+    }
+    const tooMany = await call('createSubscription', { body: { customer: buyer.body.id, price: catalogue.pro.monthUsd, quantity: 1_000_001 }, key: idempotencyKey() });
+    assert.equal(tooMany.status, 400);
+    assert.equal((await call('getSubscription', { path: { id: created.body.id } })).body.pending_quantity, 5, 'the refusals changed nothing');
+  });
+
   test('upcoming invoice, change preview, change price, pause, resume', async () => {
     const upcoming = await call('previewUpcomingInvoice', { path: { id: subscriptionId } });
     assert.deepEqual([upcoming.body.price, upcoming.body.subtotal_minor, upcoming.body.invoice, upcoming.body.lines.length], [catalogue.pro.monthUsd, 1000, null, 1]);

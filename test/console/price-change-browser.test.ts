@@ -39,7 +39,7 @@ after(async () => {
 
 async function prorationInvoices(): Promise<Row[]> {
   const { rows } = await running.db.asOwner((c) =>
-    c.query(`select amount_due_minor, status from app_public.invoices where subscription_id = $1 and billing_reason = 'subscription_update'`, [subscription.id]),
+    c.query(`select amount_due_minor, status from app_public.invoices where subscription_id = $1 and billing_reason = 'subscription_update' order by created_at, id`, [subscription.id]),
   );
   return rows;
 }
@@ -55,8 +55,9 @@ test('support previews a price change, may submit only what was previewed, and i
   await page.goto(`${origin}/admin/resources/subscriptions/records/${subscription.id}/changePrice`);
   const price = page.getByTestId('field-new_price_id');
   await price.waitFor();
-  // Only the tenant's other USD price is offered (not the current one, not the EUR one).
-  assert.deepEqual(await price.locator('option').allTextContents(), ['Max — 25.00 USD per month']);
+  // Keeping the price (for seats only), or the tenant's other USD price (not the current one, not the EUR one).
+  assert.deepEqual(await price.locator('option').allTextContents(), ['keep Pro — 10.00 USD per month', 'Max — 25.00 USD per month']);
+  await price.selectOption(maxPrice);
   await page.getByTestId('summary-price_label').filter({ hasText: 'Pro — 10.00 USD per month' }).waitFor();
   const submit = page.getByTestId('sql-action-submit');
   assert.equal(await submit.isDisabled(), true, 'nothing to submit before a preview');
@@ -83,7 +84,7 @@ test('support previews a price change, may submit only what was previewed, and i
 
   await submit.click();
   await page.waitForURL(new RegExp(`/admin/resources/subscriptions/records/${subscription.id}/show`));
-  await page.getByText('The price is changed.').first().waitFor();
+  await page.getByText('The subscription is changed.').first().waitFor();
   assert.deepEqual(
     (await prorationInvoices()).map((i) => [i.amount_due_minor, i.status]),
     [['750', 'open']],
@@ -94,18 +95,55 @@ test('support previews a price change, may submit only what was previewed, and i
   await context.close();
 });
 
+test('support adds seats: the preview names them and the invoice bills them (docs/api.md, "Seats")', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  await signInPage(page, running.url, 'support@example.com', 'support-password-123');
+  await page.goto(`${running.url}/admin/resources/subscriptions/records/${subscription.id}/changePrice`);
+  const seats = page.getByTestId('field-quantity');
+  await seats.waitFor();
+  assert.equal(await seats.inputValue(), '1', 'the form starts from the current seats');
+  await seats.fill('3');
+  await page.getByTestId('sql-action-preview-button').click();
+  const preview = page.getByTestId('sql-action-preview');
+  await preview.waitFor();
+  const text = (await preview.textContent()) ?? '';
+  // Two more seats of Max at 25.00 for half the period: 2 × 2500 × 15/30 = 2500.
+  assert.match(text, /Charged now25\.00 USD/);
+  assert.match(text, /Next invoice2026-05-01: 75\.00 USD for 3 × Max \(month\)/);
+  await page.screenshot({ path: `${SCREENSHOTS}-seats.png`, fullPage: true });
+  await page.getByTestId('sql-action-submit').click();
+  await page.getByText('The subscription is changed.').first().waitFor();
+  assert.deepEqual(
+    (await prorationInvoices()).map((i) => i.amount_due_minor),
+    ['750', '2500'],
+  );
+  assert.equal((await getRow(running.db, 'app_public.subscriptions', subscription.id)).quantity, 3);
+  await context.close();
+});
+
 test('a preview the change would refuse shows SQL’s refusal and changes nothing', async () => {
   // Over the console's action API, as a forged request would come: a price of another currency.
   const { rows } = await running.db.asOwner((c) => c.query(`select id from app_public.prices where tenant_id = $1 and currency = 'EUR'`, [world.tenantId]));
   const support = running.client();
   assert.equal((await support.login('support@example.com', 'support-password-123')).status, 303);
-  const answer = await support.post(`/admin/api/resources/subscriptions/records/${subscription.id}/changePrice`, { new_price_id: rows[0].id, when: 'now', preview: 'true' });
+  const answer = await support.post(`/admin/api/resources/subscriptions/records/${subscription.id}/changePrice`, {
+    new_price_id: rows[0].id,
+    quantity: '1',
+    when: 'now',
+    preview: 'true',
+  });
   assert.match((JSON.parse(answer.text) as { notice?: { message?: string } }).notice?.message ?? '', /^CURRENCY_MISMATCH: /);
   // A viewer may not even preview.
   await running.addOperator('viewer@example.com', 'viewer', 'viewer-password-123');
   const viewer = running.client();
   assert.equal((await viewer.login('viewer@example.com', 'viewer-password-123')).status, 303);
-  const refused = await viewer.post(`/admin/api/resources/subscriptions/records/${subscription.id}/changePrice`, { new_price_id: maxPrice, when: 'now', preview: 'true' });
+  const refused = await viewer.post(`/admin/api/resources/subscriptions/records/${subscription.id}/changePrice`, {
+    new_price_id: maxPrice,
+    quantity: '1',
+    when: 'now',
+    preview: 'true',
+  });
   assert.doesNotMatch(refused.text, /action_preview/);
   assert.equal((await getRow(running.db, 'app_public.subscriptions', subscription.id)).price_id, maxPrice);
 });
