@@ -33,8 +33,12 @@ import { asOperator } from './operator-claims.ts';
 export interface FormField {
   name: string;
   label: string;
-  /** `amount`: a non-negative integer of minor units (bigint); `count`: a whole number (seats); both checked before SQL sees them. */
-  type: 'text' | 'amount' | 'count' | 'select';
+  /**
+   * `amount`: a non-negative integer of minor units (bigint); `integer`: a
+   * whole number (its range is SQL's to check); `datetime`: an ISO 8601 time
+   * with its offset, or empty. Each form is checked before SQL sees it.
+   */
+  type: 'text' | 'amount' | 'integer' | 'datetime' | 'select';
   options?: ReadonlyArray<{ value: string; label: string }>;
   /** A record param whose value pre-fills the field (e.g. refundable_minor from `prepare`). */
   defaultParam?: string;
@@ -54,7 +58,12 @@ export interface SqlActionForm {
   summary: ReadonlyArray<{ label: string; param: string }>;
   /** The form offers a Preview first, and its submit stays disabled until the current values were previewed. */
   preview: boolean;
+  /** A resource action (no record, e.g. "New plan"): the form asks for `prepare`'s params with a GET of its own. */
+  resource: boolean;
 }
+
+/** The response param naming the form field SQL refused (its error's COLUMN), shown beside that field. */
+export const FIELD_ERRORS_PARAM = 'fieldErrors';
 
 /** One line of a preview: what will happen, said before the operator confirms. */
 export interface PreviewLine {
@@ -81,6 +90,8 @@ export interface SqlActionSpec {
   submitLabel: string;
   fields?: FormField[];
   summary?: SqlActionForm['summary'];
+  /** `resource`: an action on the resource, not on one record (then `recordId` is ''). Default `record`. */
+  actionType?: 'record' | 'resource';
   /** Whether the UI offers the action for this record (display only: SQL decides). */
   offeredFor?: (params: Record<string, unknown>) => boolean;
   /** Extra params for the form, read as the operator (e.g. the refundable remainder). */
@@ -109,12 +120,23 @@ export interface SqlActionDeps {
 /** Keys the form makes (see sql-action-form.tsx); anything else is refused before SQL. */
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9_.:-]{16,200}$/;
 const AMOUNT = /^[0-9]{1,18}$/;
+const INTEGER = /^-?[0-9]{1,9}$/;
+const DATETIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 interface DatabaseError {
   code?: string;
   detail?: string;
   message?: string;
+  /** The field SQL named as at fault (app_hidden.raise_field_error). */
+  column?: string;
+}
+
+/** The field of the form an error of SQL names (its COLUMN), if the form has that field: shown beside it. */
+export function fieldErrorOf(error: unknown, fields: readonly FormField[]): Record<string, string> | undefined {
+  const { code, detail, message, column } = error as DatabaseError;
+  if (!column || !code?.startsWith('AB') || !fields.some((f) => f.name === column)) return undefined;
+  return { [column]: `${detail ?? code}: ${message ?? 'refused'}` };
 }
 
 /**
@@ -132,21 +154,29 @@ export function errorNotice(error: unknown, logger: Logger, context: Record<stri
   return { type: 'error', message: 'INTERNAL_ERROR: the action failed; the server log has the details' };
 }
 
-function validate(fields: readonly FormField[], payload: Record<string, unknown>): { input: Record<string, string> } | { error: string } {
+function checkField(field: FormField, value: string): string | null {
+  if (field.required && value === '') return `INVALID_INPUT: ${field.label} is required`;
+  if (value === '') return null;
+  if (field.type === 'amount' && !AMOUNT.test(value)) return `INVALID_INPUT: ${field.label} must be a whole number of minor units (e.g. 1050 for 10.50)`;
+  if (field.type === 'integer' && !INTEGER.test(value)) return `INVALID_INPUT: ${field.label} must be a whole number`;
+  if (field.type === 'datetime' && (!DATETIME.test(value) || Number.isNaN(Date.parse(value)))) {
+    return `INVALID_INPUT: ${field.label} must be a time such as 2026-05-01T00:00:00Z (with its offset), or empty`;
+  }
+  if (field.type === 'select' && field.optionsParam) {
+    // Options of the record are ids: their form is checked here, whether this record may use one is SQL's to say.
+    if (!UUID.test(value)) return `INVALID_INPUT: ${field.label} must be one of the options offered`;
+  } else if (field.type === 'select' && !field.options?.some((o) => o.value === value)) {
+    return `INVALID_INPUT: ${field.label} must be one of ${field.options?.map((o) => o.value).join(', ')}`;
+  }
+  return null;
+}
+
+function validate(fields: readonly FormField[], payload: Record<string, unknown>): { input: Record<string, string> } | { error: string; field: string } {
   const input: Record<string, string> = {};
   for (const field of fields) {
     const value = String(payload[field.name] ?? '').trim();
-    if (field.required && value === '') return { error: `INVALID_INPUT: ${field.label} is required` };
-    if (field.type === 'amount' && value !== '' && !AMOUNT.test(value)) {
-      return { error: `INVALID_INPUT: ${field.label} must be a whole number of minor units (e.g. 1050 for 10.50)` };
-    }
-    if (field.type === 'count' && value !== '' && !/^[0-9]{1,9}$/.test(value)) return { error: `INVALID_INPUT: ${field.label} must be a whole number` };
-    if (field.type === 'select' && field.optionsParam) {
-      // Options of the record are ids: their form is checked here, whether this record may use one is SQL's to say.
-      if (value !== '' && !UUID.test(value)) return { error: `INVALID_INPUT: ${field.label} must be one of the options offered` };
-    } else if (field.type === 'select' && value !== '' && !field.options?.some((o) => o.value === value)) {
-      return { error: `INVALID_INPUT: ${field.label} must be one of ${field.options?.map((o) => o.value).join(', ')}` };
-    }
+    const error = checkField(field, value);
+    if (error) return { error, field: field.name };
     input[field.name] = value;
   }
   return { input };
@@ -176,14 +206,19 @@ export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlAction
     fields: spec.fields ?? [],
     summary: spec.summary ?? [],
     preview: spec.preview !== undefined,
+    resource: spec.actionType === 'resource',
   };
 
   const handler = async (request: ActionRequest, _response: unknown, context: ActionContext): Promise<RecordActionResponse> => {
-    const record = context.record!;
+    const record = context.record;
     const operator = context.currentAdmin as ConsoleOperator;
-    const recordId = String(record.id());
+    const recordId = record ? String(record.id()) : '';
     const resourceId = context.resource.id();
-    const current = (): RecordJSON => record.toJSON(context.currentAdmin);
+    const current = (): RecordJSON =>
+      record ? record.toJSON(context.currentAdmin) : ({ id: '', params: {}, populated: {}, errors: {}, title: '', recordActions: [], bulkActions: [], baseError: null } as RecordJSON);
+    /** A refusal: the notice, and the field it concerns (if the form has it) for the form to show beside that field. */
+    const refusal = (notice: NoticeMessage, fieldErrors?: Record<string, string>): RecordActionResponse =>
+      ({ record: current(), notice, ...(fieldErrors ? { [FIELD_ERRORS_PARAM]: fieldErrors } : {}) }) as RecordActionResponse;
     if (request.method !== 'post') {
       // The form: the record, and whatever it needs from SQL. Nothing changes on GET.
       const json = current();
@@ -195,14 +230,14 @@ export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlAction
     if (spec.preview && payload.preview === 'true') {
       // A preview changes nothing, so it needs no idempotency key; SQL still checks the operator's role.
       const checkedPreview = validate(form.fields, payload);
-      if ('error' in checkedPreview) return { record: current(), notice: { type: 'error', message: checkedPreview.error } };
+      if ('error' in checkedPreview) return refusal({ type: 'error', message: checkedPreview.error }, { [checkedPreview.field]: checkedPreview.error });
       try {
         const lines = await asOperator(pool, operator.id, (client) => spec.preview!(client, recordId, checkedPreview.input));
         const json = current();
         json.params[PREVIEW_PARAM] = JSON.stringify(lines);
         return { record: json };
       } catch (error) {
-        return { record: current(), notice: errorNotice(error, logger, { ...log, preview: true }) };
+        return refusal(errorNotice(error, logger, { ...log, preview: true }), fieldErrorOf(error, form.fields));
       }
     }
     const key = String(payload.idempotency_key ?? '');
@@ -210,7 +245,7 @@ export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlAction
       return { record: current(), notice: { type: 'error', message: 'IDEMPOTENCY_KEY_REQUIRED: submit the action from its form (it carries a fresh idempotency key)' } };
     }
     const checked = validate(form.fields, payload);
-    if ('error' in checked) return { record: current(), notice: { type: 'error', message: checked.error } };
+    if ('error' in checked) return refusal({ type: 'error', message: checked.error }, { [checked.field]: checked.error });
     try {
       const outcome = await asOperator(pool, operator.id, (client) => spec.run(client, recordId, checked.input, key));
       if (outcome.failed) {
@@ -218,22 +253,22 @@ export function sqlRecordAction({ pool, logger }: SqlActionDeps, spec: SqlAction
         return { record: current(), notice: { type: 'error', message: outcome.message } };
       }
       logger.info(log, 'console action done');
-      const fresh = (await context.resource.findOne(recordId, context)) ?? record;
-      const target = outcome.redirect ?? { resourceId, recordId };
+      const fresh = (recordId ? await context.resource.findOne(recordId, context) : null) ?? record;
+      const target = outcome.redirect ?? (recordId ? { resourceId, recordId } : { resourceId });
       return {
-        record: fresh.toJSON(context.currentAdmin),
+        record: fresh ? fresh.toJSON(context.currentAdmin) : current(),
         notice: { type: 'success', message: outcome.message },
         redirectUrl: target.recordId
           ? context.h.recordActionUrl({ resourceId: target.resourceId, recordId: target.recordId, actionName: 'show' })
           : context.h.resourceUrl({ resourceId: target.resourceId }),
       };
     } catch (error) {
-      return { record: current(), notice: errorNotice(error, logger, log) };
+      return refusal(errorNotice(error, logger, log), fieldErrorOf(error, form.fields));
     }
   };
 
   return {
-    actionType: 'record',
+    actionType: spec.actionType ?? 'record',
     icon: spec.icon,
     component: Components.SqlActionForm,
     isAccessible: allowed,

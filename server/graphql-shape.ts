@@ -65,6 +65,12 @@ export const exposedFunctions = new Set([
   'set_plan_status',
   'purchasable_plans',
   'create_price',
+  // catalogue management (db/migrations/current/15-catalogue.sql; docs/api.md, "Catalogue: plans and prices")
+  'update_plan_terms',
+  'archive_price',
+  'replace_price',
+  'preview_price_move',
+  'move_price_subscribers',
   'create_api_key',
   'revoke_api_key',
   'rotate_api_key',

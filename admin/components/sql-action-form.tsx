@@ -6,16 +6,21 @@
  * after a lost answer has one effect (the key is not a secret: the session's
  * CSRF token, which ApiClient's axios copies from the XSRF-TOKEN cookie into
  * X-XSRF-TOKEN, is what admin/auth.ts checks). SQL's refusal ("CODE: message")
- * is shown on the form and as a notice.
+ * is shown on the form and as a notice, and beside its field when SQL names
+ * one (the error's COLUMN: docs/console.md, "Catalogue").
+ *
+ * A resource action (no record, e.g. "New plan") asks its handler for the
+ * params its fields need with a GET of its own (a record action gets them
+ * with its record).
  */
-import React, { useState } from 'react';
+import React, { useEffect, useState } from 'react';
 import { Box, Button, FormGroup, Input, Label, MessageBox, Text } from '@adminjs/design-system';
 import { ApiClient, useActionResponseHandler, type ActionProps } from 'adminjs';
 
 interface FormField {
   name: string;
   label: string;
-  type: 'text' | 'amount' | 'count' | 'select';
+  type: 'text' | 'amount' | 'integer' | 'datetime' | 'select';
   options?: Array<{ value: string; label: string }>;
   defaultParam?: string;
   optionsParam?: string;
@@ -30,6 +35,7 @@ interface SqlActionForm {
   fields: FormField[];
   summary: Array<{ label: string; param: string }>;
   preview: boolean;
+  resource: boolean;
 }
 
 interface PreviewLine {
@@ -39,6 +45,20 @@ interface PreviewLine {
 
 /** The preview's lines, as admin/sql-actions.ts puts them in the record param `action_preview`. */
 const PREVIEW_PARAM = 'action_preview';
+/** The response property naming the field SQL refused, as admin/sql-actions.ts puts it (FIELD_ERRORS_PARAM). */
+const FIELD_ERRORS_PARAM = 'fieldErrors';
+
+function fieldErrorsOf(data: unknown): Record<string, string> {
+  const errors = (data as Record<string, unknown> | undefined)?.[FIELD_ERRORS_PARAM];
+  return errors && typeof errors === 'object' ? (errors as Record<string, string>) : {};
+}
+
+/** The initial values: each field's default param, else a select's first option, else empty. */
+function initialValues(fields: FormField[], params: Record<string, unknown>): Record<string, string> {
+  return Object.fromEntries(
+    fields.map((field) => [field.name, field.defaultParam ? String(params[field.defaultParam] ?? '') : field.type === 'select' ? (optionsOf(field, params)[0]?.value ?? '') : '']),
+  );
+}
 
 /** Options of a select: fixed in the action, or the record's own (JSON in a param that `prepare` set). */
 function optionsOf(field: FormField, params: Record<string, unknown>): Array<{ value: string; label: string }> {
@@ -70,18 +90,29 @@ function majorUnits(minor: string, exponent: number): string {
 
 const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, record }) => {
   const form = action.custom as SqlActionForm;
-  const params = (record?.params ?? {}) as Record<string, unknown>;
+  // A resource action has no record: its params come from its own GET (below).
+  const [fetched, setFetched] = useState<Record<string, unknown> | null>(null);
+  const params = (record?.params ?? fetched ?? {}) as Record<string, unknown>;
   const [idempotencyKey] = useState(newIdempotencyKey);
-  const [values, setValues] = useState<Record<string, string>>(() =>
-    Object.fromEntries(
-      form.fields.map((field) => [
-        field.name,
-        field.defaultParam ? String(params[field.defaultParam] ?? '') : field.type === 'select' ? (optionsOf(field, params)[0]?.value ?? '') : '',
-      ]),
-    ),
-  );
+  const [values, setValues] = useState<Record<string, string>>(() => initialValues(form.fields, params));
   const [submitting, setSubmitting] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const [fieldErrors, setFieldErrors] = useState<Record<string, string>>({});
+  useEffect(() => {
+    if (!form.resource) return;
+    api
+      .resourceAction({ resourceId: resource.id, actionName: action.name })
+      .then((response) => {
+        const loaded = (response.data.record?.params ?? {}) as Record<string, unknown>;
+        setFetched(loaded);
+        setValues(initialValues(form.fields, loaded));
+      })
+      .catch(() => setError('The form could not be loaded; reload the page.'));
+  }, [form.resource, resource.id, action.name]);
+  const call = (data: Record<string, string>) =>
+    record
+      ? api.recordAction({ resourceId: resource.id, recordId: record.id, actionName: action.name, data })
+      : api.resourceAction({ resourceId: resource.id, actionName: action.name, data });
   // The preview shown and the values it was made for: submitting needs a preview of exactly these values.
   const [preview, setPreview] = useState<{ lines: PreviewLine[]; values: string } | null>(null);
   const [previewing, setPreviewing] = useState(false);
@@ -89,16 +120,17 @@ const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, recor
   const previewedNow = !form.preview || preview?.values === JSON.stringify(values);
 
   const askPreview = () => {
-    if (previewing || !record) return;
+    if (previewing || (!record && !form.resource)) return;
     setPreviewing(true);
     setError(null);
+    setFieldErrors({});
     const asked = JSON.stringify(values);
-    api
-      .recordAction({ resourceId: resource.id, recordId: record.id, actionName: action.name, data: { ...values, preview: 'true' } })
+    call({ ...values, preview: 'true' })
       .then((response) => {
         const notice = response.data.notice;
         if (notice?.type === 'error') {
           setError(notice.message);
+          setFieldErrors(fieldErrorsOf(response.data));
           setPreview(null);
         } else {
           const raw = (response.data.record?.params as Record<string, unknown> | undefined)?.[PREVIEW_PARAM];
@@ -114,15 +146,16 @@ const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, recor
 
   const submit = (event: React.FormEvent) => {
     event.preventDefault();
-    if (submitting || !record || !previewedNow) return;
+    if (submitting || (!record && !form.resource) || !previewedNow) return;
     setSubmitting(true);
     setError(null);
-    api
-      .recordAction({ resourceId: resource.id, recordId: record.id, actionName: action.name, data: { ...values, idempotency_key: idempotencyKey } })
+    setFieldErrors({});
+    call({ ...values, idempotency_key: idempotencyKey })
       .then((response) => {
         const notice = response.data.notice;
         if (notice?.type === 'error') {
           setError(notice.message);
+          setFieldErrors(fieldErrorsOf(response.data));
           setSubmitting(false);
         }
         handleResponse(response);
@@ -177,14 +210,25 @@ const SqlActionFormComponent: React.FC<ActionProps> = ({ action, resource, recor
             <Input
               id={`field-${field.name}`}
               data-testid={`field-${field.name}`}
-              inputMode={field.type === 'amount' || field.type === 'count' ? 'numeric' : undefined}
+              inputMode={field.type === 'amount' || field.type === 'integer' ? 'numeric' : undefined}
+              placeholder={field.type === 'datetime' ? '2026-05-01T00:00:00Z' : undefined}
+              aria-invalid={fieldErrors[field.name] ? true : undefined}
               value={values[field.name]}
-              onChange={(e: React.ChangeEvent<HTMLInputElement>) => setValues({ ...values, [field.name]: e.target.value })}
+              onChange={(e: React.ChangeEvent<HTMLInputElement>) => {
+                setValues({ ...values, [field.name]: e.target.value });
+                // The refusal was about the old value: it goes when the field changes.
+                if (fieldErrors[field.name]) setFieldErrors(Object.fromEntries(Object.entries(fieldErrors).filter(([name]) => name !== field.name)));
+              }}
             />
           )}
           {field.type === 'amount' && currency && Number.isInteger(exponent) ? (
             <Text variant="sm" color="grey60">
               = {majorUnits(values[field.name] ?? '', exponent)} {currency}
+            </Text>
+          ) : null}
+          {fieldErrors[field.name] ? (
+            <Text variant="sm" color="error" data-testid={`field-error-${field.name}`} role="alert">
+              {fieldErrors[field.name]}
             </Text>
           ) : null}
           {field.help ? (

@@ -68,7 +68,7 @@ export async function subscriptionsResource(context: ResourceContext): Promise<R
     summary: [...summary, { label: 'Current price', param: 'price_label' }],
     fields: [
       { name: 'new_price_id', label: 'New price', type: 'select', optionsParam: 'price_options' },
-      { name: 'quantity', label: 'Seats', type: 'count', defaultParam: 'quantity', required: true, help: 'Each invoice bills seats × the price.' },
+      { name: 'quantity', label: 'Seats', type: 'integer', defaultParam: 'quantity', required: true, help: 'Each invoice bills seats × the price.' },
       {
         name: 'when',
         label: 'When',

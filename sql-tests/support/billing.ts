@@ -223,13 +223,13 @@ export async function renewDue(db: TestDatabase, batchSize = 100): Promise<Row[]
   return rows;
 }
 
-/** The business error of a rejected promise: SQLSTATE and machine code (DETAIL). */
-export async function errorOf(promise: Promise<unknown>): Promise<{ code?: string; detail?: string; message?: string }> {
+/** The business error of a rejected promise: SQLSTATE, machine code (DETAIL) and the field at fault (COLUMN), if named. */
+export async function errorOf(promise: Promise<unknown>): Promise<{ code?: string; detail?: string; message?: string; column?: string }> {
   try {
     await promise;
   } catch (error) {
-    const e = error as { code?: string; detail?: string; message?: string };
-    return { code: e.code, detail: e.detail, message: e.message };
+    const e = error as { code?: string; detail?: string; message?: string; column?: string };
+    return { code: e.code, detail: e.detail, message: e.message, ...(e.column ? { column: e.column } : {}) };
   }
   throw new Error('expected the statement to fail, but it succeeded');
 }

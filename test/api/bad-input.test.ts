@@ -182,11 +182,17 @@ describe('GraphQL', () => {
       variables: { i: { externalId: 'nul\u0000byte', email: 'n@example.com', idempotencyKey: idempotencyKey() } },
     });
     assert.deepEqual(nul.codes, ['INVALID_INPUT']);
+    // A plan's name is checked by create_plan itself (a field error); a customer's locale only by its check constraint.
     const longName = await graphql({
       query: 'mutation ($i: CreatePlanInput!) { createPlan(input: $i) { result { rowId } } }',
       variables: { i: { name: 'x'.repeat(5000), idempotencyKey: idempotencyKey() } },
     });
-    assert.deepEqual(longName.codes, ['CONSTRAINT_VIOLATION']);
+    assert.deepEqual(longName.codes, ['INVALID_NAME']);
+    const badLocale = await graphql({
+      query: 'mutation ($i: CreateCustomerInput!) { createCustomer(input: $i) { result { rowId } } }',
+      variables: { i: { externalId: 'bad-locale', email: 'l@example.com', locale: 'english please', idempotencyKey: idempotencyKey() } },
+    });
+    assert.deepEqual(badLocale.codes, ['CONSTRAINT_VIOLATION']);
     const negative = await graphql({
       query: 'mutation ($i: CreatePriceInput!) { createPrice(input: $i) { result { rowId } } }',
       variables: { i: { planId: catalogue.pro.planId, currency: 'GBP', interval: 'month', amountMinor: '-5', idempotencyKey: idempotencyKey() } },
