@@ -645,6 +645,7 @@ declare
   inv app_public.invoices;
   at_ timestamptz := app_hidden.now(s.tenant_id);
   plan_name text;
+  discount record;
 begin
   if exists (select 1 from app_public.invoices i where i.tenant_id = s.tenant_id and i.subscription_id = s.id
              and i.is_period and i.period_start = create_period_invoice.period_start) then
@@ -664,6 +665,16 @@ begin
     price_id, period_start, period_end, created_at)
   values (s.tenant_id, inv.id, s.customer_id, format('%s (%sly)', plan_name, price.interval), s.quantity, price.amount_minor, price.amount_minor * s.quantity,
     price.id, create_period_invoice.period_start, create_period_invoice.period_end, at_);
+  -- A running discount takes its line, and one of its periods, once the period is surely this invoice's
+  -- (app_hidden.take_discount, db/migrations/current/18-coupons.sql; docs/api.md, "Coupons and promotion codes").
+  discount := app_hidden.take_discount(s, price, inv.subtotal_minor, at_, true);
+  if discount.amount_minor > 0 then
+    insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
+      discount_id, period_start, period_end, created_at)
+    values (s.tenant_id, inv.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
+      discount.discount_id, create_period_invoice.period_start, create_period_invoice.period_end, at_);
+    update app_public.invoices i set subtotal_minor = i.subtotal_minor - discount.amount_minor where i.id = inv.id;
+  end if;
   return app_hidden.finalize_invoice(inv.id, queue_collection);
 end;
 $$;
@@ -1182,6 +1193,7 @@ declare
   period_seconds numeric;
   delta bigint;
   prorated bigint;
+  discount record;
 begin
   credit_minor := 0;
   perform app_hidden.check_quantity(new_quantity);
@@ -1234,10 +1246,12 @@ begin
     update app_public.subscriptions x set price_id = new_price.id, quantity = quantity_, pending_price_id = null, pending_quantity = null
     where x.id = s.id returning * into subscription;
     if delta > 0 and prorated > 0 then
+      -- A running percent-off discount also discounts the proration (app_hidden.take_discount; docs/api.md, "Coupons and promotion codes").
+      discount := app_hidden.take_discount(subscription, new_price, prorated, at_, false);
       insert into app_public.invoices (tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
         period_start, period_end, subtotal_minor, due_at, created_at)
       values (s.tenant_id, s.customer_id, s.id, new_price.id, 'subscription_update', app_hidden.next_invoice_number(s.tenant_id, at_),
-        s.currency, 'draft', at_, s.current_period_end, prorated, at_, at_)
+        s.currency, 'draft', at_, s.current_period_end, prorated - discount.amount_minor, at_, at_)
       returning * into invoice;
       insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
         price_id, period_start, period_end)
@@ -1246,6 +1260,12 @@ begin
              when not price_moves then format('Proration: remaining time, %s → %s seats', s.quantity, quantity_)
              else format('Proration: remaining time at the new price, %s → %s seats', s.quantity, quantity_) end,
         1, prorated, prorated, new_price.id, at_, s.current_period_end);
+      if discount.amount_minor > 0 then
+        insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
+          discount_id, period_start, period_end)
+        values (s.tenant_id, invoice.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
+          discount.discount_id, at_, s.current_period_end);
+      end if;
       invoice := app_hidden.finalize_invoice(invoice.id);
     elsif delta < 0 and prorated > 0 then
       perform app_hidden.add_balance_transaction(s.tenant_id, s.customer_id, s.currency, prorated, 'downgrade_credit', null, null,
@@ -1282,11 +1302,11 @@ create function app_hidden.previewed_lines(tenant uuid, invoice uuid)
   language sql stable
 as $$
   select coalesce(array_agg(row(l.description, l.quantity, l.unit_amount_minor, l.amount_minor, l.period_start, l.period_end)::app_public.previewed_line
-                            order by l.created_at, l.id), '{}')
+                            order by l.created_at, l.discount_id is not null, l.id), '{}')
   from app_public.invoice_lines l
   where l.tenant_id = tenant and l.invoice_id = invoice;
 $$;
-comment on function app_hidden.previewed_lines(tenant uuid, invoice uuid) is 'The lines of an invoice as previewed_line values, in order.';
+comment on function app_hidden.previewed_lines(tenant uuid, invoice uuid) is 'The lines of an invoice as previewed_line values, in order (a discount after the lines it discounts).';
 
 create function app_hidden.price_for_catalogue(price_id uuid)
   returns app_public.prices
@@ -1360,6 +1380,95 @@ begin
 end;
 $$;
 comment on function app_hidden.raise_field_error(error_code text, error_message text, field text, error_state text) is 'raise_error with the input field at fault in the error''s COLUMN field, so a form can show the message beside it.';
+
+create function app_hidden.redeem_discount(s app_public.subscriptions, promotion_code text, coupon_id uuid, first_amount_minor bigint)
+  returns app_public.discounts
+  language plpgsql volatile
+as $$
+declare
+  promo app_public.promotion_codes;
+  c app_public.coupons;
+  plan uuid;
+  at_ timestamptz := app_hidden.now(s.tenant_id);
+  result app_public.discounts;
+begin
+  if promotion_code is not null and coupon_id is not null then
+    perform app_hidden.raise_error('INVALID_INPUT', 'give a promotion code or a coupon, not both', 'AB400');
+  end if;
+  if promotion_code is not null then
+    -- Lock order everywhere: the promotion code, then its coupon.
+    select * into promo from app_public.promotion_codes p
+    where p.tenant_id = s.tenant_id and upper(p.code) = upper(redeem_discount.promotion_code) for update;
+    if not found then
+      perform app_hidden.raise_error('PROMOTION_CODE_NOT_FOUND', format('no promotion code %s', promotion_code), 'AB404');
+    end if;
+    if not promo.active or promo.expires_at <= at_ then
+      perform app_hidden.raise_error('PROMOTION_CODE_EXPIRED', format('promotion code %s is no longer valid', promo.code), 'AB422');
+    end if;
+    if promo.times_redeemed >= promo.max_redemptions then
+      perform app_hidden.raise_error('PROMOTION_CODE_EXHAUSTED', format('promotion code %s has been used up', promo.code), 'AB422');
+    end if;
+    if promo.first_time_only and exists (
+      select 1 from app_public.payments p where p.tenant_id = s.tenant_id and p.customer_id = s.customer_id and p.status = 'succeeded') then
+      perform app_hidden.raise_error('PROMOTION_CODE_FIRST_TIME_ONLY', format('promotion code %s is for first-time customers', promo.code), 'AB422');
+    end if;
+    if promo.once_per_customer and exists (
+      select 1 from app_public.discounts d
+      where d.tenant_id = s.tenant_id and d.promotion_code_id = promo.id and d.customer_id = s.customer_id) then
+      perform app_hidden.raise_error('PROMOTION_CODE_ALREADY_USED', format('this customer already used promotion code %s', promo.code), 'AB422');
+    end if;
+    if promo.minimum_amount_minor > coalesce(first_amount_minor, 0) then
+      perform app_hidden.raise_error('PROMOTION_CODE_MINIMUM_NOT_MET',
+        format('promotion code %s needs an amount of at least %s minor units', promo.code, promo.minimum_amount_minor), 'AB422');
+    end if;
+    coupon_id := promo.coupon_id;
+  end if;
+  select * into c from app_public.coupons x where x.tenant_id = s.tenant_id and x.id = redeem_discount.coupon_id for update;
+  if not found then
+    perform app_hidden.raise_error('COUPON_NOT_FOUND', format('coupon %s not found', coupon_id), 'AB404');
+  end if;
+  if not c.active or c.redeem_by <= at_ then
+    perform app_hidden.raise_error('COUPON_EXPIRED', format('coupon %s can no longer be redeemed', c.name), 'AB422');
+  end if;
+  if c.times_redeemed >= c.max_redemptions then
+    perform app_hidden.raise_error('COUPON_EXHAUSTED', format('coupon %s has been redeemed %s times, its limit', c.name, c.times_redeemed), 'AB422');
+  end if;
+  if c.currency is not null and c.currency <> s.currency then
+    perform app_hidden.raise_error('CURRENCY_MISMATCH', format('the coupon takes %s off; the subscription is billed in %s', c.currency, s.currency), 'AB422');
+  end if;
+  select p.plan_id into plan from app_public.prices p where p.tenant_id = s.tenant_id and p.id = s.price_id;
+  if c.applies_to_plan_ids is not null and not plan = any (c.applies_to_plan_ids) then
+    perform app_hidden.raise_error('COUPON_NOT_APPLICABLE', format('coupon %s does not apply to this plan', c.name), 'AB422');
+  end if;
+  if exists (select 1 from app_public.discounts d where d.tenant_id = s.tenant_id and d.subscription_id = s.id and d.ended_at is null) then
+    perform app_hidden.raise_error('DISCOUNT_EXISTS', 'the subscription already has a discount; remove it first', 'AB409');
+  end if;
+  update app_public.coupons x set times_redeemed = times_redeemed + 1 where x.id = c.id;
+  if promo.id is not null then
+    update app_public.promotion_codes x set times_redeemed = times_redeemed + 1 where x.id = promo.id;
+  end if;
+  insert into app_public.discounts (tenant_id, customer_id, subscription_id, coupon_id, promotion_code_id, periods_remaining, started_at, created_at)
+  values (s.tenant_id, s.customer_id, s.id, c.id, promo.id,
+    case c.duration when 'once' then 1 when 'repeating' then c.duration_in_periods end, at_, at_)
+  returning * into result;
+  perform app_hidden.emit_event(s.tenant_id, 'subscription.discount_applied', 'subscription', s.id,
+    jsonb_build_object('subscription_id', s.id, 'discount_id', result.id, 'coupon_id', c.id, 'promotion_code_id', promo.id));
+  return result;
+end;
+$$;
+comment on function app_hidden.redeem_discount(s app_public.subscriptions, promotion_code text, coupon_id uuid, first_amount_minor bigint) is 'Redeems a promotion code (case-insensitive) or a coupon on a locked subscription: every limit checked under the code''s and the coupon''s row locks (in that order), both counters incremented, the discount and its subscription.discount_applied event written. first_amount_minor: what the promotion code''s minimum is compared with (the first invoice, or the next period''s amount).';
+
+create function app_hidden.redeem_subscription_discount(s app_public.subscriptions, price app_public.prices, promotion_code text, coupon_id uuid)
+  returns void
+  language plpgsql volatile
+as $$
+begin
+  if promotion_code is not null or coupon_id is not null then
+    perform app_hidden.redeem_discount(s, promotion_code, coupon_id, price.amount_minor * s.quantity);
+  end if;
+end;
+$$;
+comment on function app_hidden.redeem_subscription_discount(s app_public.subscriptions, price app_public.prices, promotion_code text, coupon_id uuid) is 'create_subscription: redeems the promotion code or coupon it was given on the new subscription, its first invoice (quantity × price) the amount a minimum is compared with; nothing when neither is given.';
 
 create function app_hidden.renewal_contribution(inv app_public.invoices, first_attempt text)
   returns TABLE(month date, renewals integer, paid_first_attempt integer, dunned integer, recovered integer)
@@ -1497,6 +1606,39 @@ end;
 $$;
 comment on function app_hidden.subscription_for_update(subscription uuid) is 'Locks and returns a subscription the caller may act on (a customer only their own); SUBSCRIPTION_NOT_FOUND otherwise.';
 
+create function app_hidden.take_discount(s app_public.subscriptions, price app_public.prices, amount bigint, at_ timestamp with time zone, period boolean, OUT discount_id uuid, OUT amount_minor bigint, OUT description text)
+  returns record
+  language plpgsql volatile
+as $$
+declare
+  d app_public.discounts;
+  c app_public.coupons;
+begin
+  amount_minor := 0;
+  select * into d from app_public.discounts x where x.tenant_id = s.tenant_id and x.subscription_id = s.id and x.ended_at is null for update;
+  if not found then
+    return;
+  end if;
+  select * into c from app_public.coupons x where x.tenant_id = d.tenant_id and x.id = d.coupon_id;
+  if c.applies_to_plan_ids is not null and not price.plan_id = any (c.applies_to_plan_ids) then
+    return; -- Moved to a plan the coupon does not cover: no discount, and no period of it used.
+  end if;
+  if not period and c.percent_off is null then
+    return; -- An amount off is taken from period invoices only.
+  end if;
+  discount_id := d.id;
+  -- Rounded half away from zero, to the minor unit; never more than what it discounts.
+  amount_minor := least(amount, coalesce(c.amount_off_minor, round(amount * c.percent_off / 100)::bigint));
+  description := case when c.percent_off is not null then format('%s (%s%% off)', c.name, trim_scale(c.percent_off)) else c.name end;
+  if period and d.periods_remaining is not null then
+    update app_public.discounts x set periods_remaining = x.periods_remaining - 1,
+      ended_at = case when x.periods_remaining = 1 then at_ end
+    where x.id = d.id;
+  end if;
+end;
+$$;
+comment on function app_hidden.take_discount(s app_public.subscriptions, price app_public.prices, amount bigint, at_ timestamp with time zone, period boolean, OUT discount_id uuid, OUT amount_minor bigint, OUT description text) is 'The discount of a locked subscription on an invoice of amount at price: percent_off rounded half away from zero, or amount_off_minor (period invoices only), capped at amount; a period invoice (period) uses one of its periods, ending it after the last. amount_minor 0 when none applies.';
+
 create function app_hidden.tg__guard_transition()
   returns trigger
   language plpgsql volatile security definer
@@ -1633,6 +1775,23 @@ begin
 end;
 $$;
 comment on function app_hidden.tg_invoices__return_balance_on_void() is 'Trigger: when an invoice moves to void, the customer balance applied to it returns to the customer (one adjustment balance transaction).';
+
+create function app_hidden.tg_invoices__return_discount_on_void()
+  returns trigger
+  language plpgsql volatile
+as $$
+begin
+  -- A voided period invoice never billed its discount: the period is given back (unless another discount now runs).
+  update app_public.discounts d set periods_remaining = d.periods_remaining + 1, ended_at = null
+  from app_public.invoice_lines l
+  where l.tenant_id = new.tenant_id and l.invoice_id = new.id and l.discount_id is not null
+    and d.tenant_id = l.tenant_id and d.id = l.discount_id and d.periods_remaining is not null and new.is_period
+    and not exists (select 1 from app_public.discounts o
+                    where o.tenant_id = d.tenant_id and o.subscription_id = d.subscription_id and o.ended_at is null and o.id <> d.id);
+  return null;
+end;
+$$;
+comment on function app_hidden.tg_invoices__return_discount_on_void() is 'Trigger: a period invoice moved to void gives its discount''s period back (docs/api.md, "Coupons and promotion codes").';
 
 create function app_hidden.tg_invoices__rollups()
   returns trigger
@@ -5209,6 +5368,49 @@ create policy select_worker on app_public.balance_transactions for select to :RO
   using (true);
 grant select on table app_public.balance_transactions to :ROLE_CUSTOMER, :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
 
+create table app_public.coupons (
+  id uuid default gen_random_uuid() not null,
+  tenant_id uuid default app_hidden.current_tenant_id() not null,
+  name text not null,
+  percent_off numeric(5,2),
+  amount_off_minor bigint,
+  currency character(3),
+  duration text not null,
+  duration_in_periods integer,
+  max_redemptions integer,
+  times_redeemed integer default 0 not null,
+  redeem_by timestamp with time zone,
+  applies_to_plan_ids uuid[],
+  active boolean default true not null,
+  created_at timestamp with time zone default app_hidden.now() not null,
+  constraint coupons_pkey PRIMARY KEY (id),
+  constraint coupons_tenant_id_id_key UNIQUE (tenant_id, id),
+  constraint coupons_amount_off_minor_check CHECK (amount_off_minor > 0),
+  constraint coupons_currency_with_amount CHECK ((amount_off_minor IS NULL) = (currency IS NULL)),
+  constraint coupons_duration_check CHECK (duration = ANY (ARRAY['once'::text, 'repeating'::text, 'forever'::text])),
+  constraint coupons_duration_in_periods CHECK ((duration = 'repeating'::text) = (duration_in_periods IS NOT NULL) AND COALESCE(duration_in_periods, 1) >= 1 AND COALESCE(duration_in_periods, 1) <= 1200),
+  constraint coupons_name_check CHECK (length(name) >= 1 AND length(name) <= 200),
+  constraint coupons_one_kind CHECK ((percent_off IS NULL) <> (amount_off_minor IS NULL)),
+  constraint coupons_percent_off_check CHECK (percent_off > 0::numeric AND percent_off <= 100::numeric),
+  constraint coupons_redemptions CHECK (times_redeemed >= 0 AND max_redemptions > 0 AND times_redeemed <= max_redemptions OR max_redemptions IS NULL AND times_redeemed >= 0),
+  constraint coupons_currency_fkey FOREIGN KEY (currency) REFERENCES app_public.currencies(code) ON DELETE RESTRICT,
+  constraint coupons_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
+);
+comment on table app_public.coupons is 'A discount a tenant offers: percent_off or amount_off_minor in currency, for one period invoice (once), duration_in_periods of them (repeating) or all (forever); at most max_redemptions times, until redeem_by, on the plans in applies_to_plan_ids (all when null).';
+CREATE INDEX coupons_tenant_created_idx ON app_public.coupons USING btree (tenant_id, created_at DESC);
+alter table app_public.coupons enable row level security;
+alter table app_public.coupons force row level security;
+create policy all_owner on app_public.coupons for all to :DATABASE_OWNER
+  using ((( SELECT app_hidden.current_tenant_id() AS current_tenant_id)) IS NULL OR tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)))
+  with check ((( SELECT app_hidden.current_tenant_id() AS current_tenant_id)) IS NULL OR tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
+create policy select_operator on app_public.coupons for select to :ROLE_OPERATOR
+  using (true);
+create policy select_own_tenant on app_public.coupons for select to :ROLE_TENANT
+  using (tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
+create policy select_worker on app_public.coupons for select to :ROLE_WORKER
+  using (true);
+grant select on table app_public.coupons to :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
+
 create table app_public.currencies (
   code character(3) not null,
   exponent smallint not null,
@@ -5302,6 +5504,46 @@ create policy update_own_tenant on app_public.customers for update to :ROLE_TENA
 grant select on table app_public.customers to :ROLE_CUSTOMER, :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
 grant update (email, name, country, locale, metadata) on table app_public.customers to :ROLE_TENANT;
 
+create table app_public.discounts (
+  id uuid default gen_random_uuid() not null,
+  tenant_id uuid not null,
+  customer_id uuid not null,
+  subscription_id uuid not null,
+  coupon_id uuid not null,
+  promotion_code_id uuid,
+  periods_remaining integer,
+  started_at timestamp with time zone not null,
+  ended_at timestamp with time zone,
+  created_at timestamp with time zone default app_hidden.now() not null,
+  constraint discounts_pkey PRIMARY KEY (id),
+  constraint discounts_tenant_id_id_key UNIQUE (tenant_id, id),
+  constraint discounts_periods_remaining_check CHECK (periods_remaining >= 0),
+  constraint discounts_coupon_fkey FOREIGN KEY (tenant_id, coupon_id) REFERENCES app_public.coupons(tenant_id, id) ON DELETE RESTRICT,
+  constraint discounts_customer_fkey FOREIGN KEY (tenant_id, customer_id) REFERENCES app_public.customers(tenant_id, id) ON DELETE RESTRICT,
+  constraint discounts_promotion_code_fkey FOREIGN KEY (tenant_id, promotion_code_id) REFERENCES app_public.promotion_codes(tenant_id, id) ON DELETE RESTRICT,
+  constraint discounts_subscription_fkey FOREIGN KEY (tenant_id, subscription_id) REFERENCES app_public.subscriptions(tenant_id, id) ON DELETE RESTRICT,
+  constraint discounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
+);
+comment on table app_public.discounts is 'A coupon redeemed on a subscription: periods_remaining period invoices left (null: forever) until ended_at. At most one running (ended_at null) per subscription.';
+CREATE INDEX discounts_coupon_idx ON app_public.discounts USING btree (tenant_id, coupon_id);
+CREATE INDEX discounts_customer_idx ON app_public.discounts USING btree (tenant_id, customer_id, created_at DESC);
+CREATE UNIQUE INDEX discounts_one_running_key ON app_public.discounts USING btree (tenant_id, subscription_id) WHERE (ended_at IS NULL);
+CREATE INDEX discounts_promotion_customer_idx ON app_public.discounts USING btree (tenant_id, promotion_code_id, customer_id) WHERE (promotion_code_id IS NOT NULL);
+alter table app_public.discounts enable row level security;
+alter table app_public.discounts force row level security;
+create policy all_owner on app_public.discounts for all to :DATABASE_OWNER
+  using ((( SELECT app_hidden.current_tenant_id() AS current_tenant_id)) IS NULL OR tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)))
+  with check ((( SELECT app_hidden.current_tenant_id() AS current_tenant_id)) IS NULL OR tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
+create policy select_operator on app_public.discounts for select to :ROLE_OPERATOR
+  using (true);
+create policy select_own_customer on app_public.discounts for select to :ROLE_CUSTOMER
+  using (tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)) AND customer_id = (( SELECT app_hidden.current_customer_id() AS current_customer_id)));
+create policy select_own_tenant on app_public.discounts for select to :ROLE_TENANT
+  using (tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
+create policy select_worker on app_public.discounts for select to :ROLE_WORKER
+  using (true);
+grant select on table app_public.discounts to :ROLE_CUSTOMER, :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
+
 create table app_public.events (
   id uuid default gen_random_uuid() not null,
   tenant_id uuid not null,
@@ -5347,20 +5589,27 @@ create table app_public.invoice_lines (
   period_start timestamp with time zone,
   period_end timestamp with time zone,
   created_at timestamp with time zone default app_hidden.now() not null,
+  discount_id uuid,
   constraint invoice_lines_pkey PRIMARY KEY (id),
   constraint invoice_lines_amount CHECK (amount_minor = (quantity * unit_amount_minor)),
-  constraint invoice_lines_amount_minor_check CHECK (amount_minor >= 0),
   constraint invoice_lines_description_check CHECK (length(description) >= 1 AND length(description) <= 500),
   constraint invoice_lines_quantity_check CHECK (quantity > 0),
-  constraint invoice_lines_unit_amount_minor_check CHECK (unit_amount_minor >= 0),
+  constraint invoice_lines_sign CHECK (
+CASE
+    WHEN discount_id IS NULL THEN unit_amount_minor >= 0
+    ELSE unit_amount_minor <= 0 AND quantity = 1
+END),
   constraint invoice_lines_customer_fkey FOREIGN KEY (tenant_id, customer_id) REFERENCES app_public.customers(tenant_id, id) ON DELETE RESTRICT,
+  constraint invoice_lines_discount_fkey FOREIGN KEY (tenant_id, discount_id) REFERENCES app_public.discounts(tenant_id, id) ON DELETE RESTRICT,
   constraint invoice_lines_invoice_fkey FOREIGN KEY (tenant_id, invoice_id) REFERENCES app_public.invoices(tenant_id, id) ON DELETE CASCADE,
   constraint invoice_lines_price_fkey FOREIGN KEY (tenant_id, price_id) REFERENCES app_public.prices(tenant_id, id) ON DELETE RESTRICT,
   constraint invoice_lines_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
 );
 comment on table app_public.invoice_lines is 'The lines of an invoice; amount_minor = quantity × unit_amount_minor.';
+comment on column app_public.invoice_lines.discount_id is 'Set on a discount line (docs/api.md, "Coupons and promotion codes"): its amount is negative, the discount that gave it.';
 CREATE INDEX invoice_lines_created_at_idx ON app_public.invoice_lines USING btree (created_at DESC);
 CREATE INDEX invoice_lines_customer_idx ON app_public.invoice_lines USING btree (tenant_id, customer_id);
+CREATE INDEX invoice_lines_discount_idx ON app_public.invoice_lines USING btree (tenant_id, discount_id) WHERE (discount_id IS NOT NULL);
 CREATE INDEX invoice_lines_invoice_idx ON app_public.invoice_lines USING btree (tenant_id, invoice_id);
 CREATE INDEX invoice_lines_price_idx ON app_public.invoice_lines USING btree (tenant_id, price_id) WHERE (price_id IS NOT NULL);
 CREATE INDEX invoice_lines_tenant_created_idx ON app_public.invoice_lines USING btree (tenant_id, created_at DESC);
@@ -5735,6 +5984,41 @@ create policy update_own_tenant on app_public.prices for update to :ROLE_TENANT
 grant select on table app_public.prices to :ROLE_CUSTOMER, :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
 grant insert (plan_id, currency, "interval", amount_minor, active) on table app_public.prices to :ROLE_TENANT;
 grant update (active) on table app_public.prices to :ROLE_TENANT;
+
+create table app_public.promotion_codes (
+  id uuid default gen_random_uuid() not null,
+  tenant_id uuid default app_hidden.current_tenant_id() not null,
+  coupon_id uuid not null,
+  code text not null,
+  active boolean default true not null,
+  max_redemptions integer,
+  times_redeemed integer default 0 not null,
+  expires_at timestamp with time zone,
+  first_time_only boolean default false not null,
+  once_per_customer boolean default false not null,
+  minimum_amount_minor bigint,
+  created_at timestamp with time zone default app_hidden.now() not null,
+  constraint promotion_codes_pkey PRIMARY KEY (id),
+  constraint promotion_codes_tenant_id_id_key UNIQUE (tenant_id, id),
+  constraint promotion_codes_code_check CHECK (code ~ '^[A-Za-z0-9_-]{3,64}$'::text),
+  constraint promotion_codes_minimum_check CHECK (minimum_amount_minor > 0),
+  constraint promotion_codes_redemptions CHECK (times_redeemed >= 0 AND max_redemptions > 0 AND times_redeemed <= max_redemptions OR max_redemptions IS NULL AND times_redeemed >= 0),
+  constraint promotion_codes_coupon_fkey FOREIGN KEY (tenant_id, coupon_id) REFERENCES app_public.coupons(tenant_id, id) ON DELETE RESTRICT,
+  constraint promotion_codes_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
+);
+comment on table app_public.promotion_codes is 'A code customers type for a coupon (case-insensitive, unique per tenant), with its own limits: max_redemptions, expires_at, first-time customers only (no succeeded payment yet), once per customer, and a minimum first-invoice amount in the subscription''s currency.';
+CREATE UNIQUE INDEX promotion_codes_code_key ON app_public.promotion_codes USING btree (tenant_id, upper(code));
+CREATE INDEX promotion_codes_coupon_idx ON app_public.promotion_codes USING btree (tenant_id, coupon_id);
+alter table app_public.promotion_codes enable row level security;
+alter table app_public.promotion_codes force row level security;
+create policy all_owner on app_public.promotion_codes for all to :DATABASE_OWNER
+  using ((( SELECT app_hidden.current_tenant_id() AS current_tenant_id)) IS NULL OR tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)))
+  with check ((( SELECT app_hidden.current_tenant_id() AS current_tenant_id)) IS NULL OR tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
+create policy select_operator on app_public.promotion_codes for select to :ROLE_OPERATOR
+  using (true);
+create policy select_own_tenant on app_public.promotion_codes for select to :ROLE_TENANT
+  using (tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
+grant select on table app_public.promotion_codes to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create table app_public.refunds (
   id uuid default gen_random_uuid() not null,
@@ -6166,6 +6450,41 @@ $$;
 comment on function app_public.advance_test_clock(frozen_at timestamp with time zone) is 'Test-mode tenants only: freeze (or move forward) the tenant''s clock; renewals and dunning then run on it.';
 grant execute on function app_public.advance_test_clock(frozen_at timestamp with time zone) to :ROLE_TENANT;
 
+create function app_public.apply_discount(subscription_id uuid, promotion_code text DEFAULT NULL::text, coupon_id uuid DEFAULT NULL::uuid, idempotency_key text DEFAULT NULL::text)
+  returns app_public.discounts
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  s app_public.subscriptions;
+  stored jsonb;
+  next_amount bigint;
+  result app_public.discounts;
+begin
+  perform app_hidden.require_operator_role('admin', 'support');
+  s := app_hidden.subscription_for_update(subscription_id);
+  stored := app_hidden.idempotency_begin(s.tenant_id, idempotency_key, 'apply_discount', jsonb_build_object(
+    'subscription_id', subscription_id, 'promotion_code', promotion_code, 'coupon_id', coupon_id));
+  if stored is not null then
+    return jsonb_populate_record(null::app_public.discounts, stored);
+  end if;
+  if promotion_code is null and coupon_id is null then
+    perform app_hidden.raise_error('INVALID_INPUT', 'give a promotion code or a coupon', 'AB400');
+  end if;
+  if s.status not in ('active', 'trialing', 'past_due') or s.cancel_at_period_end then
+    perform app_hidden.raise_error('SUBSCRIPTION_NOT_ACTIVE', format('a %s subscription takes no discount', s.status), 'AB422');
+  end if;
+  select p.amount_minor * coalesce(s.pending_quantity, s.quantity) into next_amount
+  from app_public.prices p where p.tenant_id = s.tenant_id and p.id = coalesce(s.pending_price_id, s.price_id);
+  result := app_hidden.redeem_discount(s, promotion_code, coupon_id, next_amount);
+  perform app_hidden.audit('apply_discount', s.tenant_id, 'app_public.discounts', result.id, null, to_jsonb(result));
+  perform app_hidden.idempotency_finish(s.tenant_id, idempotency_key, to_jsonb(result));
+  return result;
+end;
+$$;
+comment on function app_public.apply_discount(subscription_id uuid, promotion_code text, coupon_id uuid, idempotency_key text) is 'Redeems a promotion code or a coupon on a running subscription: it discounts the next period invoices (the one open now is not changed). DISCOUNT_EXISTS when one runs; the code''s and the coupon''s limits as at subscription creation.';
+grant execute on function app_public.apply_discount(subscription_id uuid, promotion_code text, coupon_id uuid, idempotency_key text) to :ROLE_OPERATOR, :ROLE_TENANT;
+
 create function app_public.archive_price(price_id uuid, idempotency_key text DEFAULT NULL::text)
   returns app_public.prices
   language plpgsql volatile security definer
@@ -6276,6 +6595,68 @@ end;
 $$;
 comment on function app_public.create_api_key(name text, expires_at timestamp with time zone, idempotency_key text) is 'Issues another API key for the signed-in tenant; the token is returned once.';
 grant execute on function app_public.create_api_key(name text, expires_at timestamp with time zone, idempotency_key text) to :ROLE_TENANT;
+
+create function app_public.create_coupon(name text, duration text, percent_off numeric DEFAULT NULL::numeric, amount_off_minor bigint DEFAULT NULL::bigint, currency text DEFAULT NULL::text, duration_in_periods integer DEFAULT NULL::integer, max_redemptions integer DEFAULT NULL::integer, redeem_by timestamp with time zone DEFAULT NULL::timestamp with time zone, applies_to_plan_ids uuid[] DEFAULT NULL::uuid[], idempotency_key text DEFAULT NULL::text)
+  returns app_public.coupons
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  tenant uuid := app_hidden.require_tenant();
+  stored jsonb;
+  currency_ text := upper(create_coupon.currency);
+  result app_public.coupons;
+begin
+  stored := app_hidden.idempotency_begin(tenant, idempotency_key, 'create_coupon', jsonb_build_object(
+    'name', name, 'duration', duration, 'percent_off', percent_off, 'amount_off_minor', amount_off_minor, 'currency', currency_,
+    'duration_in_periods', duration_in_periods, 'max_redemptions', max_redemptions, 'redeem_by', redeem_by,
+    'applies_to_plan_ids', applies_to_plan_ids));
+  if stored is not null then
+    return jsonb_populate_record(null::app_public.coupons, stored);
+  end if;
+  if coalesce(length(name), 0) not between 1 and 200 then
+    perform app_hidden.raise_error('INVALID_COUPON', 'name is 1 to 200 characters', 'AB400');
+  end if;
+  if (percent_off is null) = (amount_off_minor is null) then
+    perform app_hidden.raise_error('INVALID_COUPON', 'give percent_off or amount_off_minor, one of them', 'AB400');
+  end if;
+  if percent_off is not null and (percent_off <= 0 or percent_off > 100 or percent_off <> round(percent_off, 2)) then
+    perform app_hidden.raise_error('INVALID_COUPON', 'percent_off is more than 0 and at most 100, with at most two decimals', 'AB400');
+  end if;
+  if amount_off_minor is not null and (amount_off_minor <= 0 or currency_ is null) then
+    perform app_hidden.raise_error('INVALID_COUPON', 'amount_off_minor is a positive number of minor units, with its currency', 'AB400');
+  end if;
+  if amount_off_minor is null and currency_ is not null then
+    perform app_hidden.raise_error('INVALID_COUPON', 'currency goes with amount_off_minor only', 'AB400');
+  end if;
+  if currency_ is not null and not exists (select 1 from app_public.currencies x where x.code = currency_) then
+    perform app_hidden.raise_error('UNKNOWN_CURRENCY', format('unknown currency %s', currency_), 'AB400');
+  end if;
+  if duration is null or duration not in ('once', 'repeating', 'forever') then
+    perform app_hidden.raise_error('INVALID_COUPON', 'duration is once, repeating or forever', 'AB400');
+  end if;
+  if (duration = 'repeating') <> (duration_in_periods is not null) or duration_in_periods not between 1 and 1200 then
+    perform app_hidden.raise_error('INVALID_COUPON', 'a repeating coupon needs duration_in_periods (1 to 1200); others none', 'AB400');
+  end if;
+  if max_redemptions <= 0 then
+    perform app_hidden.raise_error('INVALID_COUPON', 'max_redemptions is positive', 'AB400');
+  end if;
+  if cardinality(applies_to_plan_ids) = 0 or exists (
+    select 1 from unnest(applies_to_plan_ids) p(id)
+    where not exists (select 1 from app_public.plans x where x.tenant_id = tenant and x.id = p.id)) then
+    perform app_hidden.raise_error('PLAN_NOT_FOUND', 'applies_to_plan_ids names plans of this tenant (or is null: every plan)', 'AB404');
+  end if;
+  insert into app_public.coupons (tenant_id, name, percent_off, amount_off_minor, currency, duration, duration_in_periods,
+    max_redemptions, redeem_by, applies_to_plan_ids, created_at)
+  values (tenant, name, percent_off, amount_off_minor, currency_, duration, duration_in_periods, max_redemptions, redeem_by,
+    (select array_agg(distinct x order by x) from unnest(applies_to_plan_ids) x), app_hidden.now(tenant))
+  returning * into result;
+  perform app_hidden.idempotency_finish(tenant, idempotency_key, to_jsonb(result));
+  return result;
+end;
+$$;
+comment on function app_public.create_coupon(name text, duration text, percent_off numeric, amount_off_minor bigint, currency text, duration_in_periods integer, max_redemptions integer, redeem_by timestamp with time zone, applies_to_plan_ids uuid[], idempotency_key text) is 'Creates a coupon: percent_off (up to two decimals) or amount_off_minor with its currency; duration once (the next period invoice), repeating (duration_in_periods of them) or forever; optional max_redemptions, redeem_by and applies_to_plan_ids. INVALID_COUPON names what is wrong.';
+grant execute on function app_public.create_coupon(name text, duration text, percent_off numeric, amount_off_minor bigint, currency text, duration_in_periods integer, max_redemptions integer, redeem_by timestamp with time zone, applies_to_plan_ids uuid[], idempotency_key text) to :ROLE_TENANT;
 
 create function app_public.create_customer(external_id text, email text, idempotency_key text, name text DEFAULT NULL::text, country text DEFAULT NULL::text, locale text DEFAULT NULL::text, metadata jsonb DEFAULT NULL::jsonb)
   returns app_public.customers
@@ -6498,7 +6879,48 @@ $$;
 comment on function app_public.create_price(plan_id uuid, currency text, "interval" text, amount_minor bigint, idempotency_key text) is 'Adds a price (amount in minor units of currency, per month or year) to a plan. One active price per plan, currency and interval; amounts never change (replace_price archives a price and creates its successor). Idempotent per key; refusals name their field.';
 grant execute on function app_public.create_price(plan_id uuid, currency text, "interval" text, amount_minor bigint, idempotency_key text) to :ROLE_OPERATOR, :ROLE_TENANT;
 
-create function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer DEFAULT 1)
+create function app_public.create_promotion_code(coupon_id uuid, code text, max_redemptions integer DEFAULT NULL::integer, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, first_time_only boolean DEFAULT false, once_per_customer boolean DEFAULT false, minimum_amount_minor bigint DEFAULT NULL::bigint, idempotency_key text DEFAULT NULL::text)
+  returns app_public.promotion_codes
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  tenant uuid := app_hidden.require_tenant();
+  stored jsonb;
+  result app_public.promotion_codes;
+begin
+  stored := app_hidden.idempotency_begin(tenant, idempotency_key, 'create_promotion_code', jsonb_build_object(
+    'coupon_id', coupon_id, 'code', code, 'max_redemptions', max_redemptions, 'expires_at', expires_at,
+    'first_time_only', coalesce(first_time_only, false), 'once_per_customer', coalesce(once_per_customer, false),
+    'minimum_amount_minor', minimum_amount_minor));
+  if stored is not null then
+    return jsonb_populate_record(null::app_public.promotion_codes, stored);
+  end if;
+  if not exists (select 1 from app_public.coupons c where c.tenant_id = tenant and c.id = create_promotion_code.coupon_id) then
+    perform app_hidden.raise_error('COUPON_NOT_FOUND', format('coupon %s not found', coupon_id), 'AB404');
+  end if;
+  if code is null or code !~ '^[A-Za-z0-9_-]{3,64}$' then
+    perform app_hidden.raise_error('INVALID_PROMOTION_CODE', 'a code is 3 to 64 letters, digits, _ or -', 'AB400');
+  end if;
+  if max_redemptions <= 0 or minimum_amount_minor <= 0 then
+    perform app_hidden.raise_error('INVALID_PROMOTION_CODE', 'max_redemptions and minimum_amount_minor are positive', 'AB400');
+  end if;
+  if exists (select 1 from app_public.promotion_codes p where p.tenant_id = tenant and upper(p.code) = upper(create_promotion_code.code)) then
+    perform app_hidden.raise_error('PROMOTION_CODE_EXISTS', format('promotion code %s exists (codes are case-insensitive)', code), 'AB409');
+  end if;
+  insert into app_public.promotion_codes (tenant_id, coupon_id, code, max_redemptions, expires_at, first_time_only, once_per_customer,
+    minimum_amount_minor, created_at)
+  values (tenant, coupon_id, code, max_redemptions, expires_at, coalesce(first_time_only, false), coalesce(once_per_customer, false),
+    minimum_amount_minor, app_hidden.now(tenant))
+  returning * into result;
+  perform app_hidden.idempotency_finish(tenant, idempotency_key, to_jsonb(result));
+  return result;
+end;
+$$;
+comment on function app_public.create_promotion_code(coupon_id uuid, code text, max_redemptions integer, expires_at timestamp with time zone, first_time_only boolean, once_per_customer boolean, minimum_amount_minor bigint, idempotency_key text) is 'A customer-facing code (3 to 64 of A-Z, 0-9, _ and -, case-insensitive, unique per tenant) for a coupon, with its own max_redemptions, expires_at, first_time_only (customers without a succeeded payment), once_per_customer and minimum_amount_minor (of the first invoice, in the subscription''s currency).';
+grant execute on function app_public.create_promotion_code(coupon_id uuid, code text, max_redemptions integer, expires_at timestamp with time zone, first_time_only boolean, once_per_customer boolean, minimum_amount_minor bigint, idempotency_key text) to :ROLE_TENANT;
+
+create function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer DEFAULT 1, promotion_code text DEFAULT NULL::text, coupon_id uuid DEFAULT NULL::uuid)
   returns app_public.subscriptions
   language plpgsql volatile security definer
   set search_path to pg_catalog, public, pg_temp
@@ -6525,7 +6947,8 @@ begin
     'customer_id', create_subscription.customer_id, 'price_id', create_subscription.price_id,
     'payment_method_id', create_subscription.payment_method_id)
     -- One seat is the request it always was, so keys stored before seats replay.
-    || case when quantity_ = 1 then '{}'::jsonb else jsonb_build_object('quantity', quantity_) end);
+    || case when quantity_ = 1 then '{}'::jsonb else jsonb_build_object('quantity', quantity_) end
+    || jsonb_strip_nulls(jsonb_build_object('promotion_code', create_subscription.promotion_code, 'coupon_id', create_subscription.coupon_id)));
   if stored is not null then
     return jsonb_populate_record(null::app_public.subscriptions, stored);
   end if;
@@ -6562,6 +6985,7 @@ begin
     values (cust.tenant_id, cust.id, price.id, quantity_, price.currency, create_subscription.payment_method_id, 'trialing',
       at_, period_end_, period_end_, period_end_, at_, at_)
     returning * into result;
+    perform app_hidden.redeem_subscription_discount(result, price, create_subscription.promotion_code, create_subscription.coupon_id);
   else
     period_end_ := app_hidden.next_period_end(at_, price.interval, tz, at_);
     insert into app_public.subscriptions (tenant_id, customer_id, price_id, quantity, currency, payment_method_id, status,
@@ -6569,6 +6993,7 @@ begin
     values (cust.tenant_id, cust.id, price.id, quantity_, price.currency, create_subscription.payment_method_id, 'incomplete',
       at_, period_end_, at_, at_, at_)
     returning * into result;
+    perform app_hidden.redeem_subscription_discount(result, price, create_subscription.promotion_code, create_subscription.coupon_id);
     perform app_hidden.create_period_invoice(result, price, at_, period_end_, 'subscription_create');
     select * into result from app_public.subscriptions x where x.id = result.id;
   end if;
@@ -6577,8 +7002,8 @@ begin
   return result;
 end;
 $$;
-comment on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer) is 'Subscribes a customer to a price, for quantity seats (1 to 1,000,000; each invoice bills quantity × the price). Refuses a plan outside its sale window (PLAN_NOT_ON_SALE) or a price in another currency than the customer''s (CURRENCY_MISMATCH). Starts a trial when the plan has trial days; otherwise the subscription is incomplete with its first invoice open until the first payment succeeds.';
-grant execute on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer) to :ROLE_OPERATOR, :ROLE_TENANT;
+comment on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer, promotion_code text, coupon_id uuid) is 'Subscribes a customer to a price, for quantity seats (1 to 1,000,000; each invoice bills quantity × the price), with a promotion code or a coupon if given (its discount is on the first invoice). Refuses a plan outside its sale window (PLAN_NOT_ON_SALE) or a price in another currency than the customer''s (CURRENCY_MISMATCH). Starts a trial when the plan has trial days; otherwise the subscription is incomplete with its first invoice open until the first payment succeeds.';
+grant execute on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer, promotion_code text, coupon_id uuid) to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create function app_public.create_webhook_endpoint(url text, enabled_events text[] DEFAULT NULL::text[], description text DEFAULT NULL::text, idempotency_key text DEFAULT NULL::text)
   returns app_public.new_webhook_endpoint
@@ -7064,6 +7489,38 @@ $$;
 comment on function app_public.refund_subscription(subscription_id uuid, idempotency_key text, amount_minor bigint, reason text, destination text) is 'Refunds the current period by the refund rule (see refund_quote) and ends the subscription, once: ALREADY_REFUNDED while an earlier refund of it is pending or succeeded. amount_minor overrides the rule (finance/admin operators only, never above the remainder). destination: original_payment (card, via the worker) or balance.';
 grant execute on function app_public.refund_subscription(subscription_id uuid, idempotency_key text, amount_minor bigint, reason text, destination text) to :ROLE_OPERATOR, :ROLE_TENANT;
 
+create function app_public.remove_discount(subscription_id uuid, idempotency_key text DEFAULT NULL::text)
+  returns app_public.discounts
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  s app_public.subscriptions;
+  stored jsonb;
+  result app_public.discounts;
+begin
+  perform app_hidden.require_operator_role('admin', 'support');
+  s := app_hidden.subscription_for_update(subscription_id);
+  stored := app_hidden.idempotency_begin(s.tenant_id, idempotency_key, 'remove_discount', jsonb_build_object('subscription_id', subscription_id));
+  if stored is not null then
+    return jsonb_populate_record(null::app_public.discounts, stored);
+  end if;
+  update app_public.discounts d set ended_at = app_hidden.now(s.tenant_id)
+  where d.tenant_id = s.tenant_id and d.subscription_id = s.id and d.ended_at is null
+  returning * into result;
+  if result.id is null then
+    perform app_hidden.raise_error('NO_DISCOUNT', 'the subscription has no running discount', 'AB404');
+  end if;
+  perform app_hidden.emit_event(s.tenant_id, 'subscription.discount_removed', 'subscription', s.id,
+    jsonb_build_object('subscription_id', s.id, 'discount_id', result.id, 'coupon_id', result.coupon_id));
+  perform app_hidden.audit('remove_discount', s.tenant_id, 'app_public.discounts', result.id, null, to_jsonb(result));
+  perform app_hidden.idempotency_finish(s.tenant_id, idempotency_key, to_jsonb(result));
+  return result;
+end;
+$$;
+comment on function app_public.remove_discount(subscription_id uuid, idempotency_key text) is 'Ends the running discount of a subscription now: later invoices are at full price. NO_DISCOUNT when none runs.';
+grant execute on function app_public.remove_discount(subscription_id uuid, idempotency_key text) to :ROLE_OPERATOR, :ROLE_TENANT;
+
 create function app_public.replace_price(price_id uuid, amount_minor bigint, idempotency_key text DEFAULT NULL::text)
   returns app_public.prices
   language plpgsql volatile security definer
@@ -7456,6 +7913,7 @@ CREATE TRIGGER _200_guard_transition BEFORE INSERT OR UPDATE OF status ON app_pu
 CREATE TRIGGER _300_guard_period_chain BEFORE INSERT ON app_public.invoices FOR EACH ROW WHEN (new.billing_reason = ANY (ARRAY['subscription_create'::text, 'subscription_cycle'::text, 'subscription_resume'::text])) EXECUTE FUNCTION app_hidden.tg_invoices__guard_period_chain();
 CREATE TRIGGER _500_record_transition AFTER INSERT OR UPDATE OF status ON app_public.invoices FOR EACH ROW EXECUTE FUNCTION app_hidden.tg__record_transition('invoice');
 CREATE TRIGGER _510_return_balance_on_void AFTER UPDATE OF status ON app_public.invoices FOR EACH ROW WHEN (old.status IS DISTINCT FROM 'void'::text AND new.status = 'void'::text) EXECUTE FUNCTION app_hidden.tg_invoices__return_balance_on_void();
+CREATE TRIGGER _520_return_discount_on_void AFTER UPDATE OF status ON app_public.invoices FOR EACH ROW WHEN (old.status IS DISTINCT FROM 'void'::text AND new.status = 'void'::text) EXECUTE FUNCTION app_hidden.tg_invoices__return_discount_on_void();
 CREATE TRIGGER _700_rollups AFTER INSERT OR DELETE OR UPDATE ON app_public.invoices FOR EACH ROW EXECUTE FUNCTION app_hidden.tg_invoices__rollups();
 
 CREATE TRIGGER _100_timestamps BEFORE UPDATE ON app_public.payment_routing_rules FOR EACH ROW EXECUTE FUNCTION app_hidden.tg__timestamps();

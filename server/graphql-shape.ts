@@ -38,6 +38,9 @@ export const exposedClasses: Record<string, string> = {
   tenant_api_keys: READ,
   webhook_endpoints: READ,
   webhook_deliveries: READ,
+  coupons: READ,
+  promotion_codes: READ,
+  discounts: READ,
 };
 
 /** Functions of app_public that the API exposes (volatile ones as mutations, stable ones as queries). */
@@ -50,6 +53,10 @@ export const exposedFunctions = new Set([
   'resume_subscription',
   'change_subscription_price',
   'change_subscription',
+  'create_coupon',
+  'create_promotion_code',
+  'apply_discount',
+  'remove_discount',
   'preview_subscription_change',
   'preview_upcoming_invoice',
   'subscription_price_options',

@@ -26,6 +26,12 @@ let tables: { name: string; tenantColumn: string; customerColumn: string | null;
 
 async function populate(world: World): Promise<Row> {
   const sub = await activeSubscription(db, world);
+  // Coupons: a coupon, its promotion code and a discount on the subscription (while it runs).
+  await db.asTenant(world.tenantId, async (c) => {
+    const coupon = await c.query(`select id from app_public.create_coupon('Isolation', 'forever', 10, null, null, null, null, null, null, $1)`, [key()]);
+    await c.query(`select 1 from app_public.create_promotion_code($1, $2, null, null, false, false, null, $3)`, [coupon.rows[0].id, `ISO${randomUUID().slice(0, 8)}`, key()]);
+    await c.query(`select 1 from app_public.apply_discount($1, null, $2, $3)`, [sub.id, coupon.rows[0].id, key()]);
+  });
   const admin = await db.asOwner((c) => c.query(`select app_private.upsert_operator($1, 'admin', 'x') as id`, [`admin-${randomUUID()}@example.com`]));
   await db.asOperator((c) => c.query(`select app_public.credit_balance($1, 500, $2)`, [world.customerId, key()]), { operator_id: admin.rows[0].id, operator_role: 'admin' });
   await db.asTenant(world.tenantId, (c) => c.query(`select app_public.refund_subscription($1, $2)`, [sub.id, key()]));
@@ -208,6 +214,20 @@ const EXPECTED: Record<string, Record<ActorKind, string | readonly string[]>> = 
     owner: ['0', '0', '0', '42501 new row violates row-level security policy for table "customer_balances"'],
     operator: 'all grant grant grant',
   },
+  'app_public.coupons': {
+    tenant: '0 grant grant grant',
+    customer: 'grant grant grant grant',
+    anonymous: 'grant grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
+  },
+  'app_public.discounts': {
+    tenant: '0 grant grant grant',
+    customer: '0 grant grant grant',
+    anonymous: 'grant grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
+  },
   'app_public.customer_balances': {
     tenant: '0 grant grant grant',
     customer: '0 grant grant grant',
@@ -253,6 +273,13 @@ const EXPECTED: Record<string, Record<ActorKind, string | readonly string[]>> = 
   },
   'app_public.payment_routing_rules': {
     tenant: '0 0 0 grant',
+    customer: 'grant grant grant grant',
+    anonymous: 'grant grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
+  },
+  'app_public.promotion_codes': {
+    tenant: '0 grant grant grant',
     customer: 'grant grant grant grant',
     anonymous: 'grant grant grant grant',
     owner: '0 0 0 rls',

@@ -131,15 +131,19 @@ export const Subscription = component(
   "A customer's subscription to a price. Statuses move only along the billing state machine.",
 );
 
+/** A line's amount: negative on a discount line only. */
+const lineMoney = z.int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).describe('Amount in minor units of `currency`; negative on a discount line (`discount` set).');
+
 export const InvoiceLine = component(
   'InvoiceLine',
   z.object({
     id,
     description: z.string(),
     quantity: z.int(),
-    unit_amount_minor: money,
-    amount_minor: money,
+    unit_amount_minor: lineMoney,
+    amount_minor: lineMoney,
     price: nullable(id),
+    discount: nullable(id).describe('The discount this line is (docs: Coupons and promotion codes).'),
     period_start: nullable(timestamp),
     period_end: nullable(timestamp),
   }),
@@ -235,8 +239,8 @@ export const RefundQuote = component(
 const PreviewedLine = z.object({
   description: z.string(),
   quantity: z.int().min(1),
-  unit_amount_minor: money,
-  amount_minor: money,
+  unit_amount_minor: lineMoney,
+  amount_minor: lineMoney,
   period_start: nullable(timestamp),
   period_end: nullable(timestamp),
 });
@@ -401,8 +405,99 @@ export const CreateSubscriptionBody = z
     price: id,
     payment_method: id.optional(),
     quantity: seats.optional().describe('Seats (default 1): each invoice bills quantity × the price amount.'),
+    promotion_code: z.string().max(64).optional().describe('A promotion code the customer typed (case-insensitive).'),
+    coupon: id.optional().describe('A coupon to redeem (instead of a promotion code).'),
   })
   .strict();
+
+export const Coupon = component(
+  'Coupon',
+  z.object({
+    id,
+    object: z.literal('coupon'),
+    name: z.string(),
+    percent_off: nullable(z.number()),
+    amount_off_minor: nullable(money),
+    currency: nullable(currency),
+    duration: z.enum(['once', 'repeating', 'forever']),
+    duration_in_periods: nullable(z.int()),
+    max_redemptions: nullable(z.int()),
+    times_redeemed: z.int(),
+    redeem_by: nullable(timestamp),
+    applies_to_plans: nullable(z.array(id)),
+    active: z.boolean(),
+    created_at: timestamp,
+  }),
+  'A discount: percent_off or amount_off_minor in currency, for one, duration_in_periods or every period invoice.',
+);
+
+export const CreateCouponBody = z
+  .object({
+    name: z.string().min(1).max(200),
+    duration: z.enum(['once', 'repeating', 'forever']),
+    percent_off: z.number().gt(0).max(100).optional().describe('Up to two decimals.'),
+    amount_off_minor: z.int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+    currency: currency.optional().describe('With amount_off_minor.'),
+    duration_in_periods: z.int().min(1).max(1200).optional().describe('With duration repeating: how many period invoices.'),
+    max_redemptions: z.int().min(1).optional(),
+    redeem_by: timestamp.optional(),
+    applies_to_plans: z.array(id).min(1).max(100).optional().describe('Plans it applies to (default: all).'),
+  })
+  .strict();
+
+export const PromotionCode = component(
+  'PromotionCode',
+  z.object({
+    id,
+    object: z.literal('promotion_code'),
+    coupon: id,
+    code: z.string(),
+    active: z.boolean(),
+    max_redemptions: nullable(z.int()),
+    times_redeemed: z.int(),
+    expires_at: nullable(timestamp),
+    first_time_only: z.boolean(),
+    once_per_customer: z.boolean(),
+    minimum_amount_minor: nullable(money),
+    created_at: timestamp,
+  }),
+  'A code customers type for a coupon, with its own limits.',
+);
+
+export const CreatePromotionCodeBody = z
+  .object({
+    code: z.string().regex(/^[A-Za-z0-9_-]{3,64}$/),
+    max_redemptions: z.int().min(1).optional(),
+    expires_at: timestamp.optional(),
+    first_time_only: z.boolean().optional(),
+    once_per_customer: z.boolean().optional(),
+    minimum_amount_minor: z.int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+  })
+  .strict();
+
+export const Discount = component(
+  'Discount',
+  z.object({
+    id,
+    object: z.literal('discount'),
+    subscription: id,
+    customer: id,
+    coupon: id,
+    promotion_code: nullable(id),
+    periods_remaining: nullable(z.int()).describe('Period invoices left (null: forever).'),
+    started_at: timestamp,
+    ended_at: nullable(timestamp),
+  }),
+  'A coupon redeemed on a subscription.',
+);
+
+export const ApplyDiscountBody = z
+  .object({
+    promotion_code: z.string().max(64).optional(),
+    coupon: id.optional(),
+  })
+  .strict()
+  .refine((body) => (body.promotion_code === undefined) !== (body.coupon === undefined), { message: 'give a promotion_code or a coupon' });
 
 export const CancelBody = z
   .object({
@@ -464,6 +559,7 @@ export const RefundPaymentBody = z
   })
   .strict();
 
+export const PageQuery = z.object({ ...pageQuery }).strict();
 export const SubscriptionListQuery = z.object({ ...pageQuery, customer: id.optional(), status: subscriptionStatus.optional() }).strict();
 export const CustomerListQuery = z.object({ ...pageQuery, email: z.string().max(320).optional(), external_id: z.string().max(255).optional() }).strict();
 export const InvoiceListQuery = z

@@ -137,7 +137,7 @@ describe('npm run abonement', () => {
 
   test('migrate is idempotent', async () => {
     const result = await cli('migrate');
-    assert.deepEqual([result.code, result.out], [0, 'database schema is up to date']);
+    assert.deepEqual([result.code, result.out], [0, 'database schema is up to date'], result.err);
   });
 
   test('seed-demo adds another demo tenant on request, and --if-empty respects existing data', async () => {

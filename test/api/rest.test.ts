@@ -217,6 +217,47 @@ describe('a tenant works through REST', () => {
     assert.equal((await call('getSubscription', { path: { id: created.body.id } })).body.pending_quantity, 5, 'the refusals changed nothing');
   });
 
+  test('coupons: create one and a promotion code, subscribe with the code, apply and remove a coupon later (docs/api.md, "Coupons and promotion codes")', async () => {
+    const coupon = await call('createCoupon', { body: { name: 'Spring', duration: 'repeating', duration_in_periods: 3, percent_off: 20 }, key: idempotencyKey() });
+    assert.deepEqual([coupon.status, coupon.body.percent_off, coupon.body.duration_in_periods, coupon.body.times_redeemed], [200, 20, 3, 0]);
+    const code = await call('createPromotionCode', { path: { id: coupon.body.id }, body: { code: 'SPRING26', once_per_customer: true }, key: idempotencyKey() });
+    assert.deepEqual([code.status, code.body.coupon, code.body.code], [200, coupon.body.id, 'SPRING26']);
+    const listed = await call('listCoupons');
+    assert.ok(listed.body.data.some((c: { id: string }) => c.id === coupon.body.id));
+
+    const buyer = await call('createCustomer', { body: { external_id: 'rest-coupon', email: 'coupon@example.com' }, key: idempotencyKey() });
+    await attachCard(db, tenant.tenantId, buyer.body.id);
+    const sub = await call('createSubscription', { body: { customer: buyer.body.id, price: catalogue.pro.monthUsd, quantity: 2, promotion_code: 'spring26' }, key: idempotencyKey() });
+    assert.equal(sub.status, 200);
+    const invoices = await call('listInvoices', { query: { subscription: sub.body.id } });
+    const invoice = await call('getInvoice', { path: { id: invoices.body.data[0].id } });
+    // 2 × 1000 less 20 %: a discount line of −400.
+    assert.deepEqual(
+      invoice.body.lines.map((l: { amount_minor: number; discount: string | null }) => [l.amount_minor, l.discount !== null]),
+      [
+        [2000, false],
+        [-400, true],
+      ],
+    );
+    assert.equal(invoice.body.amount_due_minor, 1600);
+    const again = await call('createSubscription', { body: { customer: buyer.body.id, price: catalogue.max.monthUsd, promotion_code: 'SPRING26' }, key: idempotencyKey() });
+    assert.deepEqual([again.status, again.body.error.code], [422, 'PROMOTION_CODE_ALREADY_USED']);
+
+    const session = await call('createCustomerSession', { path: { id: buyer.body.id }, body: { expires_in_seconds: 600 } });
+    const mine = await call('applyDiscount', { path: { id: sub.body.id }, body: { promotion_code: 'SPRING26' }, token: session.body.token, key: idempotencyKey() });
+    assert.ok(mine.status >= 400 && mine.status < 500, `a customer session may not apply a discount: ${mine.status}`);
+    await payOpenInvoice(db, sub.body.id);
+    const removed = await call('removeDiscount', { path: { id: sub.body.id }, key: idempotencyKey() });
+    assert.deepEqual([removed.status, removed.body.ended_at !== null], [200, true]);
+    const flat = await call('createCoupon', { body: { name: 'Flat', duration: 'once', amount_off_minor: 300, currency: 'USD' }, key: idempotencyKey() });
+    const applied = await call('applyDiscount', { path: { id: sub.body.id }, body: { coupon: flat.body.id }, key: idempotencyKey() });
+    assert.deepEqual([applied.status, applied.body.coupon, applied.body.periods_remaining], [200, flat.body.id, 1]);
+    const both = await call('applyDiscount', { path: { id: sub.body.id }, body: { coupon: flat.body.id, promotion_code: 'SPRING26' }, key: idempotencyKey() });
+    assert.equal(both.status, 400);
+    const bad = await call('createCoupon', { body: { name: 'Bad', duration: 'repeating', percent_off: 10 }, key: idempotencyKey() });
+    assert.deepEqual([bad.status, bad.body.error.code], [400, 'INVALID_COUPON']);
+  });
+
   test('upcoming invoice, change preview, change price, pause, resume', async () => {
     const upcoming = await call('previewUpcomingInvoice', { path: { id: subscriptionId } });
     assert.deepEqual([upcoming.body.price, upcoming.body.subtotal_minor, upcoming.body.invoice, upcoming.body.lines.length], [catalogue.pro.monthUsd, 1000, null, 1]);

@@ -54,6 +54,7 @@ declare
   period_seconds numeric;
   delta bigint;
   prorated bigint;
+  discount record;
 begin
   credit_minor := 0;
   perform app_hidden.check_quantity(new_quantity);
@@ -106,10 +107,12 @@ begin
     update app_public.subscriptions x set price_id = new_price.id, quantity = quantity_, pending_price_id = null, pending_quantity = null
     where x.id = s.id returning * into subscription;
     if delta > 0 and prorated > 0 then
+      -- A running percent-off discount also discounts the proration (app_hidden.take_discount; docs/api.md, "Coupons and promotion codes").
+      discount := app_hidden.take_discount(subscription, new_price, prorated, at_, false);
       insert into app_public.invoices (tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
         period_start, period_end, subtotal_minor, due_at, created_at)
       values (s.tenant_id, s.customer_id, s.id, new_price.id, 'subscription_update', app_hidden.next_invoice_number(s.tenant_id, at_),
-        s.currency, 'draft', at_, s.current_period_end, prorated, at_, at_)
+        s.currency, 'draft', at_, s.current_period_end, prorated - discount.amount_minor, at_, at_)
       returning * into invoice;
       insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
         price_id, period_start, period_end)
@@ -118,6 +121,12 @@ begin
              when not price_moves then format('Proration: remaining time, %s → %s seats', s.quantity, quantity_)
              else format('Proration: remaining time at the new price, %s → %s seats', s.quantity, quantity_) end,
         1, prorated, prorated, new_price.id, at_, s.current_period_end);
+      if discount.amount_minor > 0 then
+        insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
+          discount_id, period_start, period_end)
+        values (s.tenant_id, invoice.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
+          discount.discount_id, at_, s.current_period_end);
+      end if;
       invoice := app_hidden.finalize_invoice(invoice.id);
     elsif delta < 0 and prorated > 0 then
       perform app_hidden.add_balance_transaction(s.tenant_id, s.customer_id, s.currency, prorated, 'downgrade_credit', null, null,
@@ -273,7 +282,7 @@ comment on function app_hidden.invoice_next_period(s app_public.subscriptions) i
 
 drop function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text);
 create function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text,
-  quantity integer default 1)
+  quantity integer default 1, promotion_code text default null, coupon_id uuid default null)
   returns app_public.subscriptions
   language plpgsql volatile security definer
   set search_path to pg_catalog, public, pg_temp
@@ -300,7 +309,8 @@ begin
     'customer_id', create_subscription.customer_id, 'price_id', create_subscription.price_id,
     'payment_method_id', create_subscription.payment_method_id)
     -- One seat is the request it always was, so keys stored before seats replay.
-    || case when quantity_ = 1 then '{}'::jsonb else jsonb_build_object('quantity', quantity_) end);
+    || case when quantity_ = 1 then '{}'::jsonb else jsonb_build_object('quantity', quantity_) end
+    || jsonb_strip_nulls(jsonb_build_object('promotion_code', create_subscription.promotion_code, 'coupon_id', create_subscription.coupon_id)));
   if stored is not null then
     return jsonb_populate_record(null::app_public.subscriptions, stored);
   end if;
@@ -337,6 +347,7 @@ begin
     values (cust.tenant_id, cust.id, price.id, quantity_, price.currency, create_subscription.payment_method_id, 'trialing',
       at_, period_end_, period_end_, period_end_, at_, at_)
     returning * into result;
+    perform app_hidden.redeem_subscription_discount(result, price, create_subscription.promotion_code, create_subscription.coupon_id);
   else
     period_end_ := app_hidden.next_period_end(at_, price.interval, tz, at_);
     insert into app_public.subscriptions (tenant_id, customer_id, price_id, quantity, currency, payment_method_id, status,
@@ -344,6 +355,7 @@ begin
     values (cust.tenant_id, cust.id, price.id, quantity_, price.currency, create_subscription.payment_method_id, 'incomplete',
       at_, period_end_, at_, at_, at_)
     returning * into result;
+    perform app_hidden.redeem_subscription_discount(result, price, create_subscription.promotion_code, create_subscription.coupon_id);
     perform app_hidden.create_period_invoice(result, price, at_, period_end_, 'subscription_create');
     select * into result from app_public.subscriptions x where x.id = result.id;
   end if;
@@ -352,8 +364,8 @@ begin
   return result;
 end;
 $$;
-comment on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer) is 'Subscribes a customer to a price, for quantity seats (1 to 1,000,000; each invoice bills quantity × the price). Refuses a plan outside its sale window (PLAN_NOT_ON_SALE) or a price in another currency than the customer''s (CURRENCY_MISMATCH). Starts a trial when the plan has trial days; otherwise the subscription is incomplete with its first invoice open until the first payment succeeds.';
-grant execute on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer) to :ROLE_OPERATOR, :ROLE_TENANT;
+comment on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer, promotion_code text, coupon_id uuid) is 'Subscribes a customer to a price, for quantity seats (1 to 1,000,000; each invoice bills quantity × the price), with a promotion code or a coupon if given (its discount is on the first invoice). Refuses a plan outside its sale window (PLAN_NOT_ON_SALE) or a price in another currency than the customer''s (CURRENCY_MISMATCH). Starts a trial when the plan has trial days; otherwise the subscription is incomplete with its first invoice open until the first payment succeeds.';
+grant execute on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer, promotion_code text, coupon_id uuid) to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create or replace function app_hidden.create_period_invoice(s app_public.subscriptions, price app_public.prices, period_start timestamp with time zone, period_end timestamp with time zone, reason text, queue_collection boolean)
   returns app_public.invoices
@@ -364,6 +376,7 @@ declare
   inv app_public.invoices;
   at_ timestamptz := app_hidden.now(s.tenant_id);
   plan_name text;
+  discount record;
 begin
   if exists (select 1 from app_public.invoices i where i.tenant_id = s.tenant_id and i.subscription_id = s.id
              and i.is_period and i.period_start = create_period_invoice.period_start) then
@@ -383,6 +396,16 @@ begin
     price_id, period_start, period_end, created_at)
   values (s.tenant_id, inv.id, s.customer_id, format('%s (%sly)', plan_name, price.interval), s.quantity, price.amount_minor, price.amount_minor * s.quantity,
     price.id, create_period_invoice.period_start, create_period_invoice.period_end, at_);
+  -- A running discount takes its line, and one of its periods, once the period is surely this invoice's
+  -- (app_hidden.take_discount, db/migrations/current/18-coupons.sql; docs/api.md, "Coupons and promotion codes").
+  discount := app_hidden.take_discount(s, price, inv.subtotal_minor, at_, true);
+  if discount.amount_minor > 0 then
+    insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
+      discount_id, period_start, period_end, created_at)
+    values (s.tenant_id, inv.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
+      discount.discount_id, create_period_invoice.period_start, create_period_invoice.period_end, at_);
+    update app_public.invoices i set subtotal_minor = i.subtotal_minor - discount.amount_minor where i.id = inv.id;
+  end if;
   return app_hidden.finalize_invoice(inv.id, queue_collection);
 end;
 $$;
