@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { parseCrontab } from 'graphile-worker';
 import type { Browser } from 'playwright-core';
-import { CRONTAB_PATH, crontabLines } from '../../admin/pages/crontab.ts';
+import { CRONTAB_PATH, crontabLines } from '../../lib/crontab-schedule.ts';
 import { launchChromium } from '../support/browser.ts';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, signInPage, startConsole, type RunningConsole } from '../support/console.ts';
 
