@@ -23,4 +23,6 @@ export const Components = {
   SqlActionForm: componentLoader.add('SqlActionForm', source('sql-action-form.tsx')),
   /** The reports page (admin/pages/reports.ts). */
   Reports: componentLoader.add('Reports', source('reports.tsx')),
+  /** The crontab page (admin/pages/crontab.ts). */
+  Crontab: componentLoader.add('Crontab', source('crontab.tsx')),
 };

@@ -21,6 +21,7 @@ import { Components, componentLoader } from './components.ts';
 import { stripSecrets } from './features/strip-secrets.ts';
 import type { ConsoleOperator } from './features/role-access.ts';
 import { asOperator } from './operator-claims.ts';
+import { crontabPage } from './pages/crontab.ts';
 import { reportsPage } from './pages/reports.ts';
 import { auditLogResource } from './resources/audit-log.resource.ts';
 import { billingAuditResource } from './resources/billing-audit.resource.ts';
@@ -285,7 +286,7 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
           jobs: await jobsSummary(pool),
         }),
       },
-      pages: { reports: reportsPage(pool, logger) },
+      pages: { reports: reportsPage(pool, logger), crontab: crontabPage(pool, logger) },
       locale: {
         language: 'en',
         availableLanguages: ['en'],
@@ -298,10 +299,14 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
               },
             },
             labels: { ...RESOURCE_LABELS, Platform: 'Platform' },
-            pages: { reports: 'Reports' },
+            pages: { reports: 'Reports', crontab: 'Crontab' },
             actions: {
               retryNow: 'Retry now',
-              markCompleted: 'Mark completed',
+              runNow: 'Run now',
+              failPermanently: 'Fail permanently',
+              deleteJob: 'Delete job',
+              unlockWorker: 'Unlock worker',
+              replay: 'Replay',
               cancelNow: 'Cancel now',
               cancelAtPeriodEnd: 'Cancel at period end',
               pause: 'Pause',

@@ -156,20 +156,24 @@ export async function migrateDatabase({ urls, roles, logger, includeCurrent }: M
       grant usage, select, update on all sequences in schema graphile_worker to ${worker};
       grant execute on all functions in schema graphile_worker to ${worker};
       -- Graphile Worker enables RLS on its tables (so nothing leaks through an API); the
-      -- worker and console roles are not their owner and need explicit policies.
+      -- worker role is not their owner and needs an explicit policy.
       do $$
       declare t record;
       begin
         for t in select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
                  where n.nspname = 'graphile_worker' and c.relkind = 'r' and c.relrowsecurity loop
           execute format('drop policy if exists abonement_worker_all on graphile_worker.%I', t.relname);
-          execute format('create policy abonement_worker_all on graphile_worker.%I for all to %s, %s using (true) with check (true)',
-                         t.relname, ${quoteLiteral(roles.worker)}::regrole, ${quoteLiteral(roles.operator)}::regrole);
+          execute format('create policy abonement_worker_all on graphile_worker.%I for all to %s using (true) with check (true)',
+                         t.relname, ${quoteLiteral(roles.worker)}::regrole);
         end loop;
       end $$;
-      -- The console inspects and controls the queue (complete, fail, reschedule, remove jobs).
-      grant select, update, delete on all tables in schema graphile_worker to ${operator};
-      grant execute on all functions in schema graphile_worker to ${operator};
+      -- The console reads the queue through the owner's jobs view and changes it only through
+      -- our security definer functions, which check the operator's role and write the audit log
+      -- (docs/console.md, "Jobs, the crontab and replays"): no direct writes, no Graphile Worker
+      -- function of its own (databases migrated before this keep no such grant).
+      revoke update, delete on all tables in schema graphile_worker from ${operator};
+      revoke execute on all functions in schema graphile_worker from ${operator};
+      grant select on graphile_worker.jobs to ${operator};
     `);
   } finally {
     await client.end();

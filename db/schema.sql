@@ -2218,11 +2218,14 @@ create table app_private.console_audit_log (
   record_id text,
   before jsonb,
   after jsonb,
+  idempotency_key text,
   constraint console_audit_log_pkey PRIMARY KEY (id),
   constraint console_audit_log_operator_id_fkey FOREIGN KEY (operator_id) REFERENCES app_private.operators(id) ON DELETE SET NULL
 );
 comment on table app_private.console_audit_log is 'What operators did in the console (and changes to operators from anywhere): who, what, before/after, when. Append-only for every role but the owner.';
+comment on column app_private.console_audit_log.idempotency_key is 'The console form''s idempotency key of the action this row records (job actions, replays): the same key again changes nothing.';
 CREATE INDEX console_audit_log_at_idx ON app_private.console_audit_log USING btree (at);
+CREATE UNIQUE INDEX console_audit_log_idempotency_key_idx ON app_private.console_audit_log USING btree (idempotency_key) WHERE (idempotency_key IS NOT NULL);
 CREATE INDEX console_audit_log_operator_id_idx ON app_private.console_audit_log USING btree (operator_id);
 CREATE INDEX console_audit_log_record_idx ON app_private.console_audit_log USING btree (resource, record_id);
 grant select on table app_private.console_audit_log to :ROLE_OPERATOR;
@@ -3396,6 +3399,40 @@ $$;
 comment on function app_private.compact_report_rollups() is 'Worker cron (reports__compact_rollups): one row per key in each report rollup. Safe to run concurrently with writers and with itself. Returns the rows left.';
 grant execute on function app_private.compact_report_rollups() to :ROLE_WORKER;
 
+create function app_private.console_action_begin(key text, action text, resource text, record_id text)
+  returns boolean
+  language plpgsql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  earlier app_private.console_audit_log;
+begin
+  if app_hidden.current_operator_id() is null then
+    perform app_hidden.raise_error('FORBIDDEN', 'a console action needs the operator who does it', 'AB403');
+  end if;
+  if key is null or length(key) = 0 then
+    perform app_hidden.raise_error('IDEMPOTENCY_KEY_REQUIRED', 'an idempotency key is required', 'AB400');
+  end if;
+  if length(key) > 255 then
+    perform app_hidden.raise_error('INVALID_INPUT', 'idempotency keys are at most 255 characters', 'AB400');
+  end if;
+  -- Two submissions of one form at once: the second waits here until the first commits, then finds its row.
+  perform pg_advisory_xact_lock(hashtextextended('console_action:' || key, 0));
+  select * into earlier from app_private.console_audit_log l where l.idempotency_key = console_action_begin.key;
+  if not found then
+    return true;
+  end if;
+  if earlier.action <> console_action_begin.action or earlier.resource <> console_action_begin.resource
+     or earlier.record_id is distinct from console_action_begin.record_id
+     or earlier.operator_id is distinct from app_hidden.current_operator_id() then
+    perform app_hidden.raise_error('IDEMPOTENCY_KEY_REUSED',
+      format('idempotency key %s was already used for another action', key), 'AB409');
+  end if;
+  return false;
+end;
+$$;
+comment on function app_private.console_action_begin(key text, action text, resource text, record_id text) is 'Console actions without a tenant (jobs, provider events): needs a named operator and a key; true = go ahead, false = this key''s action is already done (its audit row exists); IDEMPOTENCY_KEY_REUSED for the key of another action.';
+
 create function app_private.console_billing_summary()
   returns TABLE(active_subscriptions bigint, active_subscriptions_estimated boolean, past_due_subscriptions bigint, payments_failed_24h bigint, refunds_pending bigint, payments_to_review bigint, jobs_failing bigint)
   language plpgsql volatile
@@ -3491,30 +3528,90 @@ $$;
 comment on function app_private.console_close_invoice(invoice_id uuid, new_status text, idempotency_key text) is 'Console (finance, admin): void an invoice or mark it uncollectible, where the invoice state machine allows, no payment is in flight, and (for a period invoice) its subscription has ended. Voiding returns the balance it used. Idempotent per key; audit-logged.';
 grant execute on function app_private.console_close_invoice(invoice_id uuid, new_status text, idempotency_key text) to :ROLE_OPERATOR;
 
-create function app_private.console_complete_jobs(job_ids bigint[])
-  returns integer
+create function app_private.console_crontab_runs()
+  returns TABLE(identifier text, known_since timestamp with time zone, last_execution timestamp with time zone)
+  language sql stable security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select k.identifier, k.known_since, k.last_execution from graphile_worker._private_known_crontabs k order by k.identifier;
+$$;
+comment on function app_private.console_crontab_runs() is 'Console (every operator): Graphile Worker''s record of each cron task (when first seen, when last scheduled); its table has row level security without policies.';
+grant execute on function app_private.console_crontab_runs() to :ROLE_OPERATOR;
+
+create function app_private.console_delete_job(job_id bigint, idempotency_key text)
+  returns boolean
   language plpgsql volatile security definer
   set search_path to pg_catalog, public, pg_temp
 as $$
 declare
+  before_ jsonb;
   changed int;
 begin
-  with before as (
-    select j.id, to_jsonb(j) as row from graphile_worker.jobs j where j.id = any (job_ids)
-  ), done as (
-    select r.id from graphile_worker.complete_jobs(job_ids) r
-  ), logged as (
-    insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after)
-    select app_hidden.current_operator_id(), 'mark_completed', 'jobs', d.id::text, b.row, null
-      from done d left join before b on b.id = d.id
-    returning 1
-  )
-  select count(*) into changed from logged;
-  return changed;
+  perform app_hidden.require_operator_role('admin');
+  if not app_private.console_action_begin(idempotency_key, 'delete', 'jobs', job_id::text) then
+    return false;
+  end if;
+  select to_jsonb(j) into before_ from graphile_worker.jobs j where j.id = job_id;
+  -- Graphile Worker's way to remove a job: complete_jobs deletes the (unlocked) rows.
+  select count(*) into changed from graphile_worker.complete_jobs(array[job_id]);
+  if changed = 0 then
+    perform app_private.console_job_refusal(job_id);
+  end if;
+  insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after, idempotency_key)
+  values (app_hidden.current_operator_id(), 'delete', 'jobs', job_id::text, before_, null, idempotency_key);
+  return true;
 end;
 $$;
-comment on function app_private.console_complete_jobs(job_ids bigint[]) is 'Console: mark these (unlocked) jobs completed, which removes them; returns how many. Logged.';
-grant execute on function app_private.console_complete_jobs(job_ids bigint[]) to :ROLE_OPERATOR;
+comment on function app_private.console_delete_job(job_id bigint, idempotency_key text) is 'Console (admin): removes a job from the queue without running it, through graphile_worker.complete_jobs. JOB_LOCKED, JOB_NOT_FOUND. Logged with the job as it was.';
+grant execute on function app_private.console_delete_job(job_id bigint, idempotency_key text) to :ROLE_OPERATOR;
+
+create function app_private.console_fail_job(job_id bigint, reason text, idempotency_key text)
+  returns boolean
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  before_ jsonb;
+  message text;
+  changed int;
+begin
+  perform app_hidden.require_operator_role('admin');
+  if length(reason) > 500 then
+    perform app_hidden.raise_error('INVALID_INPUT', 'the reason is at most 500 characters', 'AB400');
+  end if;
+  if not app_private.console_action_begin(idempotency_key, 'fail_permanently', 'jobs', job_id::text) then
+    return false;
+  end if;
+  select to_jsonb(j) into before_ from graphile_worker.jobs j where j.id = job_id;
+  message := format('Failed permanently in the console by %s', (select o.email from app_private.operators o where o.id = app_hidden.current_operator_id()))
+    || coalesce(': ' || nullif(btrim(reason), ''), '');
+  select count(*) into changed from graphile_worker.permanently_fail_jobs(array[job_id], message);
+  if changed = 0 then
+    perform app_private.console_job_refusal(job_id);
+  end if;
+  insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after, idempotency_key)
+  values (app_hidden.current_operator_id(), 'fail_permanently', 'jobs', job_id::text, before_,
+          (select to_jsonb(j) from graphile_worker.jobs j where j.id = job_id), idempotency_key);
+  return true;
+end;
+$$;
+comment on function app_private.console_fail_job(job_id bigint, reason text, idempotency_key text) is 'Console (admin): fails a job permanently (attempts = max_attempts, last_error names the operator and the reason) through graphile_worker.permanently_fail_jobs; it stays in the list, never runs again unless run now. JOB_LOCKED, JOB_NOT_FOUND. Logged.';
+grant execute on function app_private.console_fail_job(job_id bigint, reason text, idempotency_key text) to :ROLE_OPERATOR;
+
+create function app_private.console_job_refusal(job_id bigint)
+  returns void
+  language plpgsql stable
+  set search_path to pg_catalog, public, pg_temp
+as $$
+begin
+  if not exists (select 1 from graphile_worker.jobs j where j.id = job_id) then
+    perform app_hidden.raise_error('JOB_NOT_FOUND', format('job %s is gone (done, deleted or never there)', job_id), 'AB404');
+  end if;
+  perform app_hidden.raise_error('JOB_LOCKED',
+    format('job %s is running (a worker holds it); nothing was changed. If that worker crashed, unlock it first', job_id), 'AB409');
+end;
+$$;
+comment on function app_private.console_job_refusal(job_id bigint) is 'Why Graphile Worker''s admin function left a job alone: JOB_NOT_FOUND, or JOB_LOCKED (a worker holds it; its functions skip locked jobs).';
 
 create function app_private.console_refundable_minor(payment_id uuid)
   returns bigint
@@ -3525,6 +3622,42 @@ as $$
 $$;
 comment on function app_private.console_refundable_minor(payment_id uuid) is 'Console: how much of a payment may still be refunded (app_hidden.payment_refundable_minor: amount minus pending and succeeded refunds; 0 unless succeeded). Display only: create_refund checks again under the payment lock.';
 grant execute on function app_private.console_refundable_minor(payment_id uuid) to :ROLE_OPERATOR;
+
+create function app_private.console_replay_provider_event(event_id uuid, idempotency_key text)
+  returns boolean
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  ev app_private.provider_events;
+begin
+  perform app_hidden.require_operator_role('admin', 'finance');
+  if not app_private.console_action_begin(idempotency_key, 'replay', 'provider_events', event_id::text) then
+    return false;
+  end if;
+  select * into ev from app_private.provider_events pe where pe.id = event_id for update;
+  if not found then
+    perform app_hidden.raise_error('PROVIDER_EVENT_NOT_FOUND', format('provider event %s not found', event_id), 'AB404');
+  end if;
+  if ev.outcome = 'ignored' then
+    perform app_hidden.raise_error('PROVIDER_EVENT_IGNORED',
+      format('provider event %s is of a type billing does not act on (%s): there is nothing to replay', event_id, ev.type), 'AB422');
+  end if;
+  -- Processed again from the stored event by the same job as at intake, whose every step is idempotent
+  -- (invariant 5: state machines never move back), so an event already applied changes no money.
+  update app_private.provider_events pe set processed_at = null, outcome = null, error = null where pe.id = ev.id;
+  perform graphile_worker.add_job('provider_events__process', json_build_object('event_id', ev.id),
+    job_key := 'provider_events__process:' || ev.id);
+  insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after, idempotency_key)
+  values (app_hidden.current_operator_id(), 'replay', 'provider_events', ev.id::text,
+          -- Never the payload: the raw body carries provider tokens.
+          to_jsonb(ev) - 'payload', jsonb_build_object('processed_at', null, 'outcome', null, 'queued', 'provider_events__process'),
+          idempotency_key);
+  return true;
+end;
+$$;
+comment on function app_private.console_replay_provider_event(event_id uuid, idempotency_key text) is 'Console (admin, finance): processes a stored provider event again (processed_at cleared, provider_events__process queued under the intake''s job key); applying an event twice changes nothing (the job is idempotent). PROVIDER_EVENT_NOT_FOUND, PROVIDER_EVENT_IGNORED. Logged without the payload.';
+grant execute on function app_private.console_replay_provider_event(event_id uuid, idempotency_key text) to :ROLE_OPERATOR;
 
 create function app_private.console_resend_email(email_id uuid)
   returns app_private.sent_emails
@@ -3564,32 +3697,6 @@ end;
 $$;
 comment on function app_private.console_resend_email(email_id uuid) is 'Console (admin, support): queue an e-mail again, to the customer''s current address. Logged.';
 grant execute on function app_private.console_resend_email(email_id uuid) to :ROLE_OPERATOR;
-
-create function app_private.console_retry_jobs(job_ids bigint[])
-  returns integer
-  language plpgsql volatile security definer
-  set search_path to pg_catalog, public, pg_temp
-as $$
-declare
-  changed int;
-begin
-  with before as (
-    select j.id, to_jsonb(j) as row from graphile_worker.jobs j where j.id = any (job_ids)
-  ), done as (
-    select r.id from graphile_worker.reschedule_jobs(job_ids, run_at := now(), attempts := 0) r
-  ), logged as (
-    insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after)
-    select app_hidden.current_operator_id(), 'retry_now', 'jobs', d.id::text, b.row,
-           jsonb_build_object('run_at', now(), 'attempts', 0)
-      from done d left join before b on b.id = d.id
-    returning 1
-  )
-  select count(*) into changed from logged;
-  return changed;
-end;
-$$;
-comment on function app_private.console_retry_jobs(job_ids bigint[]) is 'Console: run these (unlocked) jobs now with attempts reset; returns how many changed. Logged.';
-grant execute on function app_private.console_retry_jobs(job_ids bigint[]) to :ROLE_OPERATOR;
 
 create function app_private.console_retry_webhook_delivery(delivery_id uuid)
   returns app_public.webhook_deliveries
@@ -3676,6 +3783,73 @@ end;
 $$;
 comment on function app_private.console_review_payment(payment_id uuid, idempotency_key text) is 'Console (finance, admin): settle a payment that needs a person now: ask the provider about one in flight (payments__reconcile), or collect again after a gateway error (invoices__collect). Idempotent per key; audit-logged.';
 grant execute on function app_private.console_review_payment(payment_id uuid, idempotency_key text) to :ROLE_OPERATOR;
+
+create function app_private.console_run_job_now(job_id bigint, idempotency_key text)
+  returns boolean
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  before_ jsonb;
+  changed int;
+begin
+  perform app_hidden.require_operator_role('admin');
+  if not app_private.console_action_begin(idempotency_key, 'run_now', 'jobs', job_id::text) then
+    return false;
+  end if;
+  select to_jsonb(j) into before_ from graphile_worker.jobs j where j.id = job_id;
+  select count(*) into changed from graphile_worker.reschedule_jobs(array[job_id], run_at := now(), attempts := 0);
+  if changed = 0 then
+    perform app_private.console_job_refusal(job_id);
+  end if;
+  insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after, idempotency_key)
+  values (app_hidden.current_operator_id(), 'run_now', 'jobs', job_id::text, before_,
+          jsonb_build_object('run_at', now(), 'attempts', 0), idempotency_key);
+  return true;
+end;
+$$;
+comment on function app_private.console_run_job_now(job_id bigint, idempotency_key text) is 'Console (admin): runs a job at the next poll with its attempts reset (a permanently failed one too), through graphile_worker.reschedule_jobs; JOB_LOCKED while a worker holds it, JOB_NOT_FOUND. Logged; true = done now, false = this key did it already.';
+grant execute on function app_private.console_run_job_now(job_id bigint, idempotency_key text) to :ROLE_OPERATOR;
+
+create function app_private.console_unlock_worker(job_id bigint, idempotency_key text)
+  returns boolean
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  job graphile_worker.jobs;
+  last_beat timestamptz;
+  held jsonb;
+begin
+  perform app_hidden.require_operator_role('admin');
+  if not app_private.console_action_begin(idempotency_key, 'unlock_worker', 'jobs', job_id::text) then
+    return false;
+  end if;
+  select * into job from graphile_worker.jobs j where j.id = job_id;
+  if not found then
+    perform app_hidden.raise_error('JOB_NOT_FOUND', format('job %s is gone (done, deleted or never there)', job_id), 'AB404');
+  end if;
+  if job.locked_by is null then
+    perform app_hidden.raise_error('JOB_NOT_LOCKED', format('job %s is not held by any worker', job_id), 'AB409');
+  end if;
+  -- The rule of app_private.release_dead_worker_locks: a pool is dead when its heartbeat (or, without one,
+  -- its lock) is a minute old. Unlocking a live worker's jobs would run them twice.
+  select b.beat_at into last_beat from app_private.worker_pool_beats b where b.pool_id = job.locked_by;
+  if coalesce(last_beat, job.locked_at) >= clock_timestamp() - interval '60 seconds' then
+    perform app_hidden.raise_error('WORKER_ALIVE',
+      format('worker %s was alive at %s (less than a minute ago): its jobs stay locked', job.locked_by, coalesce(last_beat, job.locked_at)), 'AB409');
+  end if;
+  select jsonb_agg(j.id order by j.id) into held from graphile_worker.jobs j where j.locked_by = job.locked_by;
+  perform graphile_worker.force_unlock_workers(array[job.locked_by]);
+  insert into app_private.console_audit_log (operator_id, action, resource, record_id, before, after, idempotency_key)
+  values (app_hidden.current_operator_id(), 'unlock_worker', 'jobs', job_id::text,
+          jsonb_build_object('worker', job.locked_by, 'last_beat_at', last_beat, 'locked_at', job.locked_at, 'locked_jobs', coalesce(held, '[]')),
+          jsonb_build_object('unlocked_jobs', coalesce(jsonb_array_length(held), 0)), idempotency_key);
+  return true;
+end;
+$$;
+comment on function app_private.console_unlock_worker(job_id bigint, idempotency_key text) is 'Console (admin): unlocks every job and queue of the worker pool holding this job, through graphile_worker.force_unlock_workers, once that pool has been silent for a minute (WORKER_ALIVE otherwise; JOB_NOT_LOCKED, JOB_NOT_FOUND). Logged with the jobs it held.';
+grant execute on function app_private.console_unlock_worker(job_id bigint, idempotency_key text) to :ROLE_OPERATOR;
 
 create function app_private.create_first_admin(login_email text, new_password_hash text)
   returns uuid

@@ -17,9 +17,9 @@ import type pg from 'pg';
 import { graphileLogger } from '../db/migrate.ts';
 import type { Config } from '../lib/config.ts';
 import type { Logger } from '../lib/logger.ts';
-import { fromRoot } from '../lib/paths.ts';
 import { CHARGE_BATCHER_CONNECTIONS, ChargeBatcher } from './charge-batcher.ts';
 import type { BillingTask, JobContext } from './context.ts';
+import { CRONTAB_PATH } from '../lib/crontab-schedule.ts';
 import { startOutboxPoller } from './outbox-poller.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -156,7 +156,7 @@ export async function startWorker({ pool, logger, concurrency, context, localQue
           },
           taskList,
           // Cron jobs are queued once, by the main lane; whichever lane runs a task takes its jobs.
-          ...(lane === 'main' ? { crontabFile: fromRoot('jobs', 'crontab') } : {}),
+          ...(lane === 'main' ? { crontabFile: CRONTAB_PATH } : {}),
           logger: graphileLogger(logger.child({ component: 'worker', lane })) as never,
         }),
       );

@@ -4,14 +4,13 @@
  * named as its id column). The view has no payload column, which is as it
  * should be: payloads may carry data operators need not see.
  *
- * Everyone may read; admins may retry a job now or mark it completed (which
- * removes it). Both call SQL functions (090-console.sql) that wrap Graphile
- * Worker's own and write the audit log; nothing here writes its tables.
- * Both are forms acting on POST only (admin/sql-actions.ts): they used to run
- * on GET, which a link from another site could trigger with the session
- * cookie (SameSite=Lax allows top-level GETs).
- * (Graphile Worker enables row level security on its tables without
- * policies, so only their owner can change them.)
+ * Everyone may read; admins may run a job now, fail it permanently, delete
+ * it, or unlock the jobs of a crashed worker (docs/console.md, "Jobs, the
+ * crontab and replays"). Each calls a SQL function (16-jobs-admin.sql) that
+ * checks the role, wraps Graphile Worker's own admin function and writes the
+ * audit log with the form's idempotency key; nothing here writes its tables
+ * (the operator role cannot). All are forms acting on POST only
+ * (admin/sql-actions.ts): a link from another site must change nothing.
  */
 import type { ResourceWithOptions } from 'adminjs';
 import type pg from 'pg';
@@ -38,11 +37,12 @@ export async function jobsSummary(pool: pg.Pool): Promise<JobsSummary | undefine
   return rows[0];
 }
 
-const NOT_CHANGED = 'The job is running (locked by a worker) or gone; nothing was changed.';
+/** The job functions refuse with JOB_LOCKED, JOB_NOT_FOUND … themselves: their errors reach the form. */
 const JOB_SUMMARY = [
   { label: 'Task', param: 'task_identifier' },
   { label: 'Attempts', param: 'attempts' },
   { label: 'Runs at', param: 'run_at' },
+  { label: 'Locked by', param: 'locked_by' },
   { label: 'Last error', param: 'last_error' },
 ];
 
@@ -67,29 +67,55 @@ export async function jobsResource(context: ResourceContext): Promise<ResourceWi
         last_error: { type: 'textarea' },
       },
       actions: {
-        retryNow: sqlRecordAction(context, {
+        runNow: sqlRecordAction(context, {
           roles: ['admin'],
           icon: 'RefreshCw',
-          description: 'Runs this job at the next poll, with its attempts reset. A job a worker holds right now is left alone.',
-          submitLabel: 'Retry now',
-          idempotencyKey: 'none',
+          description: 'Runs this job at the next poll, with its attempts reset (a permanently failed job too). A job a worker holds right now is refused.',
+          submitLabel: 'Run now',
           summary: JOB_SUMMARY,
-          run: async (client, id) => {
-            const { rows } = await client.query<{ changed: number }>('select app_private.console_retry_jobs($1::bigint[]) as changed', [[id]]);
-            return rows[0]?.changed ? { message: 'The job runs again at the next poll.' } : { message: NOT_CHANGED, failed: true };
+          run: async (client, id, _input, key) => {
+            await client.query('select app_private.console_run_job_now($1::bigint, $2)', [id, key]);
+            return { message: 'The job runs at the next poll.' };
           },
         }),
-        markCompleted: sqlRecordAction(context, {
+        failPermanently: sqlRecordAction(context, {
           roles: ['admin'],
-          icon: 'CheckCircle',
+          icon: 'XOctagon',
           variant: 'danger',
-          description: 'Marks this job completed: it is removed from the queue and will not run.',
-          submitLabel: 'Mark completed',
-          idempotencyKey: 'none',
+          description: 'Fails this job permanently: it stays in the list with your name and reason as its last error and never runs again (unless you run it now).',
+          submitLabel: 'Fail permanently',
+          fields: [{ name: 'reason', label: 'Reason', type: 'text', help: 'Kept in the job’s last error and the audit log (at most 500 characters).' }],
           summary: JOB_SUMMARY,
-          run: async (client, id) => {
-            const { rows } = await client.query<{ changed: number }>('select app_private.console_complete_jobs($1::bigint[]) as changed', [[id]]);
-            return rows[0]?.changed ? { message: 'The job was removed from the queue.', redirect: { resourceId: 'jobs' } } : { message: NOT_CHANGED, failed: true };
+          offeredFor: (params) => Number(params.attempts) < Number(params.max_attempts),
+          run: async (client, id, input, key) => {
+            await client.query('select app_private.console_fail_job($1::bigint, $2, $3)', [id, input.reason ?? '', key]);
+            return { message: 'The job failed permanently; it will not run again.' };
+          },
+        }),
+        deleteJob: sqlRecordAction(context, {
+          roles: ['admin'],
+          icon: 'Trash2',
+          variant: 'danger',
+          description: 'Deletes this job: it is removed from the queue and will not run (Graphile Worker’s complete_jobs). The audit log keeps it as it was.',
+          submitLabel: 'Delete job',
+          summary: JOB_SUMMARY,
+          run: async (client, id, _input, key) => {
+            await client.query('select app_private.console_delete_job($1::bigint, $2)', [id, key]);
+            return { message: 'The job was deleted.', redirect: { resourceId: 'jobs' } };
+          },
+        }),
+        unlockWorker: sqlRecordAction(context, {
+          roles: ['admin'],
+          icon: 'Unlock',
+          variant: 'danger',
+          description:
+            'Unlocks every job and queue of the worker holding this job, so other workers take them. Only once that worker has been silent for a minute (it crashed): a live worker’s jobs would run twice.',
+          submitLabel: 'Unlock the worker’s jobs',
+          summary: JOB_SUMMARY,
+          offeredFor: (params) => Boolean(params.locked_by),
+          run: async (client, id, _input, key) => {
+            await client.query('select app_private.console_unlock_worker($1::bigint, $2)', [id, key]);
+            return { message: 'The worker’s jobs were unlocked; they run at the next poll.' };
           },
         }),
       },

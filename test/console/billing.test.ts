@@ -196,7 +196,14 @@ describe('no secret in any resource', () => {
       for (const secret of secrets) assert.ok(!page.text.includes(secret), `${resource} page`);
       assert.doesNotMatch(page.text, /provider_token|password_hash|secret_hash|"payload"/, `${resource} page state names no secret column`);
     }
-    for (const path of ['/admin/api/dashboard', '/admin/api/pages/reports', '/admin']) {
+    // The record actions' forms (GET) carry their record too: the inbox replay's, on an event with a token in its raw body.
+    const events = json((await as.admin.get('/admin/api/resources/provider_events/actions/list')).text).records ?? [];
+    assert.ok(events.length > 0, 'the inbox has events');
+    for (const event of events.slice(0, 3)) {
+      const formState = await as.admin.get(`/admin/api/resources/provider_events/records/${encodeURIComponent(event.id)}/replay`);
+      assertClean('provider_events replay form', formState.text, secrets);
+    }
+    for (const path of ['/admin/api/dashboard', '/admin/api/pages/reports', '/admin/api/pages/crontab', '/admin/pages/crontab', '/admin']) {
       const response = await as.admin.get(path);
       assert.equal(response.status, 200, path);
       for (const secret of secrets) assert.ok(!response.text.includes(secret), path);

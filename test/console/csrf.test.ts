@@ -92,10 +92,11 @@ describe('the CSRF token', () => {
   test('job actions need it too', async () => {
     const { rows } = await running.db.pools.owner.query<{ id: string }>(`select id from graphile_worker.add_job('send_email', '{}'::json, run_at := now() + interval '1 day')`);
     const id = rows[0]!.id;
-    const path = `/admin/api/resources/jobs/records/${id}/retryNow`;
-    assert.equal(refusal(await admin.post(path, {}, { csrf: false })), 'CSRF_TOKEN_INVALID');
-    assert.equal(refusal(await admin.post(path, {}, { headers: { origin: 'http://127.0.0.1:9' } })), 'CROSS_ORIGIN_REQUEST');
-    const done = await admin.post(path, {}, { headers: { origin: own } });
+    const path = `/admin/api/resources/jobs/records/${id}/runNow`;
+    const form = { idempotency_key: `csrf-job-${id}-0123456789` };
+    assert.equal(refusal(await admin.post(path, form, { csrf: false })), 'CSRF_TOKEN_INVALID');
+    assert.equal(refusal(await admin.post(path, form, { headers: { origin: 'http://127.0.0.1:9' } })), 'CROSS_ORIGIN_REQUEST');
+    const done = await admin.post(path, form, { headers: { origin: own } });
     assert.equal((JSON.parse(done.text) as { notice?: { type?: string } }).notice?.type, 'success');
   });
 

@@ -290,6 +290,40 @@ describe('processing: a paid checkout through the sandbox', () => {
     assert.ok(!types.includes('payment.failed'));
   });
 
+  test('an operator replays the applied checkout.completed: it is processed again as no_change and no money moves', async () => {
+    // Setup: a checkout paid through the sandbox, its event applied.
+    const shop = await createShop(db);
+    const sub = await subscribeWithoutCard(db, shop);
+    const link = await checkoutFor(server, shop.tenantId, sub.id);
+    assert.equal((await payOnSandboxPage(link.url, '4242424242424242')).status, 303);
+    await server.sandbox!.webhooks.idle();
+    const where = `provider = 'sandbox' and type = 'checkout.completed' and payload->'event'->'payment'->>'idempotencyKey' like $1`;
+    const [applied] = await inboxSettled(db, where, [`abonement-${link.invoiceId}-%`]);
+    assert.equal(applied!.outcome, 'applied');
+    const money = () =>
+      row(
+        db,
+        `select (select jsonb_agg(to_jsonb(p) - 'updated_at' order by p.id) from app_public.payments p where p.tenant_id = $1) as payments,
+                (select jsonb_agg(jsonb_build_object('id', i.id, 'status', i.status, 'paid', i.amount_paid_minor, 'due', i.amount_due_minor) order by i.id)
+                   from app_public.invoices i where i.tenant_id = $1) as invoices,
+                (select jsonb_agg(to_jsonb(s) - 'updated_at') from app_public.subscriptions s where s.id = $2) as subscription,
+                (select count(*) from app_public.events e where e.tenant_id = $1) as events`,
+        [shop.tenantId, sub.id],
+      );
+    const before = await money();
+    const { rows: admins } = await db.pools.owner.query(`select app_private.upsert_operator($1, 'finance', 'x') as id`, [`replay-${link.invoiceId}@example.com`]);
+    // Action: the console's replay (finance), then the worker processes the event again.
+    await db.asOperator((c) => c.query('select app_private.console_replay_provider_event($1, $2)', [applied!.id, `replay-${applied!.id}`]), {
+      operator_id: admins[0].id,
+      operator_role: 'finance',
+    });
+    const [replayed] = await inboxSettled(db, 'id = $1', [applied!.id]);
+    // Assertions
+    assert.equal(replayed!.outcome, 'no_change', 'the payment had already succeeded');
+    assert.deepEqual(await money(), before, 'no payment, invoice, subscription or event changed');
+    assert.equal(await server.sandbox!.ledger.chargeCount((before.payments as Array<{ idempotency_key: string }>)[0]!.idempotency_key), 1);
+  });
+
   test('a success reported for another amount is not applied: the payment waits for review', async () => {
     const shop = await createShop(db);
     const sub = await subscribeWithoutCard(db, shop);
