@@ -23,4 +23,6 @@ export const Components = {
   SqlActionForm: componentLoader.add('SqlActionForm', source('sql-action-form.tsx')),
   /** The reports page (admin/pages/reports.ts). */
   Reports: componentLoader.add('Reports', source('reports.tsx')),
+  /** A customer's page: search and timeline (admin/pages/customer.ts). */
+  CustomerPage: componentLoader.add('CustomerPage', source('customer-page.tsx')),
 };
