@@ -25,4 +25,6 @@ export const Components = {
   Reports: componentLoader.add('Reports', source('reports.tsx')),
   /** The crontab page (admin/pages/crontab.ts). */
   Crontab: componentLoader.add('Crontab', source('crontab.tsx')),
+  /** A customer's page: search and timeline (admin/pages/customer.ts). */
+  CustomerPage: componentLoader.add('CustomerPage', source('customer-page.tsx')),
 };

@@ -22,6 +22,7 @@ import { stripSecrets } from './features/strip-secrets.ts';
 import type { ConsoleOperator } from './features/role-access.ts';
 import { asOperator } from './operator-claims.ts';
 import { crontabPage } from './pages/crontab.ts';
+import { customerPage } from './pages/customer.ts';
 import { reportsPage } from './pages/reports.ts';
 import { auditLogResource } from './resources/audit-log.resource.ts';
 import { billingAuditResource } from './resources/billing-audit.resource.ts';
@@ -40,6 +41,7 @@ import { plansResource } from './resources/plans.resource.ts';
 import { pricesResource } from './resources/prices.resource.ts';
 import { providerEventsResource } from './resources/provider-events.resource.ts';
 import { refundsResource } from './resources/refunds.resource.ts';
+import { balanceTransactionsResource } from './resources/balance-transactions.resource.ts';
 import { routingRulesResource } from './resources/routing-rules.resource.ts';
 import { statusChangesResource } from './resources/status-changes.resource.ts';
 import { subscriptionsResource } from './resources/subscriptions.resource.ts';
@@ -88,6 +90,7 @@ const RESOURCE_FACTORIES: Array<(context: ResourceContext) => Promise<ResourceWi
   paymentsResource,
   paymentReviewsResource,
   refundsResource,
+  balanceTransactionsResource,
   eventsResource,
   providerEventsResource,
   statusChangesResource,
@@ -114,6 +117,7 @@ const RESOURCE_LABELS: Record<string, string> = {
   payments: 'Payments',
   payment_reviews: 'Payment review',
   refunds: 'Refunds',
+  balance_transactions: 'Balance movements',
   events: 'Events (outbox)',
   provider_events: 'Provider events (inbox)',
   status_changes: 'Status changes',
@@ -286,7 +290,7 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
           jobs: await jobsSummary(pool),
         }),
       },
-      pages: { reports: reportsPage(pool, logger), crontab: crontabPage(pool, logger) },
+      pages: { customer: customerPage(pool, rootPath), reports: reportsPage(pool, logger), crontab: crontabPage(pool, logger) },
       locale: {
         language: 'en',
         availableLanguages: ['en'],
@@ -299,7 +303,7 @@ export async function mountConsole(app: express.Express, deps: ConsoleDeps): Pro
               },
             },
             labels: { ...RESOURCE_LABELS, Platform: 'Platform' },
-            pages: { reports: 'Reports', crontab: 'Crontab' },
+            pages: { customer: 'Customer page', reports: 'Reports', crontab: 'Crontab' },
             actions: {
               retryNow: 'Retry now',
               runNow: 'Run now',

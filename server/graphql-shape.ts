@@ -66,6 +66,9 @@ export const exposedFunctions = new Set([
   'create_invoice',
   'credit_balance',
   'advance_test_clock',
+  // a customer's page (section 17-customer-timeline.sql of db/migrations/current)
+  'search_customers',
+  'customer_timeline',
   // API (sections 070-api-keys.sql to 075-tenant-reports.sql of db/migrations/committed/000001.sql)
   'current_tenant',
   'create_plan',

@@ -146,7 +146,8 @@ describe('no secret in any resource', () => {
   }
 
   test('list, show and search of every resource, for every role that may read it, and the pages', async () => {
-    await succeededPayment();
+    const { payment: paid } = await succeededPayment();
+    await running.db.asWorker((c) => c.query('select app_private.dispatch_events(500)'));
     const secrets = await secretValues();
     assert.ok(
       secrets.some((s) => s.startsWith('tok_')),
@@ -203,11 +204,25 @@ describe('no secret in any resource', () => {
       const formState = await as.admin.get(`/admin/api/resources/provider_events/records/${encodeURIComponent(event.id)}/replay`);
       assertClean('provider_events replay form', formState.text, secrets);
     }
-    for (const path of ['/admin/api/dashboard', '/admin/api/pages/reports', '/admin/api/pages/crontab', '/admin/pages/crontab', '/admin']) {
+    // The customer page (docs/console.md, "A customer's page"): a search and the timeline of a customer with a card, payments and e-mails.
+    const { rows: customers } = await running.db.asOwner((c) => c.query('select email::text as email from app_public.customers where id = $1', [paid.customer_id]));
+    const customerPages = [
+      `/admin/api/pages/customer?q=${encodeURIComponent(customers[0].email)}`,
+      `/admin/api/pages/customer?customer_id=${world.customerId}`,
+      `/admin/api/pages/customer?customer_id=${paid.customer_id}`,
+      '/admin/pages/customer',
+    ];
+    for (const path of ['/admin/api/dashboard', '/admin/api/pages/reports', '/admin/api/pages/crontab', '/admin/pages/crontab', '/admin', ...customerPages]) {
       const response = await as.admin.get(path);
       assert.equal(response.status, 200, path);
       for (const secret of secrets) assert.ok(!response.text.includes(secret), path);
+      for (const secret of Object.values(planted)) assert.ok(!response.text.includes(secret), `${path} shows a planted secret`);
     }
+    const timeline = JSON.parse((await as.viewer.get(`/admin/api/pages/customer?customer_id=${paid.customer_id}`)).text) as { timeline?: Array<{ kind: string }> };
+    assert.ok(
+      timeline.timeline?.some((e) => e.kind === 'payment'),
+      'the scan read a timeline with a payment on it',
+    );
   });
 
   test('payment methods show brand, last four and expiry, never the token', async () => {
