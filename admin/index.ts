@@ -27,7 +27,7 @@ import { reportsPage } from './pages/reports.ts';
 import { auditLogResource } from './resources/audit-log.resource.ts';
 import { billingAuditResource } from './resources/billing-audit.resource.ts';
 import type { ResourceContext } from './resources/context.ts';
-import { couponsResource, discountsResource, promotionCodesResource } from './resources/coupons.resource.ts';
+import { couponsResource, discountsResource, promotionCodesResource, taxRatesResource } from './resources/coupons.resource.ts';
 import { customersResource } from './resources/customers.resource.ts';
 import { eventsResource } from './resources/events.resource.ts';
 import { invoiceLinesResource } from './resources/invoice-lines.resource.ts';
@@ -81,6 +81,7 @@ const RESOURCE_FACTORIES: Array<(context: ResourceContext) => Promise<ResourceWi
   routingRulesResource,
   couponsResource,
   promotionCodesResource,
+  taxRatesResource,
   customersResource,
   paymentMethodsResource,
   subscriptionsResource,

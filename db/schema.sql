@@ -183,6 +183,17 @@ as $$
 $$;
 comment on function app_hidden.add_calendar(anchor timestamp with time zone, unit text, n integer, tz text) is 'anchor + n days/months/years on the wall clock of time zone tz (month ends clamp: Jan 31 + 1 month = Feb 28/29).';
 
+create function app_hidden.add_tax_line(inv app_public.invoices, tax_rate_id uuid, inclusive boolean, tax bigint, description text, at_ timestamp with time zone)
+  returns void
+  language sql volatile
+as $$
+  insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
+    tax_rate_id, tax_included, period_start, period_end, created_at)
+  select inv.tenant_id, inv.id, inv.customer_id, description, 1, tax, tax, tax_rate_id, inclusive, inv.period_start, inv.period_end, at_
+  where tax_rate_id is not null and tax > 0;
+$$;
+comment on function app_hidden.add_tax_line(inv app_public.invoices, tax_rate_id uuid, inclusive boolean, tax bigint, description text, at_ timestamp with time zone) is 'The tax line of an invoice ("VAT 20%", "VAT 20% (included)") when there is a rate and a tax.';
+
 create function app_hidden.after_payment_failure(invoice uuid, category text)
   returns void
   language plpgsql volatile
@@ -315,12 +326,16 @@ as $$
     where t.id = payment.tenant_id and t.fiscal_tax_system is not null and payment.currency = 'RUB'
   ),
   lines as (
+    -- Items only: a discount is spread over them by the split below, and a tax line is not an item; the VAT printed is
+    -- the invoice's tax rate's fiscal_vat when it has one (docs/api.md, "Taxes"), else the plan's.
     select row_number() over (order by l.created_at, l.id) as n, l.description, l.quantity, l.unit_amount_minor, l.amount_minor,
-      coalesce(pl.fiscal_vat, 'none') as vat
+      coalesce((select tr.fiscal_vat from app_public.invoice_lines t join app_public.tax_rates tr on tr.tenant_id = t.tenant_id and tr.id = t.tax_rate_id
+                where t.tenant_id = l.tenant_id and t.invoice_id = l.invoice_id and tr.fiscal_vat is not null limit 1),
+               pl.fiscal_vat, 'none') as vat
     from app_public.invoice_lines l
     left join app_public.prices pr on pr.tenant_id = l.tenant_id and pr.id = l.price_id
     left join app_public.plans pl on pl.tenant_id = pr.tenant_id and pl.id = pr.plan_id
-    where l.tenant_id = payment.tenant_id and l.invoice_id = payment.invoice_id and l.amount_minor > 0
+    where l.tenant_id = payment.tenant_id and l.invoice_id = payment.invoice_id and l.amount_minor > 0 and l.tax_rate_id is null
   ),
   source as (
     -- An invoice without lines still gets one item: what the customer is paying for.
@@ -646,6 +661,7 @@ declare
   at_ timestamptz := app_hidden.now(s.tenant_id);
   plan_name text;
   discount record;
+  tax record;
 begin
   if exists (select 1 from app_public.invoices i where i.tenant_id = s.tenant_id and i.subscription_id = s.id
              and i.is_period and i.period_start = create_period_invoice.period_start) then
@@ -673,7 +689,13 @@ begin
       discount_id, period_start, period_end, created_at)
     values (s.tenant_id, inv.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
       discount.discount_id, create_period_invoice.period_start, create_period_invoice.period_end, at_);
-    update app_public.invoices i set subtotal_minor = i.subtotal_minor - discount.amount_minor where i.id = inv.id;
+  end if;
+  -- Then the tax of what is left (db/migrations/current/19-taxes.sql; docs/api.md, "Taxes").
+  tax := app_hidden.invoice_tax(s.tenant_id, s.customer_id, price.plan_id, inv.subtotal_minor - discount.amount_minor);
+  if discount.amount_minor > 0 or tax.tax_minor > 0 then
+    update app_public.invoices i set subtotal_minor = i.subtotal_minor - discount.amount_minor + tax.added_minor, tax_minor = tax.tax_minor
+    where i.id = inv.id returning * into inv;
+    perform app_hidden.add_tax_line(inv, tax.tax_rate_id, tax.inclusive, tax.tax_minor, tax.description, at_);
   end if;
   return app_hidden.finalize_invoice(inv.id, queue_collection);
 end;
@@ -949,6 +971,15 @@ as $$
 $$;
 comment on function app_hidden.idempotency_finish(tenant uuid, key text, response jsonb) is 'Stores the result of the call that claimed the key.';
 
+create function app_hidden.invoice_line_rank(l app_public.invoice_lines)
+  returns integer
+  language sql immutable
+as $$
+  select case when l.tax_rate_id is not null then 2 when l.discount_id is not null then 1 else 0 end;
+$$;
+comment on function app_hidden.invoice_line_rank(l app_public.invoice_lines) is 'Where a line goes among those made at one instant: items (0), discounts (1), tax (2).';
+grant execute on function app_hidden.invoice_line_rank(l app_public.invoice_lines) to :ROLE_CUSTOMER, :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
+
 create function app_hidden.invoice_next_period(s app_public.subscriptions)
   returns app_public.invoices
   language plpgsql volatile
@@ -975,6 +1006,21 @@ begin
 end;
 $$;
 comment on function app_hidden.invoice_next_period(s app_public.subscriptions) is 'Renewal of one locked, due subscription (renew_due; preview_upcoming_invoice, rolled back): the next period''s price and quantity (the scheduled ones if any), anchor and end on the tenant''s clock, the scheduled changes applied, the period invoiced and finalised without queueing its charge (null if already invoiced).';
+
+create function app_hidden.invoice_tax(tenant uuid, customer uuid, plan uuid, taxable bigint, OUT tax_rate_id uuid, OUT inclusive boolean, OUT tax_minor bigint, OUT added_minor bigint, OUT description text)
+  returns record
+  language sql stable
+as $$
+  select r.id, r.inclusive, t.tax_minor, t.added_minor,
+         format('%s %s%%%s', r.name, trim_scale(r.percentage), case when r.inclusive then ' (included)' else '' end)
+  from (select app_hidden.tax_rate_for(tenant, customer, plan) as r) x
+  cross join lateral (select (x.r).*) r
+  cross join lateral app_hidden.tax_of(x.r, taxable) t
+  union all
+  select null, false, 0, 0, null
+  limit 1;
+$$;
+comment on function app_hidden.invoice_tax(tenant uuid, customer uuid, plan uuid, taxable bigint, OUT tax_rate_id uuid, OUT inclusive boolean, OUT tax_minor bigint, OUT added_minor bigint, OUT description text) is 'The tax of an invoice of this plan for this customer on taxable minor units (app_hidden.tax_rate_for, app_hidden.tax_of) and its line''s description; a null rate and 0 without one.';
 
 create function app_hidden.is_secret_name(name text)
   returns boolean
@@ -1194,6 +1240,7 @@ declare
   delta bigint;
   prorated bigint;
   discount record;
+  tax record;
 begin
   credit_minor := 0;
   perform app_hidden.check_quantity(new_quantity);
@@ -1248,10 +1295,12 @@ begin
     if delta > 0 and prorated > 0 then
       -- A running percent-off discount also discounts the proration (app_hidden.take_discount; docs/api.md, "Coupons and promotion codes").
       discount := app_hidden.take_discount(subscription, new_price, prorated, at_, false);
+      -- And taxed as a period invoice is (docs/api.md, "Taxes").
+      tax := app_hidden.invoice_tax(s.tenant_id, s.customer_id, new_price.plan_id, prorated - discount.amount_minor);
       insert into app_public.invoices (tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
-        period_start, period_end, subtotal_minor, due_at, created_at)
+        period_start, period_end, subtotal_minor, tax_minor, due_at, created_at)
       values (s.tenant_id, s.customer_id, s.id, new_price.id, 'subscription_update', app_hidden.next_invoice_number(s.tenant_id, at_),
-        s.currency, 'draft', at_, s.current_period_end, prorated - discount.amount_minor, at_, at_)
+        s.currency, 'draft', at_, s.current_period_end, prorated - discount.amount_minor + tax.added_minor, tax.tax_minor, at_, at_)
       returning * into invoice;
       insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
         price_id, period_start, period_end)
@@ -1266,11 +1315,17 @@ begin
         values (s.tenant_id, invoice.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
           discount.discount_id, at_, s.current_period_end);
       end if;
+      perform app_hidden.add_tax_line(invoice, tax.tax_rate_id, tax.inclusive, tax.tax_minor, tax.description, at_);
       invoice := app_hidden.finalize_invoice(invoice.id);
     elsif delta < 0 and prorated > 0 then
-      perform app_hidden.add_balance_transaction(s.tenant_id, s.customer_id, s.currency, prorated, 'downgrade_credit', null, null,
-        case when quantity_moves and not price_moves then 'Unused time of the removed seats' else 'Unused time at the previous price' end);
-      credit_minor := prorated;
+      -- The credit is what that time was billed: less a percent-off discount, plus an exclusive tax (docs/api.md, "Taxes").
+      discount := app_hidden.take_discount(subscription, old_price, prorated, at_, false);
+      tax := app_hidden.invoice_tax(s.tenant_id, s.customer_id, old_price.plan_id, prorated - discount.amount_minor);
+      credit_minor := prorated - discount.amount_minor + tax.added_minor;
+      if credit_minor > 0 then
+        perform app_hidden.add_balance_transaction(s.tenant_id, s.customer_id, s.currency, credit_minor, 'downgrade_credit', null, null,
+          case when quantity_moves and not price_moves then 'Unused time of the removed seats' else 'Unused time at the previous price' end);
+      end if;
     end if;
   end if;
 end;
@@ -1302,11 +1357,11 @@ create function app_hidden.previewed_lines(tenant uuid, invoice uuid)
   language sql stable
 as $$
   select coalesce(array_agg(row(l.description, l.quantity, l.unit_amount_minor, l.amount_minor, l.period_start, l.period_end)::app_public.previewed_line
-                            order by l.created_at, l.discount_id is not null, l.id), '{}')
+                            order by l.created_at, app_hidden.invoice_line_rank(l), l.id), '{}')
   from app_public.invoice_lines l
   where l.tenant_id = tenant and l.invoice_id = invoice;
 $$;
-comment on function app_hidden.previewed_lines(tenant uuid, invoice uuid) is 'The lines of an invoice as previewed_line values, in order (a discount after the lines it discounts).';
+comment on function app_hidden.previewed_lines(tenant uuid, invoice uuid) is 'The lines of an invoice as previewed_line values, in order: items, then discounts, then tax.';
 
 create function app_hidden.price_for_catalogue(price_id uuid)
   returns app_public.prices
@@ -1638,6 +1693,36 @@ begin
 end;
 $$;
 comment on function app_hidden.take_discount(s app_public.subscriptions, price app_public.prices, amount bigint, at_ timestamp with time zone, period boolean, OUT discount_id uuid, OUT amount_minor bigint, OUT description text) is 'The discount of a locked subscription on an invoice of amount at price: percent_off rounded half away from zero, or amount_off_minor (period invoices only), capped at amount; a period invoice (period) uses one of its periods, ending it after the last. amount_minor 0 when none applies.';
+
+create function app_hidden.tax_of(rate app_public.tax_rates, taxable bigint, OUT tax_minor bigint, OUT added_minor bigint)
+  returns record
+  language sql immutable
+as $$
+  -- Rounded half away from zero, once per tax line. Exclusive: percentage of the net. Inclusive: what the gross contains.
+  select t, case when rate.inclusive then 0 else t end
+  from (select case when rate.id is null or taxable <= 0 then 0
+                    when rate.inclusive then taxable - round(taxable * 100 / (100 + rate.percentage))::bigint
+                    else round(taxable * rate.percentage / 100)::bigint end as t) x;
+$$;
+comment on function app_hidden.tax_of(rate app_public.tax_rates, taxable bigint, OUT tax_minor bigint, OUT added_minor bigint) is 'The tax of taxable minor units at rate (0 without a rate): exclusive round(taxable × p / 100), inclusive taxable - round(taxable × 100 / (100 + p)), half away from zero; added_minor is what the tax line adds to the invoice (0 when inclusive).';
+
+create function app_hidden.tax_rate_for(tenant uuid, customer uuid, plan uuid)
+  returns app_public.tax_rates
+  language sql stable
+as $$
+  select (x.rate).* from (
+    select r as rate, 1 as rank from app_public.plans p
+    join app_public.tax_rates r on r.tenant_id = p.tenant_id and r.id = p.tax_rate_id and r.active
+    where p.tenant_id = tenant and p.id = plan
+    union all
+    select r, 2 from app_public.customers c
+    join app_public.tax_rates r on r.tenant_id = c.tenant_id and r.country = c.country and r.active
+    where c.tenant_id = tenant and c.id = customer
+  ) x
+  order by x.rank
+  limit 1;
+$$;
+comment on function app_hidden.tax_rate_for(tenant uuid, customer uuid, plan uuid) is 'The tax rate of an invoice of this plan for this customer: the plan''s active rate, else the tenant''s active rate for the customer''s country, else null.';
 
 create function app_hidden.tg__guard_transition()
   returns trigger
@@ -5766,6 +5851,8 @@ create table app_public.invoice_lines (
   period_end timestamp with time zone,
   created_at timestamp with time zone default app_hidden.now() not null,
   discount_id uuid,
+  tax_rate_id uuid,
+  tax_included boolean default false not null,
   constraint invoice_lines_pkey PRIMARY KEY (id),
   constraint invoice_lines_amount CHECK (amount_minor = (quantity * unit_amount_minor)),
   constraint invoice_lines_description_check CHECK (length(description) >= 1 AND length(description) <= 500),
@@ -5775,19 +5862,24 @@ CASE
     WHEN discount_id IS NULL THEN unit_amount_minor >= 0
     ELSE unit_amount_minor <= 0 AND quantity = 1
 END),
+  constraint invoice_lines_tax_included CHECK (NOT tax_included OR tax_rate_id IS NOT NULL),
   constraint invoice_lines_customer_fkey FOREIGN KEY (tenant_id, customer_id) REFERENCES app_public.customers(tenant_id, id) ON DELETE RESTRICT,
   constraint invoice_lines_discount_fkey FOREIGN KEY (tenant_id, discount_id) REFERENCES app_public.discounts(tenant_id, id) ON DELETE RESTRICT,
   constraint invoice_lines_invoice_fkey FOREIGN KEY (tenant_id, invoice_id) REFERENCES app_public.invoices(tenant_id, id) ON DELETE CASCADE,
   constraint invoice_lines_price_fkey FOREIGN KEY (tenant_id, price_id) REFERENCES app_public.prices(tenant_id, id) ON DELETE RESTRICT,
+  constraint invoice_lines_tax_rate_fkey FOREIGN KEY (tenant_id, tax_rate_id) REFERENCES app_public.tax_rates(tenant_id, id) ON DELETE RESTRICT,
   constraint invoice_lines_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
 );
 comment on table app_public.invoice_lines is 'The lines of an invoice; amount_minor = quantity × unit_amount_minor.';
 comment on column app_public.invoice_lines.discount_id is 'Set on a discount line (docs/api.md, "Coupons and promotion codes"): its amount is negative, the discount that gave it.';
+comment on column app_public.invoice_lines.tax_rate_id is 'Set on a tax line (docs/api.md, "Taxes"): the rate whose tax it is.';
+comment on column app_public.invoice_lines.tax_included is 'A tax line of an inclusive rate: it shows the tax the other lines contain and is not added to the invoice.';
 CREATE INDEX invoice_lines_created_at_idx ON app_public.invoice_lines USING btree (created_at DESC);
 CREATE INDEX invoice_lines_customer_idx ON app_public.invoice_lines USING btree (tenant_id, customer_id);
 CREATE INDEX invoice_lines_discount_idx ON app_public.invoice_lines USING btree (tenant_id, discount_id) WHERE (discount_id IS NOT NULL);
 CREATE INDEX invoice_lines_invoice_idx ON app_public.invoice_lines USING btree (tenant_id, invoice_id);
 CREATE INDEX invoice_lines_price_idx ON app_public.invoice_lines USING btree (tenant_id, price_id) WHERE (price_id IS NOT NULL);
+CREATE INDEX invoice_lines_tax_rate_idx ON app_public.invoice_lines USING btree (tenant_id, tax_rate_id) WHERE (tax_rate_id IS NOT NULL);
 CREATE INDEX invoice_lines_tenant_created_idx ON app_public.invoice_lines USING btree (tenant_id, created_at DESC);
 alter table app_public.invoice_lines enable row level security;
 alter table app_public.invoice_lines force row level security;
@@ -5830,6 +5922,7 @@ create table app_public.invoices (
   voided_at timestamp with time zone,
   created_at timestamp with time zone default app_hidden.now() not null,
   updated_at timestamp with time zone default app_hidden.now() not null,
+  tax_minor bigint default 0 not null,
   constraint invoices_pkey PRIMARY KEY (id),
   constraint invoices_number_key UNIQUE (tenant_id, number),
   constraint invoices_tenant_id_id_currency_key UNIQUE (tenant_id, id, currency),
@@ -5845,6 +5938,7 @@ create table app_public.invoices (
   constraint invoices_status_check CHECK (status = ANY (ARRAY['draft'::text, 'open'::text, 'paid'::text, 'void'::text, 'uncollectible'::text])),
   constraint invoices_subscription_required CHECK (billing_reason = 'manual'::text OR subscription_id IS NOT NULL),
   constraint invoices_subtotal_minor_check CHECK (subtotal_minor >= 0),
+  constraint invoices_tax_minor_check CHECK (tax_minor >= 0 AND tax_minor <= subtotal_minor),
   constraint invoices_currency_fkey FOREIGN KEY (currency) REFERENCES app_public.currencies(code) ON DELETE RESTRICT,
   constraint invoices_customer_fkey FOREIGN KEY (tenant_id, customer_id) REFERENCES app_public.customers(tenant_id, id) ON DELETE RESTRICT,
   constraint invoices_price_fkey FOREIGN KEY (tenant_id, price_id, currency) REFERENCES app_public.prices(tenant_id, id, currency) ON DELETE RESTRICT,
@@ -5852,6 +5946,7 @@ create table app_public.invoices (
   constraint invoices_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
 );
 comment on table app_public.invoices is 'What a customer owes: one per subscription period (unique, non-overlapping), proration charges and one-off invoices. amount_due_minor = subtotal minus customer balance applied at finalisation.';
+comment on column app_public.invoices.tax_minor is 'The tax in subtotal_minor (exclusive: added by the tax line; inclusive: contained in the amounts); net = subtotal_minor - tax_minor.';
 CREATE INDEX invoices_collect_idx ON app_public.invoices USING btree (next_attempt_at) WHERE (status = 'open'::text);
 CREATE INDEX invoices_created_at_idx ON app_public.invoices USING btree (created_at DESC);
 CREATE INDEX invoices_customer_idx ON app_public.invoices USING btree (tenant_id, customer_id, created_at DESC);
@@ -6077,6 +6172,7 @@ create table app_public.plans (
   updated_at timestamp with time zone default app_hidden.now() not null,
   code text,
   fiscal_vat text default 'none'::text not null,
+  tax_rate_id uuid,
   constraint plans_pkey PRIMARY KEY (id),
   constraint plans_tenant_code_key UNIQUE (tenant_id, code),
   constraint plans_tenant_id_id_key UNIQUE (tenant_id, id),
@@ -6087,12 +6183,15 @@ create table app_public.plans (
   constraint plans_sale_window CHECK (sale_starts_at IS NULL OR sale_ends_at IS NULL OR sale_ends_at > sale_starts_at),
   constraint plans_status_check CHECK (status = ANY (ARRAY['draft'::text, 'active'::text, 'archived'::text])),
   constraint plans_trial_days_check CHECK (trial_days >= 0 AND trial_days <= 730),
+  constraint plans_tax_rate_fkey FOREIGN KEY (tenant_id, tax_rate_id) REFERENCES app_public.tax_rates(tenant_id, id) ON DELETE RESTRICT,
   constraint plans_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
 );
 comment on table app_public.plans is 'Something a tenant sells. Purchasable only while active and inside [sale_starts_at, sale_ends_at). Draft plans may be deleted; others are archived.';
 comment on column app_public.plans.full_refund_days is 'Days from the start of a paid period during which a refund is full (default 7); afterwards it is proportional to unused time.';
 comment on column app_public.plans.code is 'Short stable name of the plan (a-z, 0-9, _ and -, at most 32 characters, unique per tenant), used in entitlement tokens.';
 comment on column app_public.plans.fiscal_vat is 'VAT rate printed on fiscal receipts (54-FZ) for this plan''s lines: none (not subject to VAT), vat0…vat22, or a calculated rate such as vat22_122. Only used for RUB payments of a tenant with fiscal_tax_system set.';
+comment on column app_public.plans.tax_rate_id is 'The tax rate of this plan''s invoices (docs/api.md, "Taxes"); null: the tenant''s rate for the customer''s country, if any.';
+CREATE INDEX plans_tax_rate_idx ON app_public.plans USING btree (tenant_id, tax_rate_id) WHERE (tax_rate_id IS NOT NULL);
 CREATE INDEX plans_tenant_created_idx ON app_public.plans USING btree (tenant_id, created_at DESC);
 alter table app_public.plans enable row level security;
 alter table app_public.plans force row level security;
@@ -6352,6 +6451,40 @@ create policy select_own_tenant on app_public.subscriptions for select to :ROLE_
 create policy select_worker on app_public.subscriptions for select to :ROLE_WORKER
   using (true);
 grant select on table app_public.subscriptions to :ROLE_CUSTOMER, :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
+
+create table app_public.tax_rates (
+  id uuid default gen_random_uuid() not null,
+  tenant_id uuid default app_hidden.current_tenant_id() not null,
+  name text not null,
+  percentage numeric(7,4) not null,
+  inclusive boolean default false not null,
+  country character(2),
+  fiscal_vat text,
+  active boolean default true not null,
+  created_at timestamp with time zone default app_hidden.now() not null,
+  constraint tax_rates_pkey PRIMARY KEY (id),
+  constraint tax_rates_tenant_id_id_key UNIQUE (tenant_id, id),
+  constraint tax_rates_country_check CHECK (country ~ '^[A-Z]{2}$'::text),
+  constraint tax_rates_fiscal_vat_check CHECK (fiscal_vat = ANY (ARRAY['none'::text, 'vat0'::text, 'vat5'::text, 'vat7'::text, 'vat10'::text, 'vat20'::text, 'vat22'::text, 'vat5_105'::text, 'vat7_107'::text, 'vat10_110'::text, 'vat20_120'::text, 'vat22_122'::text])),
+  constraint tax_rates_name_check CHECK (length(name) >= 1 AND length(name) <= 100),
+  constraint tax_rates_percentage_check CHECK (percentage > 0::numeric AND percentage <= 100::numeric),
+  constraint tax_rates_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES app_public.tenants(id) ON DELETE RESTRICT
+);
+comment on table app_public.tax_rates is 'A tenant''s tax rate: percentage, inclusive (prices contain it) or exclusive (added), the customers'' country it is for (one active rate per country), and the 54-FZ VAT code its receipts print. Plans name a rate (plans.tax_rate_id) or the customer''s country picks one.';
+CREATE UNIQUE INDEX tax_rates_one_active_per_country ON app_public.tax_rates USING btree (tenant_id, country) WHERE (active AND (country IS NOT NULL));
+CREATE INDEX tax_rates_tenant_created_idx ON app_public.tax_rates USING btree (tenant_id, created_at DESC);
+alter table app_public.tax_rates enable row level security;
+alter table app_public.tax_rates force row level security;
+create policy all_owner on app_public.tax_rates for all to :DATABASE_OWNER
+  using ((( SELECT app_hidden.current_tenant_id() AS current_tenant_id)) IS NULL OR tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)))
+  with check ((( SELECT app_hidden.current_tenant_id() AS current_tenant_id)) IS NULL OR tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
+create policy select_operator on app_public.tax_rates for select to :ROLE_OPERATOR
+  using (true);
+create policy select_own_tenant on app_public.tax_rates for select to :ROLE_TENANT
+  using (tenant_id = (( SELECT app_hidden.current_tenant_id() AS current_tenant_id)));
+create policy select_worker on app_public.tax_rates for select to :ROLE_WORKER
+  using (true);
+grant select on table app_public.tax_rates to :ROLE_OPERATOR, :ROLE_TENANT, :ROLE_WORKER;
 
 create table app_public.tenants (
   id uuid default gen_random_uuid() not null,
@@ -7196,6 +7329,47 @@ end;
 $$;
 comment on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer, promotion_code text, coupon_id uuid) is 'Subscribes a customer to a price, for quantity seats (1 to 1,000,000; each invoice bills quantity × the price), with a promotion code or a coupon if given (its discount is on the first invoice). Refuses a plan outside its sale window (PLAN_NOT_ON_SALE) or a price in another currency than the customer''s (CURRENCY_MISMATCH). Starts a trial when the plan has trial days; otherwise the subscription is incomplete with its first invoice open until the first payment succeeds.';
 grant execute on function app_public.create_subscription(customer_id uuid, price_id uuid, payment_method_id uuid, idempotency_key text, quantity integer, promotion_code text, coupon_id uuid) to :ROLE_OPERATOR, :ROLE_TENANT;
+
+create function app_public.create_tax_rate(name text, percentage numeric, inclusive boolean DEFAULT false, country text DEFAULT NULL::text, fiscal_vat text DEFAULT NULL::text, idempotency_key text DEFAULT NULL::text)
+  returns app_public.tax_rates
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  tenant uuid := app_hidden.require_tenant();
+  country_ text := upper(create_tax_rate.country);
+  stored jsonb;
+  result app_public.tax_rates;
+begin
+  stored := app_hidden.idempotency_begin(tenant, idempotency_key, 'create_tax_rate', jsonb_build_object(
+    'name', name, 'percentage', percentage, 'inclusive', coalesce(inclusive, false), 'country', country_, 'fiscal_vat', fiscal_vat));
+  if stored is not null then
+    return jsonb_populate_record(null::app_public.tax_rates, stored);
+  end if;
+  if coalesce(length(name), 0) not between 1 and 100 then
+    perform app_hidden.raise_error('INVALID_TAX_RATE', 'name is 1 to 100 characters', 'AB400');
+  end if;
+  if percentage is null or percentage <= 0 or percentage > 100 or percentage <> round(percentage, 4) then
+    perform app_hidden.raise_error('INVALID_TAX_RATE', 'percentage is more than 0 and at most 100, with at most four decimals', 'AB400');
+  end if;
+  if country_ is not null and country_ !~ '^[A-Z]{2}$' then
+    perform app_hidden.raise_error('INVALID_TAX_RATE', 'country is an ISO 3166-1 alpha-2 code such as DE', 'AB400');
+  end if;
+  if fiscal_vat is not null and fiscal_vat not in ('none', 'vat0', 'vat5', 'vat7', 'vat10', 'vat20', 'vat22', 'vat5_105', 'vat7_107', 'vat10_110', 'vat20_120', 'vat22_122') then
+    perform app_hidden.raise_error('INVALID_TAX_RATE', 'fiscal_vat is a 54-FZ VAT code: none, vat0, vat5, vat7, vat10, vat20, vat22 or a calculated one such as vat20_120', 'AB400');
+  end if;
+  if country_ is not null and exists (select 1 from app_public.tax_rates r where r.tenant_id = tenant and r.country = country_ and r.active) then
+    perform app_hidden.raise_error('TAX_RATE_EXISTS', format('the tenant already has an active tax rate for %s', country_), 'AB409');
+  end if;
+  insert into app_public.tax_rates (tenant_id, name, percentage, inclusive, country, fiscal_vat, created_at)
+  values (tenant, name, percentage, coalesce(inclusive, false), country_, fiscal_vat, app_hidden.now(tenant))
+  returning * into result;
+  perform app_hidden.idempotency_finish(tenant, idempotency_key, to_jsonb(result));
+  return result;
+end;
+$$;
+comment on function app_public.create_tax_rate(name text, percentage numeric, inclusive boolean, country text, fiscal_vat text, idempotency_key text) is 'Creates a tax rate: percentage (up to four decimals), inclusive (prices contain it) or exclusive (added to invoices), the customers'' country it applies to (one active rate per country) and the 54-FZ VAT code of its receipts. INVALID_TAX_RATE names what is wrong; TAX_RATE_EXISTS for a second active rate of a country.';
+grant execute on function app_public.create_tax_rate(name text, percentage numeric, inclusive boolean, country text, fiscal_vat text, idempotency_key text) to :ROLE_TENANT;
 
 create function app_public.create_webhook_endpoint(url text, enabled_events text[] DEFAULT NULL::text[], description text DEFAULT NULL::text, idempotency_key text DEFAULT NULL::text)
   returns app_public.new_webhook_endpoint
@@ -8115,6 +8289,37 @@ $$;
 comment on function app_public.set_plan_status(plan_id uuid, status text, idempotency_key text) is 'Puts a plan on sale (active), takes it off sale (archived) or back on. A plan that left draft never returns to it. Setting the current status again changes nothing, so a repeat is harmless; an idempotency key is taken when given (the console always gives one).';
 grant execute on function app_public.set_plan_status(plan_id uuid, status text, idempotency_key text) to :ROLE_OPERATOR, :ROLE_TENANT;
 
+create function app_public.set_plan_tax_rate(plan_id uuid, tax_rate_id uuid, idempotency_key text DEFAULT NULL::text)
+  returns app_public.plans
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  tenant uuid := app_hidden.require_tenant();
+  stored jsonb;
+  result app_public.plans;
+begin
+  stored := app_hidden.idempotency_begin(tenant, idempotency_key, 'set_plan_tax_rate', jsonb_build_object('plan_id', plan_id, 'tax_rate_id', tax_rate_id));
+  if stored is not null then
+    return jsonb_populate_record(null::app_public.plans, stored);
+  end if;
+  if set_plan_tax_rate.tax_rate_id is not null and not exists (
+    select 1 from app_public.tax_rates r where r.tenant_id = tenant and r.id = set_plan_tax_rate.tax_rate_id and r.active) then
+    perform app_hidden.raise_error('TAX_RATE_NOT_FOUND', format('no active tax rate %s', tax_rate_id), 'AB404');
+  end if;
+  update app_public.plans p set tax_rate_id = set_plan_tax_rate.tax_rate_id
+  where p.tenant_id = tenant and p.id = set_plan_tax_rate.plan_id
+  returning * into result;
+  if result.id is null then
+    perform app_hidden.raise_error('PLAN_NOT_FOUND', format('plan %s not found', plan_id), 'AB404');
+  end if;
+  perform app_hidden.idempotency_finish(tenant, idempotency_key, to_jsonb(result));
+  return result;
+end;
+$$;
+comment on function app_public.set_plan_tax_rate(plan_id uuid, tax_rate_id uuid, idempotency_key text) is 'Sets the tax rate of a plan''s invoices from their next invoice on (null: by the customer''s country). Invoices already made keep their tax.';
+grant execute on function app_public.set_plan_tax_rate(plan_id uuid, tax_rate_id uuid, idempotency_key text) to :ROLE_TENANT;
+
 create function app_public.subscription_price_options(subscription_id uuid)
   returns SETOF app_public.prices
   language sql stable security definer
@@ -8381,6 +8586,19 @@ create view app_reports.subscription_movements_by_month with (security_invoker=t
  HAVING sum(new_subscriptions) <> 0::numeric OR sum(churned_subscriptions) <> 0::numeric;
 comment on view app_reports.subscription_movements_by_month is 'New subscriptions (by start; never-paid expired ones excluded) and churned ones (canceled, by end) per UTC month.';
 grant select on table app_reports.subscription_movements_by_month to :ROLE_OPERATOR, :ROLE_TENANT;
+
+create view app_reports.tax_by_month with (security_invoker=true) as
+ SELECT tenant_id,
+    (date_trunc('month'::text, (paid_at AT TIME ZONE 'UTC'::text)) AT TIME ZONE 'UTC'::text) AS month,
+    currency,
+    sum(subtotal_minor - tax_minor)::bigint AS net_minor,
+    sum(tax_minor)::bigint AS tax_minor,
+    count(*) AS invoices
+   FROM app_public.invoices i
+  WHERE status = 'paid'::text
+  GROUP BY tenant_id, ((date_trunc('month'::text, (paid_at AT TIME ZONE 'UTC'::text)) AT TIME ZONE 'UTC'::text)), currency;
+comment on view app_reports.tax_by_month is 'Paid invoices per tenant, UTC month of payment and currency, split into net and tax (docs/api.md, "Taxes"). Read straight from invoices (no rollup yet): filter by tenant and month.';
+grant select on table app_reports.tax_by_month to :ROLE_OPERATOR, :ROLE_TENANT;
 
 create view app_reports.tenant_monthly_revenue with (security_invoker=true) as
  SELECT tenant_id,

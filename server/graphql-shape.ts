@@ -39,6 +39,7 @@ export const exposedClasses: Record<string, string> = {
   webhook_endpoints: READ,
   webhook_deliveries: READ,
   coupons: READ,
+  tax_rates: READ,
   promotion_codes: READ,
   discounts: READ,
 };
@@ -53,6 +54,8 @@ export const exposedFunctions = new Set([
   'resume_subscription',
   'change_subscription_price',
   'change_subscription',
+  'create_tax_rate',
+  'set_plan_tax_rate',
   'create_coupon',
   'create_promotion_code',
   'apply_discount',

@@ -31,6 +31,7 @@ async function populate(world: World): Promise<Row> {
     const coupon = await c.query(`select id from app_public.create_coupon('Isolation', 'forever', 10, null, null, null, null, null, null, $1)`, [key()]);
     await c.query(`select 1 from app_public.create_promotion_code($1, $2, null, null, false, false, null, $3)`, [coupon.rows[0].id, `ISO${randomUUID().slice(0, 8)}`, key()]);
     await c.query(`select 1 from app_public.apply_discount($1, null, $2, $3)`, [sub.id, coupon.rows[0].id, key()]);
+    await c.query(`select 1 from app_public.create_tax_rate('VAT', 20, false, null, null, $1)`, [key()]);
   });
   const admin = await db.asOwner((c) => c.query(`select app_private.upsert_operator($1, 'admin', 'x') as id`, [`admin-${randomUUID()}@example.com`]));
   await db.asOperator((c) => c.query(`select app_public.credit_balance($1, 500, $2)`, [world.customerId, key()]), { operator_id: admin.rows[0].id, operator_role: 'admin' });
@@ -332,6 +333,13 @@ const EXPECTED: Record<string, Record<ActorKind, string | readonly string[]>> = 
   'app_public.tenants': {
     tenant: '0 0 grant grant',
     customer: '0 grant grant grant',
+    anonymous: 'grant grant grant grant',
+    owner: '0 0 0 rls',
+    operator: 'all grant grant grant',
+  },
+  'app_public.tax_rates': {
+    tenant: '0 grant grant grant',
+    customer: 'grant grant grant grant',
     anonymous: 'grant grant grant grant',
     owner: '0 0 0 rls',
     operator: 'all grant grant grant',

@@ -62,3 +62,18 @@ export async function discountsResource({ knex, pool }: ResourceContext): Promis
     features: [roleAccess(READ_ONLY)],
   };
 }
+
+/** Tax rates (docs/api.md, "Taxes"), read only: tenants create them through the API. */
+export async function taxRatesResource({ knex, pool }: ResourceContext): Promise<ResourceWithOptions> {
+  const resource = await loadTableResource({ knex, pool, schema: 'app_public', table: 'tax_rates', references: { tenant_id: 'tenants' } });
+  return {
+    resource,
+    options: {
+      navigation: Navigation.catalogue,
+      sort: { sortBy: 'created_at', direction: 'desc' },
+      listProperties: ['tenant_id', 'name', 'percentage', 'inclusive', 'country', 'fiscal_vat', 'active', 'created_at'],
+      filterProperties: ['tenant_id', 'country'],
+    },
+    features: [roleAccess(READ_ONLY)],
+  };
+}

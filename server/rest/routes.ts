@@ -59,10 +59,11 @@ const columns = {
     payment_method_id as payment_method, currency, status, current_period_start, current_period_end, trial_end, cancel_at_period_end,
     canceled_at, cancellation_reason, ended_at, paused_at, started_at, created_at, updated_at`,
   invoice: `id, 'invoice' as object, number, customer_id as customer, subscription_id as subscription, status, billing_reason, currency,
-    subtotal_minor, balance_applied_minor, amount_due_minor, amount_paid_minor, period_start, period_end, due_at, paid_at, voided_at,
+    subtotal_minor, tax_minor, balance_applied_minor, amount_due_minor, amount_paid_minor, period_start, period_end, due_at, paid_at, voided_at,
     attempt_count, next_attempt_at, created_at`,
   payment: `id, 'payment' as object, invoice_id as invoice, customer_id as customer, currency, amount_minor, refunded_minor, status,
     provider, provider_payment_id, attempt, failure_category, failure_code, failure_message, succeeded_at, failed_at, created_at`,
+  taxRate: `id, 'tax_rate' as object, name, percentage::float8 as percentage, inclusive, country, fiscal_vat, active, created_at`,
   coupon: `id, 'coupon' as object, name, percent_off::float8 as percent_off, amount_off_minor, currency, duration, duration_in_periods,
     max_redemptions, times_redeemed, redeem_by, applies_to_plan_ids as applies_to_plans, active, created_at`,
   promotionCode: `id, 'promotion_code' as object, coupon_id as coupon, code, active, max_redemptions, times_redeemed, expires_at,
@@ -306,6 +307,56 @@ export const routes: RouteSpec[] = [
         from app_public.purchasable_plans() p`);
       return { object: 'list', data: rows, has_more: false, next_cursor: null };
     },
+  },
+
+  /* Taxes */
+  {
+    method: 'post',
+    path: '/v1/tax_rates',
+    operationId: 'createTaxRate',
+    tag: 'Taxes',
+    readOnly: false,
+    summary: 'Create a tax rate (app_public.create_tax_rate)',
+    body: s.CreateTaxRateBody,
+    response: s.TaxRate,
+    run: ({ client }, { body }) =>
+      callReturning(
+        client,
+        'app_public.create_tax_rate',
+        {
+          name: body.name,
+          percentage: body.percentage,
+          inclusive: body.inclusive ?? false,
+          country: body.country ?? null,
+          fiscal_vat: body.fiscal_vat ?? null,
+          idempotency_key: null,
+        },
+        columns.taxRate,
+      ),
+  },
+  {
+    method: 'get',
+    path: '/v1/tax_rates',
+    operationId: 'listTaxRates',
+    tag: 'Taxes',
+    readOnly: true,
+    summary: 'List tax rates, newest first',
+    query: s.PageQuery,
+    response: s.listOf('TaxRate', s.TaxRate),
+    run: ({ client }, { query }) => listPage(client, 'app_public.tax_rates', columns.taxRate, [], query),
+  },
+  {
+    method: 'post',
+    path: '/v1/plans/:id/tax_rate',
+    operationId: 'setPlanTaxRate',
+    tag: 'Taxes',
+    readOnly: false,
+    summary: "Set a plan's tax rate (app_public.set_plan_tax_rate)",
+    params: s.idParams,
+    body: s.PlanTaxRateBody,
+    response: s.PlanTaxRate,
+    run: ({ client }, { params, body }) =>
+      one(client, `select 'plan_tax_rate' as object, p.id as plan, p.tax_rate_id as tax_rate from app_public.set_plan_tax_rate($1, $2, null) p`, [params.id, body.tax_rate]),
   },
 
   /* Coupons and promotion codes */
@@ -745,8 +796,8 @@ export const routes: RouteSpec[] = [
         client,
         `select ${columns.invoice},
       coalesce((select jsonb_agg(jsonb_build_object('id', l.id, 'description', l.description, 'quantity', l.quantity,
-        'unit_amount_minor', l.unit_amount_minor, 'amount_minor', l.amount_minor, 'price', l.price_id, 'discount', l.discount_id,
-        'period_start', l.period_start, 'period_end', l.period_end) order by l.created_at, l.discount_id is not null, l.id)
+        'unit_amount_minor', l.unit_amount_minor, 'amount_minor', l.amount_minor, 'price', l.price_id, 'discount', l.discount_id, 'tax_rate', l.tax_rate_id, 'tax_included', l.tax_included,
+        'period_start', l.period_start, 'period_end', l.period_end) order by l.created_at, app_hidden.invoice_line_rank(l), l.id)
         from app_public.invoice_lines l where l.tenant_id = i.tenant_id and l.invoice_id = i.id), '[]') as lines
       from app_public.invoices i where i.id = $1`,
         [params.id],

@@ -144,6 +144,8 @@ export const InvoiceLine = component(
     amount_minor: lineMoney,
     price: nullable(id),
     discount: nullable(id).describe('The discount this line is (docs: Coupons and promotion codes).'),
+    tax_rate: nullable(id).describe('Set on a tax line: its rate.'),
+    tax_included: z.boolean().describe('A tax line of an inclusive rate: shown, not added (the other lines contain it).'),
     period_start: nullable(timestamp),
     period_end: nullable(timestamp),
   }),
@@ -159,6 +161,7 @@ const invoiceFields = {
   billing_reason: z.string(),
   currency,
   subtotal_minor: money,
+  tax_minor: money.describe('The tax in subtotal_minor (net = subtotal_minor − tax_minor).'),
   balance_applied_minor: money,
   amount_due_minor: money,
   amount_paid_minor: money,
@@ -430,6 +433,44 @@ export const Coupon = component(
   }),
   'A discount: percent_off or amount_off_minor in currency, for one, duration_in_periods or every period invoice.',
 );
+
+export const TaxRate = component(
+  'TaxRate',
+  z.object({
+    id,
+    object: z.literal('tax_rate'),
+    name: z.string(),
+    percentage: z.number(),
+    inclusive: z.boolean(),
+    country: nullable(z.string()),
+    fiscal_vat: nullable(z.string()),
+    active: z.boolean(),
+    created_at: timestamp,
+  }),
+  "A tenant's tax rate: inclusive (prices contain it) or exclusive (added), for a plan or the customers of a country.",
+);
+
+export const CreateTaxRateBody = z
+  .object({
+    name: z.string().min(1).max(100),
+    percentage: z.number().gt(0).max(100).describe('Up to four decimals.'),
+    inclusive: z.boolean().optional(),
+    country: z
+      .string()
+      .regex(/^[A-Za-z]{2}$/)
+      .optional()
+      .describe('ISO 3166-1 alpha-2: the rate of customers there.'),
+    fiscal_vat: z.string().max(20).optional().describe('54-FZ VAT code printed on receipts, e.g. vat20.'),
+  })
+  .strict();
+
+export const PlanTaxRate = component(
+  'PlanTaxRate',
+  z.object({ object: z.literal('plan_tax_rate'), plan: id, tax_rate: nullable(id) }),
+  "A plan's tax rate (null: by the customer's country).",
+);
+
+export const PlanTaxRateBody = z.object({ tax_rate: nullable(id).describe("null: by the customer's country.") }).strict();
 
 export const CreateCouponBody = z
   .object({

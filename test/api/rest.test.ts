@@ -258,6 +258,31 @@ describe('a tenant works through REST', () => {
     assert.deepEqual([bad.status, bad.body.error.code], [400, 'INVALID_COUPON']);
   });
 
+  test('taxes: a rate on a plan taxes its invoices as a line (docs/api.md, "Taxes")', async () => {
+    const rate = await call('createTaxRate', { body: { name: 'VAT', percentage: 20, country: 'pl' }, key: idempotencyKey() });
+    assert.deepEqual([rate.status, rate.body.percentage, rate.body.country, rate.body.inclusive], [200, 20, 'PL', false]);
+    const listed = await call('listTaxRates');
+    assert.ok(listed.body.data.some((r: { id: string }) => r.id === rate.body.id));
+    const set = await call('setPlanTaxRate', { path: { id: catalogue.max.planId }, body: { tax_rate: rate.body.id }, key: idempotencyKey() });
+    assert.deepEqual([set.status, set.body.tax_rate], [200, rate.body.id]);
+    const buyer = await call('createCustomer', { body: { external_id: 'rest-tax', email: 'tax@example.com' }, key: idempotencyKey() });
+    const sub = await call('createSubscription', { body: { customer: buyer.body.id, price: catalogue.max.monthUsd }, key: idempotencyKey() });
+    const invoices = await call('listInvoices', { query: { subscription: sub.body.id } });
+    const invoice = await call('getInvoice', { path: { id: invoices.body.data[0].id } });
+    assert.deepEqual(
+      invoice.body.lines.map((l: { amount_minor: number; tax_rate: string | null }) => [l.amount_minor, l.tax_rate]),
+      [
+        [2000, null],
+        [400, rate.body.id],
+      ],
+    );
+    assert.deepEqual([invoice.body.subtotal_minor, invoice.body.tax_minor], [2400, 400]);
+    const cleared = await call('setPlanTaxRate', { path: { id: catalogue.max.planId }, body: { tax_rate: null }, key: idempotencyKey() });
+    assert.deepEqual([cleared.status, cleared.body.tax_rate], [200, null]);
+    const bad = await call('createTaxRate', { body: { name: 'Bad', percentage: 7, fiscal_vat: 'vat99' }, key: idempotencyKey() });
+    assert.deepEqual([bad.status, bad.body.error.code], [400, 'INVALID_TAX_RATE']);
+  });
+
   test('upcoming invoice, change preview, change price, pause, resume', async () => {
     const upcoming = await call('previewUpcomingInvoice', { path: { id: subscriptionId } });
     assert.deepEqual([upcoming.body.price, upcoming.body.subtotal_minor, upcoming.body.invoice, upcoming.body.lines.length], [catalogue.pro.monthUsd, 1000, null, 1]);

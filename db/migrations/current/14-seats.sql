@@ -55,6 +55,7 @@ declare
   delta bigint;
   prorated bigint;
   discount record;
+  tax record;
 begin
   credit_minor := 0;
   perform app_hidden.check_quantity(new_quantity);
@@ -109,10 +110,12 @@ begin
     if delta > 0 and prorated > 0 then
       -- A running percent-off discount also discounts the proration (app_hidden.take_discount; docs/api.md, "Coupons and promotion codes").
       discount := app_hidden.take_discount(subscription, new_price, prorated, at_, false);
+      -- And taxed as a period invoice is (docs/api.md, "Taxes").
+      tax := app_hidden.invoice_tax(s.tenant_id, s.customer_id, new_price.plan_id, prorated - discount.amount_minor);
       insert into app_public.invoices (tenant_id, customer_id, subscription_id, price_id, billing_reason, number, currency, status,
-        period_start, period_end, subtotal_minor, due_at, created_at)
+        period_start, period_end, subtotal_minor, tax_minor, due_at, created_at)
       values (s.tenant_id, s.customer_id, s.id, new_price.id, 'subscription_update', app_hidden.next_invoice_number(s.tenant_id, at_),
-        s.currency, 'draft', at_, s.current_period_end, prorated - discount.amount_minor, at_, at_)
+        s.currency, 'draft', at_, s.current_period_end, prorated - discount.amount_minor + tax.added_minor, tax.tax_minor, at_, at_)
       returning * into invoice;
       insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
         price_id, period_start, period_end)
@@ -127,11 +130,17 @@ begin
         values (s.tenant_id, invoice.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
           discount.discount_id, at_, s.current_period_end);
       end if;
+      perform app_hidden.add_tax_line(invoice, tax.tax_rate_id, tax.inclusive, tax.tax_minor, tax.description, at_);
       invoice := app_hidden.finalize_invoice(invoice.id);
     elsif delta < 0 and prorated > 0 then
-      perform app_hidden.add_balance_transaction(s.tenant_id, s.customer_id, s.currency, prorated, 'downgrade_credit', null, null,
-        case when quantity_moves and not price_moves then 'Unused time of the removed seats' else 'Unused time at the previous price' end);
-      credit_minor := prorated;
+      -- The credit is what that time was billed: less a percent-off discount, plus an exclusive tax (docs/api.md, "Taxes").
+      discount := app_hidden.take_discount(subscription, old_price, prorated, at_, false);
+      tax := app_hidden.invoice_tax(s.tenant_id, s.customer_id, old_price.plan_id, prorated - discount.amount_minor);
+      credit_minor := prorated - discount.amount_minor + tax.added_minor;
+      if credit_minor > 0 then
+        perform app_hidden.add_balance_transaction(s.tenant_id, s.customer_id, s.currency, credit_minor, 'downgrade_credit', null, null,
+          case when quantity_moves and not price_moves then 'Unused time of the removed seats' else 'Unused time at the previous price' end);
+      end if;
     end if;
   end if;
 end;
@@ -377,6 +386,7 @@ declare
   at_ timestamptz := app_hidden.now(s.tenant_id);
   plan_name text;
   discount record;
+  tax record;
 begin
   if exists (select 1 from app_public.invoices i where i.tenant_id = s.tenant_id and i.subscription_id = s.id
              and i.is_period and i.period_start = create_period_invoice.period_start) then
@@ -404,7 +414,13 @@ begin
       discount_id, period_start, period_end, created_at)
     values (s.tenant_id, inv.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
       discount.discount_id, create_period_invoice.period_start, create_period_invoice.period_end, at_);
-    update app_public.invoices i set subtotal_minor = i.subtotal_minor - discount.amount_minor where i.id = inv.id;
+  end if;
+  -- Then the tax of what is left (db/migrations/current/19-taxes.sql; docs/api.md, "Taxes").
+  tax := app_hidden.invoice_tax(s.tenant_id, s.customer_id, price.plan_id, inv.subtotal_minor - discount.amount_minor);
+  if discount.amount_minor > 0 or tax.tax_minor > 0 then
+    update app_public.invoices i set subtotal_minor = i.subtotal_minor - discount.amount_minor + tax.added_minor, tax_minor = tax.tax_minor
+    where i.id = inv.id returning * into inv;
+    perform app_hidden.add_tax_line(inv, tax.tax_rate_id, tax.inclusive, tax.tax_minor, tax.description, at_);
   end if;
   return app_hidden.finalize_invoice(inv.id, queue_collection);
 end;

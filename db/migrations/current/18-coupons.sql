@@ -467,13 +467,3 @@ $$;
 comment on function app_hidden.redeem_subscription_discount(s app_public.subscriptions, price app_public.prices, promotion_code text, coupon_id uuid) is
   'create_subscription: redeems the promotion code or coupon it was given on the new subscription, its first invoice (quantity × price) the amount a minimum is compared with; nothing when neither is given.';
 
-create or replace function app_hidden.previewed_lines(tenant uuid, invoice uuid)
-  returns app_public.previewed_line[]
-  language sql stable
-as $$
-  select coalesce(array_agg(row(l.description, l.quantity, l.unit_amount_minor, l.amount_minor, l.period_start, l.period_end)::app_public.previewed_line
-                            order by l.created_at, l.discount_id is not null, l.id), '{}')
-  from app_public.invoice_lines l
-  where l.tenant_id = tenant and l.invoice_id = invoice;
-$$;
-comment on function app_hidden.previewed_lines(tenant uuid, invoice uuid) is 'The lines of an invoice as previewed_line values, in order (a discount after the lines it discounts).';
