@@ -9,7 +9,20 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
-import { activeSubscription, createPrice, createWorld, errorOf, iso, key, setClock, subscriptionInvoices, type World } from './support/billing.ts';
+import {
+  activeSubscription,
+  createCustomer,
+  createPlan,
+  createPrice,
+  createWorld,
+  errorOf,
+  iso,
+  key,
+  setClock,
+  subscribe,
+  subscriptionInvoices,
+  type World,
+} from './support/billing.ts';
 import { runTestClock, workDueJobs } from './support/test-clocks.ts';
 
 let db: TestDatabase;
@@ -152,5 +165,30 @@ describe('an advancing clock', () => {
     assert.deepEqual(run.moves, ['2026-04-28T00:00:00.000Z', '2026-05-01T00:00:00.000Z', '2026-05-02T00:00:00.000Z', '2026-05-04T00:00:00.000Z', '2026-05-10T00:00:00.000Z']);
     const { rows } = await db.asOwner((c) => c.query('select status from app_public.subscriptions where id = $1', [sub.id]));
     assert.notEqual(rows[0].status, 'active');
+  });
+
+  test('a trial end and an incomplete expiry are due instants too', async () => {
+    await setClock(db, '2026-04-01T00:00:00Z');
+    const w = await createWorld(db, { testMode: true, trialDays: 7 });
+    const trial = await subscribe(db, w);
+    assert.equal(trial.status, 'trialing');
+    // A subscription without a card waits for its first payment: incomplete, expired 23 hours later.
+    const buyer = await createCustomer(db, w.tenantId);
+    const noTrial = await createPrice(db, w.tenantId, await createPlan(db, w.tenantId, { name: 'Now' }), { currency: 'USD', interval: 'month', amount: 800 });
+    const { rows: created } = await db.asTenant(w.tenantId, (c) => c.query('select * from app_public.create_subscription($1, $2, null, $3)', [buyer, noTrial, key()]));
+    const incomplete = created[0];
+    assert.equal(incomplete.status, 'incomplete');
+    await advance(w.tenantId, '2026-04-10T00:00:00Z');
+    const run = await runTestClock(db, w.tenantId);
+    assert.deepEqual(run.moves, ['2026-04-01T23:00:00.000Z', '2026-04-05T00:00:00.000Z', '2026-04-08T00:00:00.000Z', '2026-04-10T00:00:00.000Z']);
+    const status = async (id: string) => (await db.asOwner((c) => c.query('select status, ended_at from app_public.subscriptions where id = $1', [id]))).rows[0];
+    const expired = await status(incomplete.id);
+    assert.deepEqual([expired.status, iso(expired.ended_at)], ['incomplete_expired', '2026-04-01T23:00:00.000Z']);
+    assert.equal((await status(trial.id)).status, 'active', 'the trial ended into its first paid period');
+    const paid = (await subscriptionInvoices(db, trial.id)).filter((i) => i.is_period && i.status === 'paid');
+    assert.deepEqual(
+      paid.map((i) => iso(i.period_start)),
+      ['2026-04-08T00:00:00.000Z'],
+    );
   });
 });
