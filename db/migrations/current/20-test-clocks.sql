@@ -20,7 +20,8 @@
  *   job keys). Every call that is not ready queues the next run of the job.
  *
  * So due work runs in the order of the tenant's clock, by the same SQL and
- * tasks as in production, and no job holds a worker while it waits. The cron
+ * tasks as in production, and no job holds a worker slot for more than a few
+ * seconds while it waits. The cron
  * tasks are global (they also do other tenants' work that is due, as the cron
  * would). A step whose work does not settle within a minute of real time is
  * left (the work stays due; the clock goes on), so a stuck payment cannot
