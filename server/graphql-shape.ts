@@ -69,6 +69,7 @@ export const exposedFunctions = new Set([
   'create_invoice',
   'credit_balance',
   'advance_test_clock',
+  'test_clock',
   // a customer's page (section 17-customer-timeline.sql of db/migrations/current)
   'search_customers',
   'customer_timeline',

@@ -70,6 +70,7 @@ const columns = {
     first_time_only, once_per_customer, minimum_amount_minor, created_at`,
   discount: `id, 'discount' as object, subscription_id as subscription, customer_id as customer, coupon_id as coupon,
     promotion_code_id as promotion_code, periods_remaining, started_at, ended_at`,
+  testClock: `'test_clock' as object, status, frozen_at, advancing_to, max_advance_to, advance_started_at, advance_finished_at`,
   refund: `id, 'refund' as object, payment_id as payment, customer_id as customer, subscription_id as subscription, currency, amount_minor,
     reason, rule, destination, status, failure_code, failure_message, succeeded_at, created_at`,
 };
@@ -170,6 +171,30 @@ export const routes: RouteSpec[] = [
       from app_public.current_tenant() where id is not null`,
         [],
       ),
+  },
+
+  /* Test clocks (test-mode tenants) */
+  {
+    method: 'get',
+    path: '/v1/test_clock',
+    operationId: 'getTestClock',
+    tag: 'Test clocks',
+    readOnly: true,
+    summary: "The tenant's test clock: ready or advancing (app_public.test_clock)",
+    query: s.NoQuery,
+    response: s.TestClock,
+    run: ({ client }) => one(client, `select ${columns.testClock} from app_public.test_clock() t`, []),
+  },
+  {
+    method: 'post',
+    path: '/v1/test_clock/advance',
+    operationId: 'advanceTestClock',
+    tag: 'Test clocks',
+    readOnly: false,
+    summary: 'Advance the test clock, running the work that becomes due on the way in order (app_public.advance_test_clock)',
+    body: s.AdvanceTestClockBody,
+    response: s.TestClock,
+    run: ({ client }, { body }) => callReturning(client, 'app_public.advance_test_clock', { frozen_at: body.frozen_at, idempotency_key: null }, columns.testClock),
   },
 
   /* Customers */

@@ -53,6 +53,26 @@ export const Tenant = component(
   'The tenant the API key belongs to.',
 );
 
+export const TestClock = component(
+  'TestClock',
+  z.object({
+    object: z.literal('test_clock'),
+    status: z.enum(['ready', 'advancing']),
+    frozen_at: timestamp,
+    advancing_to: nullable(timestamp).describe('The target of the advance in progress.'),
+    max_advance_to: nullable(timestamp).describe("The furthest one advance may go now: two intervals of the tenant's shortest subscription interval (null: no subscription)."),
+    advance_started_at: nullable(timestamp),
+    advance_finished_at: nullable(timestamp),
+  }),
+  "A test-mode tenant's clock (docs: Test clocks).",
+);
+
+export const AdvanceTestClockBody = z
+  .object({
+    frozen_at: timestamp.describe('The time to advance the clock to: not before its time, at most max_advance_to.'),
+  })
+  .strict();
+
 export const Customer = component(
   'Customer',
   z.object({

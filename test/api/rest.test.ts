@@ -283,6 +283,27 @@ describe('a tenant works through REST', () => {
     assert.deepEqual([bad.status, bad.body.error.code], [400, 'INVALID_TAX_RATE']);
   });
 
+  test('test clocks: read, advance (idempotent), refusals (docs/api.md, "Test clocks")', async () => {
+    const sandbox = await createTenantWithKey(db, { testMode: true, name: 'REST Sandbox' });
+    const ready = await call('getTestClock', { token: sandbox.token });
+    assert.deepEqual([ready.body.object, ready.body.status, ready.body.advancing_to], ['test_clock', 'ready', null]);
+    const to = new Date(new Date(ready.body.frozen_at).getTime() + 86_400_000).toISOString();
+    const key = idempotencyKey();
+    const started = await call('advanceTestClock', { token: sandbox.token, body: { frozen_at: to }, key });
+    assert.equal(started.body.status, 'advancing');
+    assert.equal(new Date(started.body.advancing_to).toISOString(), to);
+    assert.deepEqual((await call('advanceTestClock', { token: sandbox.token, body: { frozen_at: to }, key })).body, started.body, 'a replay returns the first response');
+    // This server runs no worker: the clock stays advancing.
+    const again = await call('advanceTestClock', { token: sandbox.token, body: { frozen_at: to }, key: idempotencyKey() });
+    assert.deepEqual([again.status, again.body.error.code], [409, 'TEST_CLOCK_ADVANCING']);
+    assert.equal((await call('getTestClock', { token: sandbox.token })).body.status, 'advancing');
+    const liveTenant = await createTenantWithKey(db, { testMode: false, name: 'REST Live' });
+    const live = await call('advanceTestClock', { token: liveTenant.token, body: { frozen_at: to }, key: idempotencyKey() });
+    assert.deepEqual([live.status, live.body.error.code], [422, 'NOT_TEST_MODE']);
+    const bad = await call('advanceTestClock', { token: sandbox.token, body: { frozen_at: 'tomorrow' }, key: idempotencyKey() });
+    assert.equal(bad.status, 400);
+  });
+
   test('upcoming invoice, change preview, change price, pause, resume', async () => {
     const upcoming = await call('previewUpcomingInvoice', { path: { id: subscriptionId } });
     assert.deepEqual([upcoming.body.price, upcoming.body.subtotal_minor, upcoming.body.invoice, upcoming.body.lines.length], [catalogue.pro.monthUsd, 1000, null, 1]);

@@ -642,6 +642,33 @@ describe('invoices: void and mark uncollectible (finance and admin)', () => {
     assert.equal((await getRow(running.db, 'app_public.invoices', invoice.id)).status, 'open');
   });
 
+  test('an admin advances a test tenant\'s clock (docs/api.md, "Test clocks"): keyed, logged; live tenants are refused, other roles too', async () => {
+    const sandbox = await createWorld(running.db, { testMode: true });
+    await activeSubscription(running.db, sandbox);
+    const offered = async (tenantId: string) =>
+      (json((await as.admin.get(`/admin/api/resources/tenants/records/${tenantId}/show`)).text).record?.recordActions ?? []).some((a) => a.name === 'advanceTestClock');
+    assert.equal(await offered(sandbox.tenantId), true);
+    assert.equal(await offered(world.tenantId), false, 'a live tenant is not offered the action');
+    const form = json((await as.admin.get(`/admin/api/resources/tenants/records/${sandbox.tenantId}/advanceTestClock`)).text).record!.params;
+    assert.equal(form.clock_status, 'ready');
+    const to = new Date(new Date(String(form.clock_frozen_at)).getTime() + 86_400_000).toISOString();
+    const k = key();
+    const done = await act(as.admin, 'tenants', sandbox.tenantId, 'advanceTestClock', { frozen_at: to }, k);
+    assert.equal(json(done.text).notice?.type, 'success', done.text);
+    assert.equal(json((await act(as.admin, 'tenants', sandbox.tenantId, 'advanceTestClock', { frozen_at: to }, k)).text).notice?.type, 'success', 'a double submission');
+    const { rows } = await running.db.asOwner((c) => c.query('select status, advancing_to from app_private.test_clocks where tenant_id = $1', [sandbox.tenantId]));
+    assert.deepEqual([rows[0].status, rows[0].advancing_to.toISOString()], ['advancing', to]);
+    const audit = await auditRows('advance_test_clock', sandbox.tenantId);
+    assert.deepEqual([audit.length, audit[0]!.operator_role, audit[0]!.after.status], [1, 'admin', 'advancing']);
+    const again = await act(as.admin, 'tenants', sandbox.tenantId, 'advanceTestClock', { frozen_at: to });
+    assert.match(json(again.text).notice?.message ?? '', /^TEST_CLOCK_ADVANCING: /);
+    const live = await act(as.admin, 'tenants', world.tenantId, 'advanceTestClock', { frozen_at: to });
+    assert.match(json(live.text).notice?.message ?? '', /^NOT_TEST_MODE: /);
+    for (const role of ['finance', 'support', 'viewer'] as const) {
+      assert.equal(json((await act(as[role], 'tenants', sandbox.tenantId, 'advanceTestClock', { frozen_at: to })).text).notice?.message, 'forbiddenError');
+    }
+  });
+
   test('voiding returns the customer balance the invoice used', async () => {
     const customer = await createCustomer(running.db, world.tenantId);
     await createPaymentMethod(running.db, world.tenantId, customer);
