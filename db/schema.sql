@@ -1064,16 +1064,25 @@ comment on function app_hidden.invoice_next_period(s app_public.subscriptions) i
 
 create function app_hidden.invoice_tax(tenant uuid, customer uuid, plan uuid, taxable bigint, OUT tax_rate_id uuid, OUT inclusive boolean, OUT tax_minor bigint, OUT added_minor bigint, OUT description text)
   returns record
-  language sql stable
+  language plpgsql stable
 as $$
-  select r.id, r.inclusive, t.tax_minor, t.added_minor,
-         format('%s %s%%%s', r.name, trim_scale(r.percentage), case when r.inclusive then ' (included)' else '' end)
-  from (select app_hidden.tax_rate_for(tenant, customer, plan) as r) x
-  cross join lateral (select (x.r).*) r
-  cross join lateral app_hidden.tax_of(x.r, taxable) t
-  union all
-  select null, false, 0, 0, null
-  limit 1;
+declare
+  rate app_public.tax_rates;
+begin
+  -- PL/pgSQL, once per invoice on the renewal path: the rate is looked up once (its plans cached), and an
+  -- untaxed tenant pays one index probe per invoice (docs/benchmarks.md, "Seats, discounts and taxes on the renewal path").
+  tax_minor := 0;
+  added_minor := 0;
+  inclusive := false;
+  rate := app_hidden.tax_rate_for(tenant, customer, plan);
+  if rate.id is null then
+    return;
+  end if;
+  tax_rate_id := rate.id;
+  inclusive := rate.inclusive;
+  select t.tax_minor, t.added_minor into tax_minor, added_minor from app_hidden.tax_of(rate, taxable) t;
+  description := format('%s %s%%%s', rate.name, trim_scale(rate.percentage), case when rate.inclusive then ' (included)' else '' end);
+end;
 $$;
 comment on function app_hidden.invoice_tax(tenant uuid, customer uuid, plan uuid, taxable bigint, OUT tax_rate_id uuid, OUT inclusive boolean, OUT tax_minor bigint, OUT added_minor bigint, OUT description text) is 'The tax of an invoice of this plan for this customer on taxable minor units (app_hidden.tax_rate_for, app_hidden.tax_of) and its line''s description; a null rate and 0 without one.';
 
@@ -1763,19 +1772,22 @@ comment on function app_hidden.tax_of(rate app_public.tax_rates, taxable bigint,
 
 create function app_hidden.tax_rate_for(tenant uuid, customer uuid, plan uuid)
   returns app_public.tax_rates
-  language sql stable
+  language plpgsql stable
 as $$
-  select (x.rate).* from (
-    select r as rate, 1 as rank from app_public.plans p
-    join app_public.tax_rates r on r.tenant_id = p.tenant_id and r.id = p.tax_rate_id and r.active
-    where p.tenant_id = tenant and p.id = plan
-    union all
-    select r, 2 from app_public.customers c
-    join app_public.tax_rates r on r.tenant_id = c.tenant_id and r.country = c.country and r.active
-    where c.tenant_id = tenant and c.id = customer
-  ) x
-  order by x.rank
-  limit 1;
+declare
+  rate app_public.tax_rates;
+begin
+  select r.* into rate from app_public.plans p
+  join app_public.tax_rates r on r.tenant_id = p.tenant_id and r.id = p.tax_rate_id and r.active
+  where p.tenant_id = tenant and p.id = plan;
+  if found then
+    return rate;
+  end if;
+  select r.* into rate from app_public.customers c
+  join app_public.tax_rates r on r.tenant_id = c.tenant_id and r.country = c.country and r.active
+  where c.tenant_id = tenant and c.id = customer;
+  return rate;
+end;
 $$;
 comment on function app_hidden.tax_rate_for(tenant uuid, customer uuid, plan uuid) is 'The tax rate of an invoice of this plan for this customer: the plan''s active rate, else the tenant''s active rate for the customer''s country, else null.';
 
