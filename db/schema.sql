@@ -183,6 +183,17 @@ as $$
 $$;
 comment on function app_hidden.add_calendar(anchor timestamp with time zone, unit text, n integer, tz text) is 'anchor + n days/months/years on the wall clock of time zone tz (month ends clamp: Jan 31 + 1 month = Feb 28/29).';
 
+create function app_hidden.add_discount_line(inv app_public.invoices, discount_id uuid, amount bigint, description text, at_ timestamp with time zone)
+  returns void
+  language sql volatile
+as $$
+  insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
+    discount_id, period_start, period_end, created_at)
+  select inv.tenant_id, inv.id, inv.customer_id, description, 1, -amount, -amount, discount_id, inv.period_start, inv.period_end, at_
+  where discount_id is not null and amount > 0;
+$$;
+comment on function app_hidden.add_discount_line(inv app_public.invoices, discount_id uuid, amount bigint, description text, at_ timestamp with time zone) is 'The discount line of an invoice (negative, after its items), when app_hidden.take_discount gave one; shared by period and proration invoices.';
+
 create function app_hidden.add_tax_line(inv app_public.invoices, tax_rate_id uuid, inclusive boolean, tax bigint, description text, at_ timestamp with time zone)
   returns void
   language sql volatile
@@ -739,12 +750,7 @@ begin
   -- A running discount takes its line, and one of its periods, once the period is surely this invoice's
   -- (app_hidden.take_discount, db/migrations/current/18-coupons.sql; docs/api.md, "Coupons and promotion codes").
   discount := app_hidden.take_discount(s, price, inv.subtotal_minor, at_, true);
-  if discount.amount_minor > 0 then
-    insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
-      discount_id, period_start, period_end, created_at)
-    values (s.tenant_id, inv.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
-      discount.discount_id, create_period_invoice.period_start, create_period_invoice.period_end, at_);
-  end if;
+  perform app_hidden.add_discount_line(inv, discount.discount_id, discount.amount_minor, discount.description, at_);
   -- Then the tax of what is left (db/migrations/current/19-taxes.sql; docs/api.md, "Taxes").
   tax := app_hidden.invoice_tax(s.tenant_id, s.customer_id, price.plan_id, inv.subtotal_minor - discount.amount_minor);
   if discount.amount_minor > 0 or tax.tax_minor > 0 then
@@ -1367,18 +1373,13 @@ begin
         s.currency, 'draft', at_, s.current_period_end, prorated - discount.amount_minor + tax.added_minor, tax.tax_minor, at_, at_)
       returning * into invoice;
       insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
-        price_id, period_start, period_end)
+        price_id, period_start, period_end, created_at)
       values (s.tenant_id, invoice.id, s.customer_id,
         case when not quantity_moves then 'Proration: remaining time at the new price'
              when not price_moves then format('Proration: remaining time, %s → %s seats', s.quantity, quantity_)
              else format('Proration: remaining time at the new price, %s → %s seats', s.quantity, quantity_) end,
-        1, prorated, prorated, new_price.id, at_, s.current_period_end);
-      if discount.amount_minor > 0 then
-        insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
-          discount_id, period_start, period_end)
-        values (s.tenant_id, invoice.id, s.customer_id, discount.description, 1, -discount.amount_minor, -discount.amount_minor,
-          discount.discount_id, at_, s.current_period_end);
-      end if;
+        1, prorated, prorated, new_price.id, at_, s.current_period_end, at_);
+      perform app_hidden.add_discount_line(invoice, discount.discount_id, discount.amount_minor, discount.description, at_);
       perform app_hidden.add_tax_line(invoice, tax.tax_rate_id, tax.inclusive, tax.tax_minor, tax.description, at_);
       invoice := app_hidden.finalize_invoice(invoice.id);
     elsif delta < 0 and prorated > 0 then

@@ -256,6 +256,17 @@ $$;
 comment on function app_hidden.take_discount(s app_public.subscriptions, price app_public.prices, amount bigint, at_ timestamptz, period boolean) is
   'The discount of a locked subscription on an invoice of amount at price: percent_off rounded half away from zero, or amount_off_minor (period invoices only), capped at amount; a period invoice (period) uses one of its periods, ending it after the last. amount_minor 0 when none applies.';
 
+create function app_hidden.add_discount_line(inv app_public.invoices, discount_id uuid, amount bigint, description text, at_ timestamptz)
+  returns void
+  language sql volatile
+as $$
+  insert into app_public.invoice_lines (tenant_id, invoice_id, customer_id, description, quantity, unit_amount_minor, amount_minor,
+    discount_id, period_start, period_end, created_at)
+  select inv.tenant_id, inv.id, inv.customer_id, description, 1, -amount, -amount, discount_id, inv.period_start, inv.period_end, at_
+  where discount_id is not null and amount > 0;
+$$;
+comment on function app_hidden.add_discount_line(inv app_public.invoices, discount_id uuid, amount bigint, description text, at_ timestamptz) is 'The discount line of an invoice (negative, after its items), when app_hidden.take_discount gave one; shared by period and proration invoices.';
+
 create function app_hidden.tg_invoices__return_discount_on_void()
   returns trigger
   language plpgsql volatile
